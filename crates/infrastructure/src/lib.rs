@@ -1,0 +1,13 @@
+//! Everything the tasks service needs from the outside world: its settings, its database pool, and the SeaORM
+//! implementation of the domain's [`domain::TaskRepository`].
+
+mod database;
+mod repository;
+pub mod settings;
+
+pub use database::{Database, DatabaseError, MigrationState};
+pub use repository::SeaOrmTaskRepository;
+pub use settings::{
+    DatabaseBackend, DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings,
+    SettingsError,
+};

@@ -1,0 +1,148 @@
+//! The SeaORM implementation of [`TaskRepository`]: one statement per call, so each call is atomic without an
+//! explicit transaction.
+
+use domain::{DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
+use entity::tasks;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    RuntimeErr, Set, SqlErr,
+};
+
+/// Tasks kept in the `tasks` table of a PostgreSQL or SQLite database.
+#[derive(Debug, Clone)]
+pub struct SeaOrmTaskRepository {
+    connection: DatabaseConnection,
+}
+
+impl SeaOrmTaskRepository {
+    #[must_use]
+    pub fn new(connection: DatabaseConnection) -> Self {
+        Self { connection }
+    }
+}
+
+impl TaskRepository for SeaOrmTaskRepository {
+    #[tracing::instrument(name = "insert task", skip_all, fields(task.id = %task.id))]
+    async fn create(&self, task: &Task) -> Result<(), DomainError> {
+        let row = tasks::ActiveModel {
+            id: Set(*task.id.as_uuid()),
+            name: Set(task.name.as_str().to_owned()),
+        };
+        tasks::Entity::insert(row)
+            .exec_without_returning(&self.connection)
+            .await
+            .map(drop)
+            .map_err(|error| match error.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => DomainError::AlreadyExists(task.id),
+                _ => storage_error(error),
+            })
+    }
+
+    #[tracing::instrument(name = "select task", skip(self))]
+    async fn get(&self, id: TaskId) -> Result<Task, DomainError> {
+        tasks::Entity::find_by_id(*id.as_uuid())
+            .one(&self.connection)
+            .await
+            .map_err(storage_error)?
+            .map(task_from_row)
+            .ok_or(DomainError::NotFound(id))
+    }
+
+    #[tracing::instrument(name = "select page of tasks", skip(self))]
+    async fn list(&self, request: PageRequest) -> Result<Page, DomainError> {
+        let limit = usize::from(request.limit.get());
+        let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id);
+        if let Some(after) = request.after {
+            query = query.filter(tasks::Column::Id.gt(*after.as_uuid()));
+        }
+        // One row more than asked for tells whether another page follows, without a COUNT over the table.
+        let mut rows = query
+            .limit(u64::from(request.limit.get()) + 1)
+            .all(&self.connection)
+            .await
+            .map_err(storage_error)?;
+        let next_after = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|row| TaskId::from_uuid(row.id))
+        } else {
+            None
+        };
+        Ok(Page {
+            tasks: rows.into_iter().map(task_from_row).collect(),
+            next_after,
+        })
+    }
+
+    #[tracing::instrument(name = "rename task", skip_all, fields(task.id = %id))]
+    async fn rename(&self, id: TaskId, name: TaskName) -> Result<Task, DomainError> {
+        let result = tasks::Entity::update_many()
+            .col_expr(tasks::Column::Name, Expr::value(name.as_str()))
+            .filter(tasks::Column::Id.eq(*id.as_uuid()))
+            .exec(&self.connection)
+            .await
+            .map_err(storage_error)?;
+        if result.rows_affected == 0 {
+            return Err(DomainError::NotFound(id));
+        }
+        Ok(Task { id, name })
+    }
+
+    #[tracing::instrument(name = "delete task", skip(self))]
+    async fn delete(&self, id: TaskId) -> Result<(), DomainError> {
+        let result = tasks::Entity::delete_by_id(*id.as_uuid())
+            .exec(&self.connection)
+            .await
+            .map_err(storage_error)?;
+        if result.rows_affected == 0 {
+            return Err(DomainError::NotFound(id));
+        }
+        Ok(())
+    }
+}
+
+fn task_from_row(row: tasks::Model) -> Task {
+    Task {
+        id: TaskId::from_uuid(row.id),
+        name: TaskName::lossy(row.name),
+    }
+}
+
+/// Separates "the database cannot be reached now" (503, worth retrying) from every other failure (500).
+fn storage_error(error: DbErr) -> DomainError {
+    if is_unavailable(&error) {
+        DomainError::Unavailable(Box::new(error))
+    } else {
+        DomainError::Storage(Box::new(error))
+    }
+}
+
+fn is_unavailable(error: &DbErr) -> bool {
+    match error {
+        // Any failure to obtain a connection, whether the pool is exhausted or a new connection is refused.
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            match error.as_ref() {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(error) => error
+                    .code()
+                    .is_some_and(|code| is_unavailable_sqlstate(&code)),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// SQLSTATEs that mean the server refused or dropped the session, not that the statement was wrong: connection
+/// exceptions (08), insufficient resources (53), operator intervention such as a shutdown or a dropped database (57P),
+/// and failed authentication (28).
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    ["08", "53", "57P", "28"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}

@@ -1,0 +1,388 @@
+//! Typed settings, loaded in layers: built-in defaults, then `config/default.toml`, then `config/$APP_ENV.toml`,
+//! then `DATABASE_URL`, then `APP__SECTION__KEY` environment variables. Every key has a default, so the service runs
+//! with no configuration at all (SQLite in the working directory).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// Every setting of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+}
+
+/// Where the HTTP server listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Worker threads; one per core when unset.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// How log lines look and how many there are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,sqlx=warn`; `RUST_LOG` takes precedence when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Pretty,
+    /// One JSON object a line, for log shippers.
+    Json,
+}
+
+/// The database and the pool of connections to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:port/db` or `sqlite://file.db?mode=rwc`. A password written in the URL is moved out of
+    /// it when the settings load, so the URL itself can be logged.
+    pub url: DatabaseUrl,
+    /// The password, when it is not in the URL.
+    pub password: Option<SecretString>,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a request waits for a free connection before it is answered with 503.
+    pub acquire_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_lifetime_secs: u64,
+    /// Apply pending migrations when the service starts.
+    pub migrate_on_start: bool,
+}
+
+/// Which kind of database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseBackend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database URL with any password taken out of it and kept as a secret.
+#[derive(Debug, Clone)]
+pub struct DatabaseUrl {
+    url: Url,
+    backend: DatabaseBackend,
+    password: Option<SecretString>,
+}
+
+/// A setting that is missing, malformed or contradicts another.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "{0} (settings come from config/default.toml, config/$APP_ENV.toml and APP__SECTION__KEY variables)"
+    )]
+    Load(#[from] config::ConfigError),
+    #[error("{key} (environment variable {env}): {problem}")]
+    Invalid {
+        key: &'static str,
+        env: String,
+        problem: String,
+    },
+}
+
+impl SettingsError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            env: environment_variable_for(key),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The environment variable that sets a key: `database.max_connections` is `APP__DATABASE__MAX_CONNECTIONS`.
+#[must_use]
+pub fn environment_variable_for(key: &str) -> String {
+    format!("APP__{}", key.replace('.', "__").to_uppercase())
+}
+
+const DEFAULTS: &str = r#"
+[server]
+host = "127.0.0.1"
+port = 8080
+shutdown_timeout_secs = 30
+
+[database]
+url = "sqlite://tasks.db?mode=rwc"
+max_connections = 16
+min_connections = 0
+acquire_timeout_secs = 5
+idle_timeout_secs = 600
+max_lifetime_secs = 1800
+migrate_on_start = true
+
+[log]
+format = "pretty"
+level = "info"
+"#;
+
+impl Settings {
+    /// Loads the settings from `./config` and the process environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::load_from(Path::new("config"), std::env::vars())
+    }
+
+    /// Loads the settings from a configuration directory and an explicit set of environment variables.
+    pub fn load_from(
+        config_dir: &Path,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let environment: HashMap<String, String> = environment.into_iter().collect();
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(config_dir.join("default")).required(false));
+        if let Some(app_env) = environment.get("APP_ENV") {
+            builder = builder.add_source(File::from(config_dir.join(app_env)).required(false));
+        }
+        let mut app_variables: HashMap<String, String> = environment
+            .iter()
+            .filter(|(name, _)| name.starts_with("APP__"))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        // DATABASE_URL is what sqlx, sea-orm-cli and most hosting platforms set; APP__DATABASE__URL still wins.
+        if let Some(url) = environment.get("DATABASE_URL") {
+            app_variables
+                .entry("APP__DATABASE__URL".to_owned())
+                .or_insert_with(|| url.clone());
+        }
+        let settings: Self = builder
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(app_variables)),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.database.validate()?;
+        Ok(settings)
+    }
+}
+
+impl DatabaseSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.password.is_some() && self.url.password.is_some() {
+            return Err(SettingsError::invalid(
+                "database.password",
+                "a password is also written in database.url; keep only one of them",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(SettingsError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.min_connections > self.max_connections {
+            return Err(SettingsError::invalid(
+                "database.min_connections",
+                format!(
+                    "must not exceed database.max_connections ({})",
+                    self.max_connections
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> DatabaseBackend {
+        self.url.backend
+    }
+
+    /// The password to present, from either the URL or `database.password`.
+    #[must_use]
+    pub fn password(&self) -> Option<&SecretString> {
+        self.password.as_ref().or(self.url.password.as_ref())
+    }
+
+    #[must_use]
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+
+    #[must_use]
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    #[must_use]
+    pub fn max_lifetime(&self) -> Duration {
+        Duration::from_secs(self.max_lifetime_secs)
+    }
+}
+
+impl DatabaseUrl {
+    /// Parses a database URL, refusing schemes the service cannot talk to.
+    pub fn parse(input: &str) -> Result<Self, SettingsError> {
+        let mut url = Url::parse(input).map_err(|error| {
+            SettingsError::invalid(
+                "database.url",
+                format!("not a URL ({error}); expected postgres://user@host:5432/db or sqlite://tasks.db?mode=rwc"),
+            )
+        })?;
+        let backend = match url.scheme() {
+            "postgres" | "postgresql" => DatabaseBackend::Postgres,
+            "sqlite" => DatabaseBackend::Sqlite,
+            other => {
+                return Err(SettingsError::invalid(
+                    "database.url",
+                    format!("unsupported scheme `{other}`; use postgres:// or sqlite://"),
+                ));
+            }
+        };
+        let password = url
+            .password()
+            .map(|encoded| {
+                percent_encoding::percent_decode_str(encoded)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .map(SecretString::from);
+        if password.is_some() {
+            // Only fails for URLs that cannot have credentials, and those cannot have had a password either.
+            let _ = url.set_password(None);
+        }
+        Ok(Self {
+            url,
+            backend,
+            password,
+        })
+    }
+
+    /// The URL without its password.
+    #[must_use]
+    pub fn as_url(&self) -> &Url {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.url.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn load(variables: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let environment = variables
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()));
+        Settings::load_from(Path::new("/nonexistent"), environment)
+    }
+
+    #[test]
+    fn no_configuration_means_sqlite_on_localhost_8080_with_migrations() {
+        let settings = load(&[]).expect("defaults load");
+        assert_eq!(settings.server.host, "127.0.0.1");
+        assert_eq!(settings.server.port, 8080);
+        assert_eq!(settings.database.backend(), DatabaseBackend::Sqlite);
+        assert!(settings.database.migrate_on_start);
+        assert_eq!(settings.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn environment_variables_override_defaults_with_typed_values() {
+        let settings = load(&[
+            ("APP__SERVER__PORT", "9000"),
+            ("APP__DATABASE__MAX_CONNECTIONS", "3"),
+            ("APP__DATABASE__MIGRATE_ON_START", "false"),
+            ("APP__LOG__FORMAT", "json"),
+        ])
+        .expect("settings load");
+        assert_eq!(settings.server.port, 9000);
+        assert_eq!(settings.database.max_connections, 3);
+        assert!(!settings.database.migrate_on_start);
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn app_database_url_wins_over_database_url() {
+        let settings = load(&[
+            ("DATABASE_URL", "postgres://a@db-one/x"),
+            ("APP__DATABASE__URL", "postgres://b@db-two/y"),
+        ])
+        .expect("settings load");
+        assert_eq!(settings.database.url.as_url().host_str(), Some("db-two"));
+        let settings = load(&[("DATABASE_URL", "postgres://a@db-one/x")]).expect("settings load");
+        assert_eq!(settings.database.url.as_url().host_str(), Some("db-one"));
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_moved_out_and_never_printed() {
+        let settings =
+            load(&[("DATABASE_URL", "postgres://app:s3cr%40t@db/tasks")]).expect("settings load");
+        let printed = format!("{settings:?} {}", settings.database.url);
+        assert!(!printed.contains("s3cr"), "{printed}");
+        let password = settings.database.password().expect("password kept");
+        assert_eq!(password.expose_secret(), "s3cr@t");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let error = load(&[("APP__DATABASE__MAX_CONECTIONS", "3")]).expect_err("typo refused");
+        assert!(error.to_string().contains("max_conections"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = load(&[("APP__SERVER__PORT", "eighty")]).expect_err("not a port");
+        assert!(error.to_string().contains("server.port"), "{error}");
+        let error = load(&[("APP__DATABASE__URL", "mongodb://x")]).expect_err("unsupported");
+        let message = error.to_string();
+        assert!(
+            message.contains("APP__DATABASE__URL") && message.contains("mongodb"),
+            "{message}"
+        );
+        let error = load(&[("APP__DATABASE__MAX_CONNECTIONS", "0")]).expect_err("empty pool");
+        assert!(
+            error.to_string().contains("APP__DATABASE__MAX_CONNECTIONS"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn two_passwords_are_ambiguous() {
+        let error = load(&[
+            ("DATABASE_URL", "postgres://app:one@db/tasks"),
+            ("APP__DATABASE__PASSWORD", "two"),
+        ])
+        .expect_err("ambiguous");
+        assert!(
+            error.to_string().contains("APP__DATABASE__PASSWORD"),
+            "{error}"
+        );
+    }
+}
