@@ -1,0 +1,12 @@
+//! The tasks HTTP service: routes, error mapping, OpenAPI document, telemetry and start-up.
+
+pub mod cli;
+mod error;
+mod openapi;
+mod routes;
+pub mod startup;
+pub mod telemetry;
+
+pub use error::Problem;
+pub use infrastructure::Settings;
+pub use startup::{Application, BODY_LIMIT, StartupError};

@@ -1,0 +1,213 @@
+//! `/tasks`: create, read, rename, delete, and list in keyset-paginated pages.
+
+use std::future::{Ready, ready};
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use domain::{PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::method_not_allowed;
+use crate::error::{ApiError, Problem};
+
+pub(crate) fn configure<R: TaskRepository>(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/tasks")
+                .route(web::get().to(list_tasks::<R>))
+                .route(web::post().to(create_task::<R>))
+                .default_service(web::to(method_not_allowed("GET, POST"))),
+        )
+        .service(
+            web::resource("/tasks/{id}")
+                .route(web::get().to(get_task::<R>))
+                .route(web::put().to(rename_task::<R>))
+                .route(web::delete().to(delete_task::<R>))
+                .default_service(web::to(method_not_allowed("GET, PUT, DELETE"))),
+        );
+}
+
+/// What a client sends to create or rename a task.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct TaskPayload {
+    /// 1 to 255 characters, not blank, no control characters.
+    #[schema(example = "Write the migration")]
+    pub(crate) name: String,
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TaskResource {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+}
+
+impl From<Task> for TaskResource {
+    fn from(task: Task) -> Self {
+        Self {
+            id: *task.id.as_uuid(),
+            name: task.name.into_inner(),
+        }
+    }
+}
+
+/// The query string of `GET /tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Tasks per page, 1 to 1000 (default 50).
+    limit: Option<u64>,
+    /// Return the tasks whose id follows this one: the `after` of the previous page's `Link: rel="next"`.
+    after: Option<String>,
+}
+
+/// The `{id}` segment of a task's path, parsed without copying it.
+pub(crate) struct TaskIdParam(TaskId);
+
+impl FromRequest for TaskIdParam {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let raw = request.match_info().get("id").unwrap_or_default();
+        ready(raw.parse().map(Self).map_err(ApiError::from))
+    }
+}
+
+/// List tasks in id order, one page at a time.
+///
+/// Ids are time-ordered, so this is also creation order. When more tasks follow, the response carries
+/// `Link: </tasks?limit=..&after=..>; rel="next"`.
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of tasks", body = [TaskResource],
+            headers(("Link" = String, description = "RFC 8288 link to the next page, when there is one"))),
+        (status = 400, description = "Bad limit or after", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn list_tasks<R: TaskRepository>(
+    repository: web::Data<R>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ListQuery { limit, after } = query.into_inner();
+    let limit = match limit {
+        Some(limit) => {
+            PageLimit::new(limit).map_err(|error| ApiError::InvalidQuery(error.to_string()))?
+        }
+        None => PageLimit::DEFAULT,
+    };
+    let after = after.as_deref().map(str::parse::<TaskId>).transpose()?;
+    let page = repository.list(PageRequest { limit, after }).await?;
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = page.next_after {
+        response.insert_header((
+            header::LINK,
+            format!("</tasks?limit={}&after={next}>; rel=\"next\"", limit.get()),
+        ));
+    }
+    let tasks: Vec<TaskResource> = page.tasks.into_iter().map(TaskResource::from).collect();
+    Ok(response.json(tasks))
+}
+
+/// Create a task.
+#[utoipa::path(
+    post,
+    path = "/tasks",
+    tag = "tasks",
+    request_body = TaskPayload,
+    responses(
+        (status = 201, description = "Created", body = TaskResource,
+            headers(("Location" = String, description = "/tasks/{id} of the new task"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn create_task<R: TaskRepository>(
+    repository: web::Data<R>,
+    payload: web::Json<TaskPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let task = Task::new(TaskName::parse(payload.into_inner().name)?);
+    repository.create(&task).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/tasks/{}", task.id)))
+        .json(TaskResource::from(task)))
+}
+
+/// Get one task.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = TaskResource),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(task.id = %id.0))]
+pub(crate) async fn get_task<R: TaskRepository>(
+    repository: web::Data<R>,
+    id: TaskIdParam,
+) -> Result<HttpResponse, ApiError> {
+    let task = repository.get(id.0).await?;
+    Ok(HttpResponse::Ok().json(TaskResource::from(task)))
+}
+
+/// Rename a task.
+#[utoipa::path(
+    put,
+    path = "/tasks/{id}",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    request_body = TaskPayload,
+    responses(
+        (status = 200, description = "The renamed task", body = TaskResource),
+        (status = 400, description = "Not a UUID, or malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(task.id = %id.0))]
+pub(crate) async fn rename_task<R: TaskRepository>(
+    repository: web::Data<R>,
+    id: TaskIdParam,
+    payload: web::Json<TaskPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let name = TaskName::parse(payload.into_inner().name)?;
+    let task = repository.rename(id.0, name).await?;
+    Ok(HttpResponse::Ok().json(TaskResource::from(task)))
+}
+
+/// Delete a task.
+#[utoipa::path(
+    delete,
+    path = "/tasks/{id}",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(task.id = %id.0))]
+pub(crate) async fn delete_task<R: TaskRepository>(
+    repository: web::Data<R>,
+    id: TaskIdParam,
+) -> Result<HttpResponse, ApiError> {
+    repository.delete(id.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

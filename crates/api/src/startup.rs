@@ -1,0 +1,126 @@
+//! Building the application: connect, migrate, bind, and only then run, so that callers (tests especially) can learn
+//! the real port before the first request.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+pub use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+use infrastructure::{Database, DatabaseError, SeaOrmTaskRepository, ServerSettings, Settings};
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::json_error;
+use crate::openapi::ApiDoc;
+use crate::routes::{self, health, tasks};
+use crate::telemetry::RequestSpan;
+
+/// The largest request body accepted: a name is at most 255 characters, so 16 KiB is generous.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error("cannot listen on {address}: {source} (set APP__SERVER__HOST and APP__SERVER__PORT)")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running, tasks service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    database: Database,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects to the database, applies migrations when configured to, and binds the listening socket.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let database = Database::connect(&settings.database).await?;
+        if settings.database.migrate_on_start {
+            database.migrate_up(None).await?;
+        }
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let server = serve(listener, &database, &settings.server).map_err(bind_error)?;
+        tracing::info!(%address, port, "listening");
+        Ok(Self {
+            port,
+            server,
+            database,
+        })
+    }
+
+    /// The port actually bound (useful when the configured port was 0).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests, embedding applications).
+    #[must_use]
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT or SIGTERM (or the server handle's stop), lets in-flight requests finish, then closes the
+    /// database pool.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.database.close().await;
+        result
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    database: &Database,
+    settings: &ServerSettings,
+) -> std::io::Result<Server> {
+    let repository = web::Data::new(SeaOrmTaskRepository::new(database.connection().clone()));
+    let database = web::Data::new(database.clone());
+    let openapi = ApiDoc::openapi();
+    let json_config = web::JsonConfig::default()
+        .limit(BODY_LIMIT)
+        .error_handler(|error, _| json_error(error, BODY_LIMIT).into());
+    let query_config = web::QueryConfig::default()
+        .error_handler(|error, _| crate::error::ApiError::InvalidQuery(error.to_string()).into());
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .app_data(json_config.clone())
+            .app_data(query_config.clone())
+            .app_data(repository.clone())
+            .app_data(database.clone())
+            .configure(tasks::configure::<SeaOrmTaskRepository>)
+            .configure(health::configure)
+            .service(web::redirect("/docs", "/docs/"))
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+            .default_service(web::to(routes::route_not_found))
+    })
+    .shutdown_timeout(settings.shutdown_timeout_secs)
+    .listen(listener)?;
+    if let Some(workers) = settings.workers {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}
