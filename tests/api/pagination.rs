@@ -1,0 +1,128 @@
+use std::collections::HashSet;
+
+use serde_json::Value;
+use test_support::{Backend, TestApp, assert_problem, spawn_app};
+
+on_every_backend!(
+    following_next_links_visits_every_task_once_in_id_order,
+    the_default_page_holds_fifty_tasks,
+    limits_outside_one_to_a_thousand_are_refused,
+    a_page_starting_after_an_unknown_id_continues_from_there,
+);
+
+/// Inserts `count` tasks in one statement, bypassing the API, and returns their ids.
+async fn seed(app: &TestApp, count: usize) -> Vec<String> {
+    let ids: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::now_v7()).collect();
+    let values: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| match app.database.backend() {
+            Backend::Postgres => format!("('{id}', 'seeded {index}')"),
+            Backend::Sqlite => format!("(X'{}', 'seeded {index}')", id.simple()),
+        })
+        .collect();
+    app.database
+        .execute(format!(
+            "INSERT INTO tasks (id, name) VALUES {}",
+            values.join(",")
+        ))
+        .await;
+    ids.iter().map(uuid::Uuid::to_string).collect()
+}
+
+fn next_link(response: &reqwest::Response) -> Option<String> {
+    let link = response.headers().get("link")?.to_str().expect("ASCII");
+    let (target, relation) = link.split_once(';').expect("<target>; rel");
+    assert_eq!(relation.trim(), r#"rel="next""#);
+    Some(
+        target
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned(),
+    )
+}
+
+async fn following_next_links_visits_every_task_once_in_id_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut expected = seed(&app, 95).await;
+    expected.sort();
+
+    let mut seen = Vec::new();
+    let mut next = Some("/tasks?limit=10".to_owned());
+    let mut pages = 0;
+    while let Some(path) = next {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 200);
+        next = next_link(&response);
+        let page: Vec<Value> = response.json().await.expect("JSON array");
+        assert!(page.len() <= 10);
+        seen.extend(
+            page.iter()
+                .map(|task| task["id"].as_str().expect("id").to_owned()),
+        );
+        pages += 1;
+    }
+
+    assert_eq!(pages, 10);
+    assert_eq!(seen, expected, "every task once, in id order");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 95);
+}
+
+async fn the_default_page_holds_fifty_tasks(backend: Backend) {
+    let app = spawn_app(backend).await;
+    seed(&app, 51).await;
+
+    let response = app.get("/tasks").await;
+
+    let next = next_link(&response).expect("a next link");
+    assert!(next.starts_with("/tasks?limit=50&after="), "{next}");
+    assert_eq!(response.json::<Vec<Value>>().await.expect("JSON").len(), 50);
+    let last: Vec<Value> = app.get(&next).await.json().await.expect("JSON");
+    assert_eq!(last.len(), 1);
+}
+
+async fn limits_outside_one_to_a_thousand_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    seed(&app, 3).await;
+
+    for bad in ["0", "1001", "-1", "ten", "99999999999999999999999"] {
+        assert_problem(
+            app.get(&format!("/tasks?limit={bad}")).await,
+            400,
+            "invalid_query",
+        )
+        .await;
+    }
+    let page: Vec<Value> = app
+        .get("/tasks?limit=1000")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(page.len(), 3);
+}
+
+async fn a_page_starting_after_an_unknown_id_continues_from_there(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ids = seed(&app, 5).await;
+    ids.sort();
+    // Deleted between two page requests: the next page still starts at the right place.
+    assert_eq!(app.delete_task(&ids[1]).await.status(), 204);
+
+    let page: Vec<Value> = app
+        .get(&format!("/tasks?after={}", ids[1]))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+
+    let names: Vec<&str> = page
+        .iter()
+        .map(|task| task["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        names,
+        ids[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,176 @@
+//! A database of its own for every test: a fresh PostgreSQL database or a fresh SQLite file, removed afterwards.
+
+use std::path::PathBuf;
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
+use uuid::Uuid;
+
+/// The database engines the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The server that hosts the per-test PostgreSQL databases: `TEST_DATABASE_URL`, or the local one.
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// One test's database.
+#[derive(Debug)]
+pub struct TestDatabase {
+    backend: Backend,
+    url: String,
+    name: String,
+    sqlite_file: Option<PathBuf>,
+}
+
+impl TestDatabase {
+    /// Creates an empty database; the service's own migrations fill it.
+    pub async fn create(backend: Backend) -> Self {
+        let name = format!("tasks_test_{}", Uuid::new_v4().simple());
+        match backend {
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let mut admin = PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("PostgreSQL must be running for this test ({admin_url}): {error}")
+                    });
+                // The name is ours, made of a prefix and hex digits.
+                sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&name);
+                Self {
+                    backend,
+                    url: url.to_string(),
+                    name,
+                    sqlite_file: None,
+                }
+            }
+            Backend::Sqlite => {
+                let file = std::env::temp_dir().join(format!("{name}.db"));
+                Self {
+                    backend,
+                    url: format!("sqlite://{}?mode=rwc", file.display()),
+                    name,
+                    sqlite_file: Some(file),
+                }
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs statements written by the test itself on a connection of its own, outside the service.
+    pub async fn execute(&self, sql: String) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect to the test database");
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut connection)
+                    .await
+                    .expect("statement runs");
+            }
+            Backend::Sqlite => {
+                let mut connection = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open the test database");
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut connection)
+                    .await
+                    .expect("statement runs");
+            }
+        }
+    }
+
+    /// How many rows `tasks` holds, read directly, not through the service.
+    pub async fn count_tasks(&self) -> i64 {
+        let query = "SELECT COUNT(*) FROM tasks";
+        match self.backend {
+            Backend::Postgres => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect to the test database");
+                sqlx::query_scalar(query)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count")
+            }
+            Backend::Sqlite => {
+                let mut connection = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open the test database");
+                sqlx::query_scalar(query)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+
+    /// Makes the database unreachable for the service, as an outage would: every session is ended and the database
+    /// disappears.
+    pub async fn take_down(&self) {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "only a server database can go down"
+        );
+        drop_postgres_database(&self.name).await;
+    }
+}
+
+async fn drop_postgres_database(name: &str) {
+    let mut admin = PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("connect as administrator");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("DROP DATABASE");
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match (&self.backend, &self.sqlite_file) {
+            (Backend::Postgres, _) => {
+                // Drop cannot await, and the test's runtime may be shutting down: use a runtime of our own.
+                let name = self.name.clone();
+                let cleanup = std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for clean-up")
+                        .block_on(drop_postgres_database(&name));
+                });
+                let _ = cleanup.join();
+            }
+            (Backend::Sqlite, Some(file)) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut path = file.clone().into_os_string();
+                    path.push(suffix);
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            (Backend::Sqlite, None) => {}
+        }
+    }
+}
