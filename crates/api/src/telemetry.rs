@@ -1,6 +1,8 @@
 //! Log set-up: human-readable lines by default, JSON lines on request, and the request id of `tracing-actix-web` on
 //! every line written while a request is served.
 
+use std::io::IsTerminal;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use infrastructure::{LogFormat, LogSettings};
@@ -18,9 +20,13 @@ where
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let registry = tracing_subscriber::registry().with(filter);
     match settings.format {
-        LogFormat::Pretty => {
-            Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(sink)))
-        }
+        LogFormat::Pretty => Box::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stdout().is_terminal())
+                    .with_writer(sink),
+            ),
+        ),
         LogFormat::Json => Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()

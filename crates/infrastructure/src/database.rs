@@ -1,10 +1,12 @@
 //! Opening the connection pool, checking that it is alive, and running migrations through it.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector};
 use secrecy::ExposeSecret;
+use sqlx::Connection;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
@@ -119,8 +121,22 @@ impl Database {
     }
 }
 
+/// A connection used this recently is known to be alive; older idle ones are pinged before they are handed out.
+/// HikariCP makes the same trade (its `aliveBypassWindowMs`): a ping on every checkout would double the round trips
+/// of a busy service, and no ping at all would hand out connections the server closed while they sat idle.
+const RECENTLY_USED: Duration = Duration::from_millis(500);
+
 fn pool_options<DB: sqlx::Database>(settings: &DatabaseSettings) -> PoolOptions<DB> {
     PoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|connection: &mut DB::Connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for > RECENTLY_USED {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(settings.acquire_timeout())

@@ -132,7 +132,8 @@ migrate_on_start = true
 
 [log]
 format = "pretty"
-level = "info"
+# PostgreSQL's NOTICEs (such as "relation already exists, skipping") are not news.
+level = "info,sqlx::postgres::notice=warn"
 "#;
 
 impl Settings {
