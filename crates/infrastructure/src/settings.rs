@@ -375,6 +375,40 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_file_loads() {
+        let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let environment = [("APP_ENV".to_owned(), "example".to_owned())];
+        Settings::load_from(&config_dir, environment).expect("config/example.toml loads");
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_then_default_file_then_environment_file_then_variables() {
+        let config_dir =
+            std::env::temp_dir().join(format!("tasks-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&config_dir).expect("temp dir");
+        std::fs::write(
+            config_dir.join("default.toml"),
+            "[server]\nport = 7000\nworkers = 1\n",
+        )
+        .expect("write");
+        std::fs::write(config_dir.join("staging.toml"), "[server]\nworkers = 3\n").expect("write");
+        let environment = [
+            ("APP_ENV", "staging"),
+            ("APP__DATABASE__MAX_CONNECTIONS", "4"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+
+        let settings = Settings::load_from(&config_dir, environment);
+        std::fs::remove_dir_all(&config_dir).expect("clean up");
+
+        let settings = settings.expect("settings load");
+        assert_eq!(settings.server.port, 7000);
+        assert_eq!(settings.server.workers, Some(3));
+        assert_eq!(settings.database.max_connections, 4);
+        assert_eq!(settings.server.host, "127.0.0.1");
+    }
+
+    #[test]
     fn two_passwords_are_ambiguous() {
         let error = load(&[
             ("DATABASE_URL", "postgres://app:one@db/tasks"),
