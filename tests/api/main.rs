@@ -27,5 +27,6 @@ mod concurrency;
 mod docs;
 mod errors;
 mod health;
+mod migrations;
 mod pagination;
 mod tasks;
