@@ -1,0 +1,532 @@
+//! Verification of RDS IAM authentication tokens, written from the AWS Signature Version 4 specification for
+//! query-string (presigned) requests. A token is the presigned URL of `GET https://host:port/?Action=connect&DBUser=u`
+//! without its scheme, signed for the service `rds-db`; RDS recomputes the signature with the secret key of the access
+//! key it names, and so does this module.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+
+use crate::credentials::CredentialStore;
+
+const SERVICE: &str = "rds-db";
+const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// RDS tokens live at most 15 minutes, whatever `X-Amz-Expires` says.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+/// How far a client's clock may run ahead of ours, as AWS allows.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// RFC 3986 unreserved characters stay as they are; SigV4 encodes everything else.
+const SIGV4_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Why a token was refused. The texts name what was wrong, never the token or its signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("Action is `{0}`, not `connect`")]
+    WrongAction(String),
+    #[error(
+        "token is for database user `{token_user}`, but the connection is for `{startup_user}`"
+    )]
+    WrongUser {
+        token_user: String,
+        startup_user: String,
+    },
+    #[error("token is signed for `{signed}`, but this endpoint is `{expected}`")]
+    WrongHost { signed: String, expected: String },
+    #[error("token is signed for region `{signed}`, but this endpoint is in `{expected}`")]
+    WrongRegion { signed: String, expected: String },
+    #[error("token is signed for service `{0}`, not `rds-db`")]
+    WrongService(String),
+    #[error("token expired {0} s ago")]
+    Expired(u64),
+    #[error("token is dated {0} s in the future, beyond the allowed clock skew")]
+    NotYetValid(u64),
+    #[error("access key `{0}` is unknown")]
+    UnknownAccessKey(String),
+    #[error("signature does not match (wrong secret key, or the token was altered)")]
+    BadSignature,
+}
+
+/// What a valid token proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub access_key_id: String,
+    pub user: String,
+    pub expires_at: SystemTime,
+    pub has_session_token: bool,
+}
+
+/// Checks tokens for one endpoint in one region.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    credentials: CredentialStore,
+    region: String,
+    endpoint: String,
+    max_token_age: Duration,
+}
+
+impl Verifier {
+    /// `endpoint` is the `host:port` tokens must be signed for; `max_token_age` shortens tokens' lives below
+    /// 15 minutes (for rotation tests).
+    #[must_use]
+    pub fn new(
+        credentials: CredentialStore,
+        region: &str,
+        endpoint: &str,
+        max_token_age: Duration,
+    ) -> Self {
+        Self {
+            credentials,
+            region: region.to_owned(),
+            endpoint: endpoint.to_owned(),
+            max_token_age: max_token_age.min(MAX_TOKEN_LIFETIME),
+        }
+    }
+
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Verifies `token` as the password of `startup_user`, at time `now`.
+    pub fn verify(
+        &self,
+        token: &str,
+        startup_user: &str,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, Rejection> {
+        let token = ParsedToken::parse(token)?;
+
+        let action = token.param("Action")?;
+        if action != "connect" {
+            return Err(Rejection::WrongAction(action.to_owned()));
+        }
+        let token_user = token.param("DBUser")?;
+        if token_user != startup_user {
+            return Err(Rejection::WrongUser {
+                token_user: token_user.to_owned(),
+                startup_user: startup_user.to_owned(),
+            });
+        }
+        if !token.signed_host.eq_ignore_ascii_case(&self.endpoint) {
+            return Err(Rejection::WrongHost {
+                signed: token.signed_host.to_owned(),
+                expected: self.endpoint.clone(),
+            });
+        }
+        let algorithm = token.param("X-Amz-Algorithm")?;
+        if algorithm != ALGORITHM {
+            return Err(Rejection::Malformed(format!(
+                "X-Amz-Algorithm `{algorithm}` is not {ALGORITHM}"
+            )));
+        }
+        if token.param("X-Amz-SignedHeaders")? != "host" {
+            return Err(Rejection::Malformed(
+                "X-Amz-SignedHeaders must be `host`".to_owned(),
+            ));
+        }
+
+        let credential = token.param("X-Amz-Credential")?;
+        let scope: Vec<&str> = credential.split('/').collect();
+        let [access_key_id, scope_date, region, service, terminator] = scope[..] else {
+            return Err(Rejection::Malformed(
+                "X-Amz-Credential is not key/date/region/service/aws4_request".to_owned(),
+            ));
+        };
+        if terminator != "aws4_request" {
+            return Err(Rejection::Malformed(
+                "X-Amz-Credential does not end in aws4_request".to_owned(),
+            ));
+        }
+        if service != SERVICE {
+            return Err(Rejection::WrongService(service.to_owned()));
+        }
+        if region != self.region {
+            return Err(Rejection::WrongRegion {
+                signed: region.to_owned(),
+                expected: self.region.clone(),
+            });
+        }
+
+        let amz_date = token.param("X-Amz-Date")?;
+        let signed_at = parse_amz_date(amz_date)?;
+        if !amz_date.starts_with(scope_date) || scope_date.len() != 8 {
+            return Err(Rejection::Malformed(
+                "X-Amz-Date and the credential scope's date differ".to_owned(),
+            ));
+        }
+        let expires_in: u64 = token.param("X-Amz-Expires")?.parse().map_err(|_| {
+            Rejection::Malformed("X-Amz-Expires is not a number of seconds".to_owned())
+        })?;
+        if expires_in == 0 || expires_in > MAX_TOKEN_LIFETIME.as_secs() {
+            return Err(Rejection::Malformed(format!(
+                "X-Amz-Expires is {expires_in}; RDS accepts 1 to {}",
+                MAX_TOKEN_LIFETIME.as_secs()
+            )));
+        }
+        let expires_at = signed_at + Duration::from_secs(expires_in).min(self.max_token_age);
+        if let Ok(late) = now.duration_since(expires_at)
+            && !late.is_zero()
+        {
+            return Err(Rejection::Expired(late.as_secs().max(1)));
+        }
+        if let Ok(early) = signed_at.duration_since(now)
+            && early > CLOCK_SKEW
+        {
+            return Err(Rejection::NotYetValid(early.as_secs()));
+        }
+
+        let secret = self
+            .credentials
+            .secret_for(access_key_id)
+            .ok_or_else(|| Rejection::UnknownAccessKey(access_key_id.to_owned()))?;
+        let signature = hex::decode(token.param("X-Amz-Signature")?)
+            .map_err(|_| Rejection::Malformed("X-Amz-Signature is not hexadecimal".to_owned()))?;
+        let string_to_sign = format!(
+            "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{SERVICE}/aws4_request\n{}",
+            hex::encode(Sha256::digest(token.canonical_request()))
+        );
+        let signing_key = [scope_date, region, SERVICE, "aws4_request"]
+            .iter()
+            .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
+                hmac_sha256(&key, part.as_bytes())
+            });
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&signing_key).map_err(|_| Rejection::BadSignature)?;
+        mac.update(string_to_sign.as_bytes());
+        // verify_slice compares in constant time.
+        mac.verify_slice(&signature)
+            .map_err(|_| Rejection::BadSignature)?;
+
+        Ok(VerifiedToken {
+            access_key_id: access_key_id.to_owned(),
+            user: token_user.to_owned(),
+            expires_at,
+            has_session_token: token.param("X-Amz-Security-Token").is_ok(),
+        })
+    }
+}
+
+/// A token split into the host it names and its decoded query parameters.
+struct ParsedToken<'a> {
+    signed_host: &'a str,
+    params: Vec<(String, String)>,
+}
+
+impl<'a> ParsedToken<'a> {
+    fn parse(token: &'a str) -> Result<Self, Rejection> {
+        let (signed_host, query) = token
+            .split_once("/?")
+            .ok_or_else(|| Rejection::Malformed("expected host:port/?query".to_owned()))?;
+        let mut params = Vec::new();
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |part: &str| {
+                percent_decode_str(part)
+                    .decode_utf8()
+                    .map(|decoded| decoded.into_owned())
+                    .map_err(|_| Rejection::Malformed("query parameter is not UTF-8".to_owned()))
+            };
+            let (name, value) = (decode(name)?, decode(value)?);
+            if params.iter().any(|(existing, _)| existing == &name) {
+                return Err(Rejection::Malformed(format!(
+                    "parameter `{name}` appears twice"
+                )));
+            }
+            params.push((name, value));
+        }
+        Ok(Self {
+            signed_host,
+            params,
+        })
+    }
+
+    fn param(&self, name: &str) -> Result<&str, Rejection> {
+        self.params
+            .iter()
+            .find(|(candidate, _)| candidate == name)
+            .map(|(_, value)| value.as_str())
+            .ok_or_else(|| Rejection::Malformed(format!("missing {name}")))
+    }
+
+    /// The SigV4 canonical request: method, path, sorted and re-encoded query without the signature, the one signed
+    /// header, and the hash of the empty payload.
+    fn canonical_request(&self) -> String {
+        let mut query: Vec<(String, String)> = self
+            .params
+            .iter()
+            .filter(|(name, _)| name != "X-Amz-Signature")
+            .map(|(name, value)| {
+                (
+                    utf8_percent_encode(name, SIGV4_ENCODE).to_string(),
+                    utf8_percent_encode(value, SIGV4_ENCODE).to_string(),
+                )
+            })
+            .collect();
+        query.sort();
+        let mut canonical = String::from("GET\n/\n");
+        for (index, (name, value)) in query.iter().enumerate() {
+            if index > 0 {
+                canonical.push('&');
+            }
+            let _ = write!(canonical, "{name}={value}");
+        }
+        let _ = write!(
+            canonical,
+            "\nhost:{}\n\nhost\n{}",
+            self.signed_host.trim(),
+            hex::encode(Sha256::digest(b""))
+        );
+        canonical
+    }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"));
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Parses SigV4's basic ISO 8601 form, `20240826T220000Z`.
+fn parse_amz_date(value: &str) -> Result<SystemTime, Rejection> {
+    let malformed =
+        || Rejection::Malformed(format!("X-Amz-Date `{value}` is not YYYYMMDDTHHMMSSZ"));
+    let bytes = value.as_bytes();
+    if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
+        return Err(malformed());
+    }
+    let number = |range: std::ops::Range<usize>| -> Result<u32, Rejection> {
+        value
+            .get(range)
+            .and_then(|digits| digits.parse().ok())
+            .ok_or_else(malformed)
+    };
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(malformed());
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    u64::try_from(seconds)
+        .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
+        .map_err(|_| malformed())
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Made once with botocore 1.x (`generate_db_auth_token`, time frozen at 2024-08-26T22:00:00Z), an independent
+    /// implementation of SigV4: our verifier must accept its tokens byte for byte.
+    const BOTOCORE_TOKEN: &str = "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=dd0cba843009474347af724090233265628ace491ea17ce3eb3da098b983ad89";
+
+    /// Also botocore, with a session token and a user name that needs percent-encoding.
+    const BOTOCORE_SESSION_TOKEN: &str = "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432/?Action=connect&DBUser=db%20user%2Bx%40corp&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240826%2Feu-west-3%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F%2F%2F%2F%2F%2F%2F%2F%2FwEaDFAKE%2FTOKEN%2Bwith%2Fslashes%3D&X-Amz-Signature=eff84d6423566e6fb89c91accde5807aa7f6d62fa5ada67754b1bc82eed8a4eb";
+
+    fn signed_at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_724_709_600)
+    }
+
+    fn verifier(region: &str, endpoint: &str) -> Verifier {
+        let credentials = CredentialStore::parse(
+            "[default]\naws_access_key_id = akid\naws_secret_access_key = secret\n\n\
+             [other]\naws_access_key_id=AKIDEXAMPLE\naws_secret_access_key=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n",
+        );
+        Verifier::new(credentials, region, endpoint, MAX_TOKEN_LIFETIME)
+    }
+
+    fn us_east() -> Verifier {
+        verifier(
+            "us-east-1",
+            "prod-instance.us-east-1.rds.amazonaws.com:3306",
+        )
+    }
+
+    #[test]
+    fn dates_convert_to_unix_time() {
+        assert_eq!(parse_amz_date("20240826T220000Z"), Ok(signed_at()));
+        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(UNIX_EPOCH));
+        assert!(parse_amz_date("2024-08-26T22:00Z").is_err());
+        assert!(parse_amz_date("20241326T220000Z").is_err());
+    }
+
+    #[test]
+    fn a_token_from_an_independent_signer_is_accepted() {
+        let verified = us_east()
+            .verify(
+                BOTOCORE_TOKEN,
+                "peccy",
+                signed_at() + Duration::from_secs(60),
+            )
+            .expect("valid");
+        assert_eq!(verified.access_key_id, "akid");
+        assert_eq!(verified.expires_at, signed_at() + MAX_TOKEN_LIFETIME);
+        assert!(!verified.has_session_token);
+    }
+
+    #[test]
+    fn session_tokens_and_encoded_user_names_are_verified_decoded() {
+        let verified = verifier(
+            "eu-west-3",
+            "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+        )
+        .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
+        .expect("valid");
+        assert!(verified.has_session_token);
+        assert_eq!(verified.user, "db user+x@corp");
+    }
+
+    #[test]
+    fn any_altered_byte_breaks_the_signature() {
+        let tampered = BOTOCORE_TOKEN.replace("X-Amz-Expires=900", "X-Amz-Expires=899");
+        assert_eq!(
+            us_east().verify(&tampered, "peccy", signed_at()),
+            Err(Rejection::BadSignature)
+        );
+        let tampered = BOTOCORE_TOKEN.replace("dd0cba84", "dd0cba85");
+        assert_eq!(
+            us_east().verify(&tampered, "peccy", signed_at()),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_wrong_secret_is_a_bad_signature() {
+        let credentials = CredentialStore::parse(
+            "[default]\naws_access_key_id=akid\naws_secret_access_key=other\n",
+        );
+        let verifier = Verifier::new(
+            credentials,
+            "us-east-1",
+            "prod-instance.us-east-1.rds.amazonaws.com:3306",
+            MAX_TOKEN_LIFETIME,
+        );
+        assert_eq!(
+            verifier.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_token_must_name_this_user_host_and_region() {
+        assert!(matches!(
+            us_east().verify(BOTOCORE_TOKEN, "root", signed_at()),
+            Err(Rejection::WrongUser { .. })
+        ));
+        let other_host = verifier("us-east-1", "other.us-east-1.rds.amazonaws.com:3306");
+        assert!(matches!(
+            other_host.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::WrongHost { .. })
+        ));
+        let other_port = verifier(
+            "us-east-1",
+            "prod-instance.us-east-1.rds.amazonaws.com:5432",
+        );
+        assert!(matches!(
+            other_port.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::WrongHost { .. })
+        ));
+        let other_region = verifier(
+            "eu-west-1",
+            "prod-instance.us-east-1.rds.amazonaws.com:3306",
+        );
+        assert!(matches!(
+            other_region.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::WrongRegion { .. })
+        ));
+    }
+
+    #[test]
+    fn tokens_expire_after_their_lifetime_or_the_configured_maximum_age() {
+        let after = |seconds| signed_at() + Duration::from_secs(seconds);
+        assert!(
+            us_east()
+                .verify(BOTOCORE_TOKEN, "peccy", after(900))
+                .is_ok()
+        );
+        assert_eq!(
+            us_east().verify(BOTOCORE_TOKEN, "peccy", after(901)),
+            Err(Rejection::Expired(1))
+        );
+        let strict = Verifier::new(
+            us_east().credentials,
+            "us-east-1",
+            "prod-instance.us-east-1.rds.amazonaws.com:3306",
+            Duration::from_secs(5),
+        );
+        assert!(strict.verify(BOTOCORE_TOKEN, "peccy", after(5)).is_ok());
+        assert_eq!(
+            strict.verify(BOTOCORE_TOKEN, "peccy", after(6)),
+            Err(Rejection::Expired(1))
+        );
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused_beyond_the_clock_skew() {
+        let before = |seconds| signed_at() - Duration::from_secs(seconds);
+        assert!(
+            us_east()
+                .verify(BOTOCORE_TOKEN, "peccy", before(CLOCK_SKEW.as_secs()))
+                .is_ok()
+        );
+        assert!(matches!(
+            us_east().verify(BOTOCORE_TOKEN, "peccy", before(CLOCK_SKEW.as_secs() + 1)),
+            Err(Rejection::NotYetValid(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_and_garbage_are_refused_without_echoing_the_token() {
+        let unknown = BOTOCORE_TOKEN.replace("Credential=akid", "Credential=nobody");
+        assert_eq!(
+            us_east().verify(&unknown, "peccy", signed_at()),
+            Err(Rejection::UnknownAccessKey("nobody".to_owned()))
+        );
+        for garbage in [
+            "",
+            "password",
+            "host:1/?",
+            "host:1/?Action=connect&Action=connect",
+        ] {
+            let rejection = us_east()
+                .verify(garbage, "peccy", signed_at())
+                .expect_err("refused");
+            assert!(
+                !rejection.to_string().contains("X-Amz-Signature="),
+                "{rejection}"
+            );
+        }
+        let rejection = us_east()
+            .verify(BOTOCORE_TOKEN, "root", signed_at())
+            .expect_err("refused");
+        assert!(!rejection.to_string().contains("dd0cba84"), "{rejection}");
+    }
+}
