@@ -5,4 +5,10 @@
 //! session as the same user on a real upstream PostgreSQL and relays bytes both ways.
 
 pub mod credentials;
+mod protocol;
+mod server;
 pub mod sigv4;
+mod tls;
+
+pub use server::{Emulator, Options, StartError};
+pub use tls::TlsError;

@@ -1,1 +1,66 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use rds_iam_emulator::credentials::CredentialStore;
+use rds_iam_emulator::{Emulator, Options};
+use tracing_subscriber::EnvFilter;
+
+/// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "rds-iam-emulator", version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    listen: SocketAddr,
+    /// The real server; sessions open there as the client's user, so give the emulator trust authentication.
+    #[arg(long, default_value = "postgres://127.0.0.1:5432")]
+    upstream: url::Url,
+    /// The region tokens must be signed for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// An `~/.aws/credentials`-style file with the secret keys of the access keys that may sign tokens.
+    #[arg(long)]
+    credentials: PathBuf,
+    /// Where to write `ca.pem`, the CA that signs the emulator's certificate.
+    #[arg(long, default_value = ".")]
+    tls_dir: PathBuf,
+    /// The host:port tokens must be signed for (default: the listen address).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Refuse tokens older than this many seconds (at most 900), for rotation tests.
+    #[arg(long, default_value_t = 900)]
+    max_token_age: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    let credentials = CredentialStore::load(&cli.credentials)
+        .with_context(|| format!("reading --credentials {}", cli.credentials.display()))?;
+    anyhow::ensure!(
+        !credentials.is_empty(),
+        "--credentials {} has no profile with both aws_access_key_id and aws_secret_access_key",
+        cli.credentials.display()
+    );
+    let emulator = Emulator::bind(Options {
+        listen: cli.listen,
+        upstream: cli.upstream,
+        region: cli.region,
+        credentials,
+        tls_dir: cli.tls_dir,
+        endpoint: cli.endpoint,
+        max_token_age: Duration::from_secs(cli.max_token_age),
+    })
+    .await?;
+    tokio::select! {
+        () = emulator.run() => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+    }
+    Ok(())
+}
