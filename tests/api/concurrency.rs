@@ -20,10 +20,7 @@ async fn five_hundred_concurrent_posts_all_land_as_distinct_rows(backend: Backen
     }))
     .await;
 
-    let ids: HashSet<&str> = responses
-        .iter()
-        .map(|task| task["id"].as_str().expect("id"))
-        .collect();
+    let ids: HashSet<&str> = responses.iter().map(|task| task["id"].as_str().expect("id")).collect();
     let names: HashSet<&str> = responses
         .iter()
         .map(|task| task["name"].as_str().expect("name"))

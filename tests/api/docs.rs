@@ -7,12 +7,7 @@ async fn the_openapi_document_describes_every_route() {
 
     let document: Value = app.get("/openapi.json").await.json().await.expect("JSON");
 
-    assert!(
-        document["openapi"]
-            .as_str()
-            .expect("version")
-            .starts_with("3.1")
-    );
+    assert!(document["openapi"].as_str().expect("version").starts_with("3.1"));
     for path in ["/tasks", "/tasks/{id}", "/health/live", "/health/ready"] {
         assert!(document["paths"][path].is_object(), "{path} is documented");
     }

@@ -45,10 +45,7 @@ async fn malformed_json_is_a_bad_request(backend: Backend) {
         let response = app.post_raw("/tasks", "application/json", body).await;
         let problem = assert_problem(response, 400, "malformed_body").await;
         let detail = problem["detail"].as_str().expect("detail");
-        assert!(
-            !detail.contains("sqlx") && !detail.contains("SQL"),
-            "{detail}"
-        );
+        assert!(!detail.contains("sqlx") && !detail.contains("SQL"), "{detail}");
     }
     assert_eq!(app.database.count_tasks().await, 0);
 }
@@ -56,9 +53,7 @@ async fn malformed_json_is_a_bad_request(backend: Backend) {
 async fn wrong_content_type_is_unsupported(backend: Backend) {
     let app = spawn_app(backend).await;
 
-    let response = app
-        .post_raw("/tasks", "text/plain", r#"{"name": "a"}"#)
-        .await;
+    let response = app.post_raw("/tasks", "text/plain", r#"{"name": "a"}"#).await;
     assert_problem(response, 415, "unsupported_media_type").await;
     let response = app
         .request(reqwest::Method::POST, "/tasks")
@@ -76,8 +71,7 @@ async fn oversized_bodies_are_refused_before_parsing(backend: Backend) {
     let huge = format!(r#"{{"name": "{}"}}"#, "a".repeat(tasks_api::BODY_LIMIT));
 
     assert_problem(
-        app.post_raw("/tasks", "application/json", huge.clone())
-            .await,
+        app.post_raw("/tasks", "application/json", huge.clone()).await,
         413,
         "payload_too_large",
     )
@@ -108,12 +102,7 @@ async fn ids_that_are_not_uuids_are_bad_requests(backend: Backend) {
 
     for bad in ["not-a-uuid", "123", "%00", &"f".repeat(2000)] {
         assert_problem(app.get(&format!("/tasks/{bad}")).await, 400, "invalid_id").await;
-        assert_problem(
-            app.put_task(bad, &json!({ "name": "x" })).await,
-            400,
-            "invalid_id",
-        )
-        .await;
+        assert_problem(app.put_task(bad, &json!({ "name": "x" })).await, 400, "invalid_id").await;
         assert_problem(app.delete_task(bad).await, 400, "invalid_id").await;
     }
     assert_problem(app.get("/tasks?after=nope").await, 400, "invalid_id").await;
@@ -131,19 +120,9 @@ async fn an_invalid_rename_leaves_the_task_unchanged(backend: Backend) {
         "invalid_name",
     )
     .await;
-    assert_problem(
-        app.put_task(&id, &json!({ "name": 1 })).await,
-        400,
-        "malformed_body",
-    )
-    .await;
+    assert_problem(app.put_task(&id, &json!({ "name": 1 })).await, 400, "malformed_body").await;
 
-    let task: serde_json::Value = app
-        .get(&format!("/tasks/{id}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let task: serde_json::Value = app.get(&format!("/tasks/{id}")).await.json().await.expect("JSON");
     assert_eq!(task["name"], "original");
 }
 
@@ -159,10 +138,7 @@ async fn unknown_paths_and_methods_get_problems(backend: Backend) {
     assert_eq!(response.headers()["allow"], "GET, POST");
     assert_problem(response, 405, "method_not_allowed").await;
     let response = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/tasks/{}", uuid::Uuid::now_v7()),
-        )
+        .request(reqwest::Method::POST, &format!("/tasks/{}", uuid::Uuid::now_v7()))
         .send()
         .await
         .expect("answered");

@@ -10,10 +10,7 @@ async fn a_running_service_is_live_and_ready(backend: Backend) {
     assert_eq!(live.status(), 200);
     let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        ready.json::<Value>().await.expect("JSON")["status"],
-        "ready"
-    );
+    assert_eq!(ready.json::<Value>().await.expect("JSON")["status"], "ready");
 }
 
 /// Only a server database can go away while the service runs.
@@ -35,8 +32,7 @@ async fn losing_the_database_makes_the_service_unready_and_requests_unavailable(
         "{detail}"
     );
     assert_problem(
-        app.post_task(&serde_json::json!({ "name": "during" }))
-            .await,
+        app.post_task(&serde_json::json!({ "name": "during" })).await,
         503,
         "database_unavailable",
     )

@@ -6,11 +6,8 @@ on_every_backend!(migrations_apply_revert_and_reapply_cleanly);
 async fn migrations_apply_revert_and_reapply_cleanly(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let environment = [("APP__DATABASE__URL".to_owned(), database.url().to_owned())];
-    let settings =
-        Settings::load_from(std::path::Path::new("/nonexistent"), environment).expect("settings");
-    let connection = Database::connect(&settings.database)
-        .await
-        .expect("connect");
+    let settings = Settings::load_from(std::path::Path::new("/nonexistent"), environment).expect("settings");
+    let connection = Database::connect(&settings.database).await.expect("connect");
     let applied = |connection: &Database| {
         let connection = connection.clone();
         async move {
@@ -23,25 +20,15 @@ async fn migrations_apply_revert_and_reapply_cleanly(backend: Backend) {
     assert_eq!(applied(&connection).await, 0);
     connection.migrate_up(None).await.expect("up");
     let total = applied(&connection).await;
-    assert_eq!(
-        total,
-        connection.migration_status().await.expect("status").len()
-    );
+    assert_eq!(total, connection.migration_status().await.expect("status").len());
     database
-        .execute(
-            "INSERT INTO tasks (id, name) VALUES ('0190163d-8694-739b-aea5-966c26f8ad91', 'x')"
-                .to_owned(),
-        )
+        .execute("INSERT INTO tasks (id, name) VALUES ('0190163d-8694-739b-aea5-966c26f8ad91', 'x')".to_owned())
         .await;
 
     connection.migrate_down(Some(1)).await.expect("down");
     assert_eq!(applied(&connection).await, total - 1);
     connection.migrate_up(None).await.expect("up again");
     assert_eq!(applied(&connection).await, total);
-    assert_eq!(
-        database.count_tasks().await,
-        0,
-        "reverting dropped the table"
-    );
+    assert_eq!(database.count_tasks().await, 0, "reverting dropped the table");
     connection.close().await;
 }

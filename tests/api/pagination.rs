@@ -22,10 +22,7 @@ async fn seed(app: &TestApp, count: usize) -> Vec<String> {
         })
         .collect();
     app.database
-        .execute(format!(
-            "INSERT INTO tasks (id, name) VALUES {}",
-            values.join(",")
-        ))
+        .execute(format!("INSERT INTO tasks (id, name) VALUES {}", values.join(",")))
         .await;
     ids.iter().map(uuid::Uuid::to_string).collect()
 }
@@ -34,13 +31,7 @@ fn next_link(response: &reqwest::Response) -> Option<String> {
     let link = response.headers().get("link")?.to_str().expect("ASCII");
     let (target, relation) = link.split_once(';').expect("<target>; rel");
     assert_eq!(relation.trim(), r#"rel="next""#);
-    Some(
-        target
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_owned(),
-    )
+    Some(target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
 }
 
 async fn following_next_links_visits_every_task_once_in_id_order(backend: Backend) {
@@ -57,10 +48,7 @@ async fn following_next_links_visits_every_task_once_in_id_order(backend: Backen
         next = next_link(&response);
         let page: Vec<Value> = response.json().await.expect("JSON array");
         assert!(page.len() <= 10);
-        seen.extend(
-            page.iter()
-                .map(|task| task["id"].as_str().expect("id").to_owned()),
-        );
+        seen.extend(page.iter().map(|task| task["id"].as_str().expect("id").to_owned()));
         pages += 1;
     }
 
@@ -87,19 +75,9 @@ async fn limits_outside_one_to_a_thousand_are_refused(backend: Backend) {
     seed(&app, 3).await;
 
     for bad in ["0", "1001", "-1", "ten", "99999999999999999999999"] {
-        assert_problem(
-            app.get(&format!("/tasks?limit={bad}")).await,
-            400,
-            "invalid_query",
-        )
-        .await;
+        assert_problem(app.get(&format!("/tasks?limit={bad}")).await, 400, "invalid_query").await;
     }
-    let page: Vec<Value> = app
-        .get("/tasks?limit=1000")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let page: Vec<Value> = app.get("/tasks?limit=1000").await.json().await.expect("JSON");
     assert_eq!(page.len(), 3);
 }
 
@@ -117,12 +95,6 @@ async fn a_page_starting_after_an_unknown_id_continues_from_there(backend: Backe
         .await
         .expect("JSON");
 
-    let names: Vec<&str> = page
-        .iter()
-        .map(|task| task["id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(
-        names,
-        ids[2..].iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    let names: Vec<&str> = page.iter().map(|task| task["id"].as_str().expect("id")).collect();
+    assert_eq!(names, ids[2..].iter().map(String::as_str).collect::<Vec<_>>());
 }

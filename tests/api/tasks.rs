@@ -13,15 +13,10 @@ on_every_backend!(
 async fn a_created_task_can_be_read_back(backend: Backend) {
     let app = spawn_app(backend).await;
 
-    let response = app
-        .post_task(&json!({ "name": "Write the migration" }))
-        .await;
+    let response = app.post_task(&json!({ "name": "Write the migration" })).await;
 
     assert_eq!(response.status(), 201);
-    let location = response.headers()["location"]
-        .to_str()
-        .expect("ASCII")
-        .to_owned();
+    let location = response.headers()["location"].to_str().expect("ASCII").to_owned();
     let created: Value = response.json().await.expect("JSON");
     let id = created["id"].as_str().expect("id");
     assert_eq!(location, format!("/tasks/{id}"));
@@ -55,19 +50,9 @@ async fn renaming_changes_only_the_name(backend: Backend) {
         response.json::<Value>().await.expect("JSON"),
         json!({ "id": id, "name": "after" })
     );
-    let fetched: Value = app
-        .get(&format!("/tasks/{id}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let fetched: Value = app.get(&format!("/tasks/{id}")).await.json().await.expect("JSON");
     assert_eq!(fetched["name"], "after");
-    let untouched: Value = app
-        .get(&format!("/tasks/{other}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let untouched: Value = app.get(&format!("/tasks/{other}")).await.json().await.expect("JSON");
     assert_eq!(untouched["name"], "untouched");
 }
 
@@ -78,12 +63,7 @@ async fn a_deleted_task_is_gone(backend: Backend) {
     let response = app.delete_task(&id).await;
 
     assert_eq!(response.status(), 204);
-    assert_problem(
-        app.get(&format!("/tasks/{id}")).await,
-        404,
-        "task_not_found",
-    )
-    .await;
+    assert_problem(app.get(&format!("/tasks/{id}")).await, 404, "task_not_found").await;
     assert_problem(app.delete_task(&id).await, 404, "task_not_found").await;
     assert_eq!(app.database.count_tasks().await, 0);
 }
@@ -92,12 +72,7 @@ async fn unknown_ids_are_not_found_on_every_verb(backend: Backend) {
     let app = spawn_app(backend).await;
     let unknown = uuid::Uuid::now_v7().to_string();
 
-    let body = assert_problem(
-        app.get(&format!("/tasks/{unknown}")).await,
-        404,
-        "task_not_found",
-    )
-    .await;
+    let body = assert_problem(app.get(&format!("/tasks/{unknown}")).await, 404, "task_not_found").await;
     assert!(body["detail"].as_str().expect("detail").contains(&unknown));
     assert_problem(
         app.put_task(&unknown, &json!({ "name": "x" })).await,
@@ -114,12 +89,7 @@ async fn names_of_255_multibyte_characters_are_stored_intact(backend: Backend) {
     for name in ["é".repeat(255), "🦀".repeat(255), "日本語".repeat(85)] {
         let id = app.create_task(&name).await;
 
-        let fetched: Value = app
-            .get(&format!("/tasks/{id}"))
-            .await
-            .json()
-            .await
-            .expect("JSON");
+        let fetched: Value = app.get(&format!("/tasks/{id}")).await.json().await.expect("JSON");
 
         assert_eq!(fetched["name"], name.as_str());
     }

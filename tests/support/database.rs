@@ -14,8 +14,7 @@ pub enum Backend {
 
 /// The server that hosts the per-test PostgreSQL databases: `TEST_DATABASE_URL`, or the local one.
 fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// One test's database.
@@ -36,9 +35,7 @@ impl TestDatabase {
                 let admin_url = postgres_admin_url();
                 let mut admin = PgConnection::connect(&admin_url)
                     .await
-                    .unwrap_or_else(|error| {
-                        panic!("PostgreSQL must be running for this test ({admin_url}): {error}")
-                    });
+                    .unwrap_or_else(|error| panic!("PostgreSQL must be running for this test ({admin_url}): {error}"));
                 // The name is ours, made of a prefix and hex digits.
                 sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut admin)
@@ -127,11 +124,7 @@ impl TestDatabase {
     /// Makes the database unreachable for the service, as an outage would: every session is ended and the database
     /// disappears.
     pub async fn take_down(&self) {
-        assert_eq!(
-            self.backend,
-            Backend::Postgres,
-            "only a server database can go down"
-        );
+        assert_eq!(self.backend, Backend::Postgres, "only a server database can go down");
         drop_postgres_database(&self.name).await;
     }
 }
@@ -140,12 +133,10 @@ async fn drop_postgres_database(name: &str) {
     let mut admin = PgConnection::connect(&postgres_admin_url())
         .await
         .expect("connect as administrator");
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("DROP DATABASE");
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .expect("DROP DATABASE");
 }
 
 impl Drop for TestDatabase {

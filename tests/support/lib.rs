@@ -44,11 +44,8 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         ("APP__DATABASE__URL", database.url().to_owned()),
     ]
     .map(|(name, value)| (name.to_owned(), value));
-    let settings =
-        Settings::load_from(Path::new("/nonexistent"), variables).expect("test settings load");
-    let application = Application::build(settings)
-        .await
-        .expect("the application starts");
+    let settings = Settings::load_from(Path::new("/nonexistent"), variables).expect("test settings load");
+    let application = Application::build(settings).await.expect("the application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     tokio::spawn(application.run_until_stopped());
@@ -63,15 +60,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 impl TestApp {
     /// A request to `path` on the service, to be completed by the caller.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.address))
+        self.client.request(method, format!("{}{path}", self.address))
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.request(Method::GET, path)
-            .send()
-            .await
-            .expect("GET is answered")
+        self.request(Method::GET, path).send().await.expect("GET is answered")
     }
 
     pub async fn post_task(&self, body: &Value) -> Response {
@@ -106,12 +99,7 @@ impl TestApp {
     }
 
     /// A request body sent as is, with the given content type.
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> Response {
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Response {
         self.request(Method::POST, path)
             .header("content-type", content_type)
             .body(body)
@@ -141,9 +129,6 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
     assert_eq!(body["status"], status);
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["type"], "about:blank");
-    assert!(
-        body["title"].is_string() && body["detail"].is_string(),
-        "{body}"
-    );
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
     body
 }

@@ -14,11 +14,7 @@ pub trait TaskRepository: Send + Sync + 'static {
     fn list(&self, request: PageRequest) -> impl Future<Output = Result<Page, DomainError>> + Send;
 
     /// Gives the task a new name and returns it, or [`DomainError::NotFound`].
-    fn rename(
-        &self,
-        id: TaskId,
-        name: TaskName,
-    ) -> impl Future<Output = Result<Task, DomainError>> + Send;
+    fn rename(&self, id: TaskId, name: TaskName) -> impl Future<Output = Result<Task, DomainError>> + Send;
 
     /// Removes the task, or [`DomainError::NotFound`] when there was none.
     fn delete(&self, id: TaskId) -> impl Future<Output = Result<(), DomainError>> + Send;

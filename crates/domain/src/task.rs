@@ -119,13 +119,7 @@ impl TaskName {
         let cleaned: String = input
             .chars()
             .take(Self::MAX_CHARS)
-            .map(|c| {
-                if c.is_control() {
-                    char::REPLACEMENT_CHARACTER
-                } else {
-                    c
-                }
-            })
+            .map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c })
             .collect();
         if cleaned.trim().is_empty() {
             Self(Self::UNNAMED.to_owned())
@@ -179,19 +173,13 @@ mod tests {
     fn names_at_the_limit_are_counted_in_characters_not_bytes() {
         let emoji = "🦀".repeat(TaskName::MAX_CHARS);
         assert_eq!(emoji.len(), 4 * TaskName::MAX_CHARS);
-        assert_eq!(
-            TaskName::parse(emoji.clone()).map(TaskName::into_inner),
-            Ok(emoji)
-        );
+        assert_eq!(TaskName::parse(emoji.clone()).map(TaskName::into_inner), Ok(emoji));
     }
 
     #[test]
     fn one_character_too_many_is_rejected() {
         let name = "a".repeat(TaskName::MAX_CHARS + 1);
-        assert_eq!(
-            TaskName::parse(name),
-            Err(TaskNameError::TooLong { chars: 256 })
-        );
+        assert_eq!(TaskName::parse(name), Err(TaskNameError::TooLong { chars: 256 }));
     }
 
     #[test]

@@ -75,10 +75,14 @@ pub(crate) async fn read_initial(stream: &mut (impl AsyncRead + Unpin)) -> std::
 }
 
 fn parse_parameters(body: &[u8]) -> std::io::Result<BTreeMap<String, String>> {
-    let mut fields = body.split(|&byte| byte == 0).map(|field| String::from_utf8_lossy(field).into_owned());
+    let mut fields = body
+        .split(|&byte| byte == 0)
+        .map(|field| String::from_utf8_lossy(field).into_owned());
     let mut parameters = BTreeMap::new();
     while let Some(name) = fields.next().filter(|name| !name.is_empty()) {
-        let value = fields.next().ok_or_else(|| protocol_error("parameter without a value"))?;
+        let value = fields
+            .next()
+            .ok_or_else(|| protocol_error("parameter without a value"))?;
         parameters.insert(name, value);
     }
     Ok(parameters)
@@ -118,14 +122,21 @@ pub(crate) async fn request_password(stream: &mut (impl AsyncRead + AsyncWrite +
     stream.flush().await?;
     let message = read_message(stream, MAX_PASSWORD_LENGTH).await?;
     if message.tag != b'p' {
-        return Err(protocol_error(format!("expected a password message, got `{}`", char::from(message.tag))));
+        return Err(protocol_error(format!(
+            "expected a password message, got `{}`",
+            char::from(message.tag)
+        )));
     }
     let password = message.body.strip_suffix(&[0]).unwrap_or(&message.body);
     String::from_utf8(password.to_vec()).map_err(|_| protocol_error("password is not UTF-8"))
 }
 
 /// Sends a FATAL error with SQLSTATE `code`, the way the server ends a connection it refuses.
-pub(crate) async fn send_fatal(stream: &mut (impl AsyncWrite + Unpin), code: &str, message: &str) -> std::io::Result<()> {
+pub(crate) async fn send_fatal(
+    stream: &mut (impl AsyncWrite + Unpin),
+    code: &str,
+    message: &str,
+) -> std::io::Result<()> {
     let mut body = Vec::new();
     for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
         body.push(field);
@@ -151,10 +162,13 @@ mod tests {
 
     #[tokio::test]
     async fn startup_messages_round_trip() {
-        let parameters: BTreeMap<String, String> =
-            [("user", "app user+1@x"), ("database", "tasks"), ("application_name", "t")]
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .into();
+        let parameters: BTreeMap<String, String> = [
+            ("user", "app user+1@x"),
+            ("database", "tasks"),
+            ("application_name", "t"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .into();
         let bytes = startup_message(&parameters);
         let parsed = read_initial(&mut bytes.as_slice()).await.expect("parses");
         assert_eq!(parsed, Initial::Startup(parameters));

@@ -77,10 +77,12 @@ impl std::fmt::Debug for Emulator {
 impl Emulator {
     /// Binds the listening socket and creates the TLS identity (writing `ca.pem`).
     pub async fn bind(options: Options) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(options.listen).await.map_err(|source| StartError::Listen {
-            address: options.listen,
-            source,
-        })?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: options.listen,
+                source,
+            })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
             address: options.listen,
             source,
@@ -93,7 +95,11 @@ impl Emulator {
         };
         let endpoint = options.endpoint.unwrap_or_else(|| local_addr.to_string());
         let endpoint_host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(host, _)| host);
-        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), local_addr.ip().to_string()];
+        let mut names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            local_addr.ip().to_string(),
+        ];
         names.push(endpoint_host.trim_start_matches('[').trim_end_matches(']').to_owned());
         names.sort();
         names.dedup();
@@ -232,7 +238,11 @@ where
                 break;
             }
             Some(code) => {
-                tracing::error!(user, code, "the upstream server asks for a password; give the emulator trust auth");
+                tracing::error!(
+                    user,
+                    code,
+                    "the upstream server asks for a password; give the emulator trust auth"
+                );
                 return protocol::send_fatal(
                     &mut client,
                     INVALID_AUTHORIZATION,
@@ -249,7 +259,9 @@ where
             }
         }
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(drop)
+    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .map(drop)
 }
 
 /// Cancel requests carry the upstream's own process id and key (the client learnt them from the relayed

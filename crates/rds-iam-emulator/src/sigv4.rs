@@ -20,11 +20,7 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// RFC 3986 unreserved characters stay as they are; SigV4 encodes everything else.
-const SIGV4_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const SIGV4_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Why a token was refused. The texts name what was wrong, never the token or its signature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,13 +29,8 @@ pub enum Rejection {
     Malformed(String),
     #[error("Action is `{0}`, not `connect`")]
     WrongAction(String),
-    #[error(
-        "token is for database user `{token_user}`, but the connection is for `{startup_user}`"
-    )]
-    WrongUser {
-        token_user: String,
-        startup_user: String,
-    },
+    #[error("token is for database user `{token_user}`, but the connection is for `{startup_user}`")]
+    WrongUser { token_user: String, startup_user: String },
     #[error("token is signed for `{signed}`, but this endpoint is `{expected}`")]
     WrongHost { signed: String, expected: String },
     #[error("token is signed for region `{signed}`, but this endpoint is in `{expected}`")]
@@ -78,12 +69,7 @@ impl Verifier {
     /// `endpoint` is the `host:port` tokens must be signed for; `max_token_age` shortens tokens' lives below
     /// 15 minutes (for rotation tests).
     #[must_use]
-    pub fn new(
-        credentials: CredentialStore,
-        region: &str,
-        endpoint: &str,
-        max_token_age: Duration,
-    ) -> Self {
+    pub fn new(credentials: CredentialStore, region: &str, endpoint: &str, max_token_age: Duration) -> Self {
         Self {
             credentials,
             region: region.to_owned(),
@@ -98,12 +84,7 @@ impl Verifier {
     }
 
     /// Verifies `token` as the password of `startup_user`, at time `now`.
-    pub fn verify(
-        &self,
-        token: &str,
-        startup_user: &str,
-        now: SystemTime,
-    ) -> Result<VerifiedToken, Rejection> {
+    pub fn verify(&self, token: &str, startup_user: &str, now: SystemTime) -> Result<VerifiedToken, Rejection> {
         let token = ParsedToken::parse(token)?;
 
         let action = token.param("Action")?;
@@ -130,9 +111,7 @@ impl Verifier {
             )));
         }
         if token.param("X-Amz-SignedHeaders")? != "host" {
-            return Err(Rejection::Malformed(
-                "X-Amz-SignedHeaders must be `host`".to_owned(),
-            ));
+            return Err(Rejection::Malformed("X-Amz-SignedHeaders must be `host`".to_owned()));
         }
 
         let credential = token.param("X-Amz-Credential")?;
@@ -164,9 +143,10 @@ impl Verifier {
                 "X-Amz-Date and the credential scope's date differ".to_owned(),
             ));
         }
-        let expires_in: u64 = token.param("X-Amz-Expires")?.parse().map_err(|_| {
-            Rejection::Malformed("X-Amz-Expires is not a number of seconds".to_owned())
-        })?;
+        let expires_in: u64 = token
+            .param("X-Amz-Expires")?
+            .parse()
+            .map_err(|_| Rejection::Malformed("X-Amz-Expires is not a number of seconds".to_owned()))?;
         if expires_in == 0 || expires_in > MAX_TOKEN_LIFETIME.as_secs() {
             return Err(Rejection::Malformed(format!(
                 "X-Amz-Expires is {expires_in}; RDS accepts 1 to {}",
@@ -200,12 +180,10 @@ impl Verifier {
             .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
                 hmac_sha256(&key, part.as_bytes())
             });
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&signing_key).map_err(|_| Rejection::BadSignature)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&signing_key).map_err(|_| Rejection::BadSignature)?;
         mac.update(string_to_sign.as_bytes());
         // verify_slice compares in constant time.
-        mac.verify_slice(&signature)
-            .map_err(|_| Rejection::BadSignature)?;
+        mac.verify_slice(&signature).map_err(|_| Rejection::BadSignature)?;
 
         Ok(VerifiedToken {
             access_key_id: access_key_id.to_owned(),
@@ -238,16 +216,11 @@ impl<'a> ParsedToken<'a> {
             };
             let (name, value) = (decode(name)?, decode(value)?);
             if params.iter().any(|(existing, _)| existing == &name) {
-                return Err(Rejection::Malformed(format!(
-                    "parameter `{name}` appears twice"
-                )));
+                return Err(Rejection::Malformed(format!("parameter `{name}` appears twice")));
             }
             params.push((name, value));
         }
-        Ok(Self {
-            signed_host,
-            params,
-        })
+        Ok(Self { signed_host, params })
     }
 
     fn param(&self, name: &str) -> Result<&str, Rejection> {
@@ -291,16 +264,14 @@ impl<'a> ParsedToken<'a> {
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"));
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }
 
 /// Parses SigV4's basic ISO 8601 form, `20240826T220000Z`.
 fn parse_amz_date(value: &str) -> Result<SystemTime, Rejection> {
-    let malformed =
-        || Rejection::Malformed(format!("X-Amz-Date `{value}` is not YYYYMMDDTHHMMSSZ"));
+    let malformed = || Rejection::Malformed(format!("X-Amz-Date `{value}` is not YYYYMMDDTHHMMSSZ"));
     let bytes = value.as_bytes();
     if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
         return Err(malformed());
@@ -313,12 +284,7 @@ fn parse_amz_date(value: &str) -> Result<SystemTime, Rejection> {
     };
     let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
     let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return Err(malformed());
     }
     let days = days_from_civil(i64::from(year), month, day);
@@ -334,8 +300,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
     let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -364,10 +329,7 @@ mod tests {
     }
 
     fn us_east() -> Verifier {
-        verifier(
-            "us-east-1",
-            "prod-instance.us-east-1.rds.amazonaws.com:3306",
-        )
+        verifier("us-east-1", "prod-instance.us-east-1.rds.amazonaws.com:3306")
     }
 
     #[test]
@@ -381,11 +343,7 @@ mod tests {
     #[test]
     fn a_token_from_an_independent_signer_is_accepted() {
         let verified = us_east()
-            .verify(
-                BOTOCORE_TOKEN,
-                "peccy",
-                signed_at() + Duration::from_secs(60),
-            )
+            .verify(BOTOCORE_TOKEN, "peccy", signed_at() + Duration::from_secs(60))
             .expect("valid");
         assert_eq!(verified.access_key_id, "akid");
         assert_eq!(verified.expires_at, signed_at() + MAX_TOKEN_LIFETIME);
@@ -394,12 +352,9 @@ mod tests {
 
     #[test]
     fn session_tokens_and_encoded_user_names_are_verified_decoded() {
-        let verified = verifier(
-            "eu-west-3",
-            "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
-        )
-        .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
-        .expect("valid");
+        let verified = verifier("eu-west-3", "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432")
+            .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
+            .expect("valid");
         assert!(verified.has_session_token);
         assert_eq!(verified.user, "db user+x@corp");
     }
@@ -420,9 +375,7 @@ mod tests {
 
     #[test]
     fn a_wrong_secret_is_a_bad_signature() {
-        let credentials = CredentialStore::parse(
-            "[default]\naws_access_key_id=akid\naws_secret_access_key=other\n",
-        );
+        let credentials = CredentialStore::parse("[default]\naws_access_key_id=akid\naws_secret_access_key=other\n");
         let verifier = Verifier::new(
             credentials,
             "us-east-1",
@@ -446,18 +399,12 @@ mod tests {
             other_host.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
             Err(Rejection::WrongHost { .. })
         ));
-        let other_port = verifier(
-            "us-east-1",
-            "prod-instance.us-east-1.rds.amazonaws.com:5432",
-        );
+        let other_port = verifier("us-east-1", "prod-instance.us-east-1.rds.amazonaws.com:5432");
         assert!(matches!(
             other_port.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
             Err(Rejection::WrongHost { .. })
         ));
-        let other_region = verifier(
-            "eu-west-1",
-            "prod-instance.us-east-1.rds.amazonaws.com:3306",
-        );
+        let other_region = verifier("eu-west-1", "prod-instance.us-east-1.rds.amazonaws.com:3306");
         assert!(matches!(
             other_region.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
             Err(Rejection::WrongRegion { .. })
@@ -467,11 +414,7 @@ mod tests {
     #[test]
     fn tokens_expire_after_their_lifetime_or_the_configured_maximum_age() {
         let after = |seconds| signed_at() + Duration::from_secs(seconds);
-        assert!(
-            us_east()
-                .verify(BOTOCORE_TOKEN, "peccy", after(900))
-                .is_ok()
-        );
+        assert!(us_east().verify(BOTOCORE_TOKEN, "peccy", after(900)).is_ok());
         assert_eq!(
             us_east().verify(BOTOCORE_TOKEN, "peccy", after(901)),
             Err(Rejection::Expired(1))
@@ -510,19 +453,9 @@ mod tests {
             us_east().verify(&unknown, "peccy", signed_at()),
             Err(Rejection::UnknownAccessKey("nobody".to_owned()))
         );
-        for garbage in [
-            "",
-            "password",
-            "host:1/?",
-            "host:1/?Action=connect&Action=connect",
-        ] {
-            let rejection = us_east()
-                .verify(garbage, "peccy", signed_at())
-                .expect_err("refused");
-            assert!(
-                !rejection.to_string().contains("X-Amz-Signature="),
-                "{rejection}"
-            );
+        for garbage in ["", "password", "host:1/?", "host:1/?Action=connect&Action=connect"] {
+            let rejection = us_east().verify(garbage, "peccy", signed_at()).expect_err("refused");
+            assert!(!rejection.to_string().contains("X-Amz-Signature="), "{rejection}");
         }
         let rejection = us_east()
             .verify(BOTOCORE_TOKEN, "root", signed_at())

@@ -19,7 +19,9 @@ pub(crate) struct ServerTls {
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").field("ca_pem_path", &self.ca_pem_path).finish_non_exhaustive()
+        f.debug_struct("ServerTls")
+            .field("ca_pem_path", &self.ca_pem_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,12 +44,16 @@ pub enum TlsError {
 pub(crate) fn create(names: &[String], tls_dir: &Path) -> Result<ServerTls, TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.distinguished_name.push(DnType::CommonName, "rds-iam-emulator local CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "rds-iam-emulator local CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
     let mut server_params = CertificateParams::new(names.to_vec())?;
-    server_params.distinguished_name.push(DnType::CommonName, names.first().map_or("localhost", String::as_str));
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().map_or("localhost", String::as_str));
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let server_key = KeyPair::generate()?;
