@@ -48,12 +48,7 @@ impl Cli {
         let settings = Settings::load()?;
         telemetry::init(telemetry::subscriber(&settings.log, std::io::stdout));
         match self.command.unwrap_or(Command::Serve) {
-            Command::Serve => {
-                Application::build(settings)
-                    .await?
-                    .run_until_stopped()
-                    .await?
-            }
+            Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
             Command::Migrate { action } => migrate(settings, action).await?,
         }
         Ok(())
@@ -67,11 +62,7 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()
         MigrateAction::Down { steps } => database.migrate_down(Some(steps)).await?,
         MigrateAction::Status => {
             for migration in database.migration_status().await? {
-                let state = if migration.applied {
-                    "applied"
-                } else {
-                    "pending"
-                };
+                let state = if migration.applied { "applied" } else { "pending" };
                 println!("{state:8} {}", migration.name);
             }
         }

@@ -77,9 +77,7 @@ impl ApiError {
             Self::Domain(DomainError::Unavailable(_)) => {
                 "the database cannot be reached at the moment; retry later".to_owned()
             }
-            Self::Domain(DomainError::Storage(_)) => {
-                "the request could not be completed".to_owned()
-            }
+            Self::Domain(DomainError::Storage(_)) => "the request could not be completed".to_owned(),
             other => other.to_string(),
         }
     }
@@ -88,9 +86,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::MalformedBody(_) | Self::InvalidQuery(_) | Self::InvalidId(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedBody(_) | Self::InvalidQuery(_) | Self::InvalidId(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidName(_) => StatusCode::UNPROCESSABLE_ENTITY,

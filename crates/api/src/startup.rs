@@ -63,11 +63,7 @@ impl Application {
         let port = listener.local_addr().map_err(bind_error)?.port();
         let server = serve(listener, &database, &settings.server).map_err(bind_error)?;
         tracing::info!(%address, port, "listening");
-        Ok(Self {
-            port,
-            server,
-            database,
-        })
+        Ok(Self { port, server, database })
     }
 
     /// The port actually bound (useful when the configured port was 0).
@@ -91,12 +87,8 @@ impl Application {
     }
 }
 
-fn serve(
-    listener: TcpListener,
-    database: &Database,
-    settings: &ServerSettings,
-) -> std::io::Result<Server> {
-    let repository = web::Data::new(SeaOrmTaskRepository::new(database.connection().clone()));
+fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) -> std::io::Result<Server> {
+    let repository = web::Data::new(SeaOrmTaskRepository::new(database.clone()));
     let database = web::Data::new(database.clone());
     let openapi = ApiDoc::openapi();
     let json_config = web::JsonConfig::default()

@@ -16,8 +16,7 @@ pub fn subscriber<W>(settings: &LogSettings, sink: W) -> Box<dyn Subscriber + Se
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let registry = tracing_subscriber::registry().with(filter);
     match settings.format {
         LogFormat::Pretty => Box::new(
@@ -55,10 +54,7 @@ impl RootSpanBuilder for RequestSpan {
         DefaultRootSpanBuilder::on_request_start(request)
     }
 
-    fn on_request_end<B: MessageBody>(
-        span: Span,
-        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
-    ) {
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
         if let Ok(response) = outcome
             && response.response().error().is_none()
         {

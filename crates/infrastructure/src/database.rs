@@ -1,17 +1,21 @@
 //! Opening the connection pool, checking that it is alive, and running migrations through it.
 
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, SqlxPostgresConnector, SqlxSqliteConnector};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use crate::settings::{DatabaseBackend, DatabaseSettings};
+use crate::iam::{IamError, IamTokenSource, RefreshPolicy, TokenRefresher, TokenStatus, TokenTarget};
+use crate::settings::{AuthMode, DatabaseBackend, DatabaseSettings, TlsMode};
 
 /// Why the database could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,8 @@ pub enum DatabaseError {
     },
     #[error("migration failed: {0}")]
     Migration(#[source] DbErr),
+    #[error(transparent)]
+    Iam(#[from] IamError),
 }
 
 /// One migration and whether it has been applied.
@@ -39,39 +45,87 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
-/// The service's handle on its database: a pool of connections shared by every worker.
+/// The service's handle on its database: a pool of connections shared by every worker, and, with IAM
+/// authentication, the refresher that keeps the pool supplied with valid tokens.
 #[derive(Debug, Clone)]
 pub struct Database {
     connection: DatabaseConnection,
+    refresher: Option<Arc<TokenRefresher>>,
 }
 
 impl Database {
-    /// Opens the pool and proves it works by opening its first connection, so that a wrong host, password or
-    /// database name stops the service at start with the driver's own explanation.
-    #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url))]
+    /// Opens the pool and proves it works by opening its first connection, so that a wrong host, password, token or
+    /// database name stops the service at start with the driver's own explanation. IAM credentials come from the
+    /// AWS SDK's default chain.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
+        Self::connect_with_aws(settings, None).await
+    }
+
+    /// Like [`Database::connect`], with the AWS configuration (credentials, region) given by the caller, for
+    /// applications that already load one.
+    #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, auth = ?settings.auth))]
+    pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
         let connect_error = |source| DatabaseError::Connect {
             url: settings.url.to_string(),
             source,
         };
-        let connection = match settings.backend() {
-            DatabaseBackend::Postgres => {
+        let (connection, refresher) = match (settings.backend(), settings.auth) {
+            (DatabaseBackend::Postgres, AuthMode::Password) => {
+                let options = postgres_options(settings)?;
+                let options = match settings.password() {
+                    Some(password) => options.password(password.expose_secret()),
+                    None => options,
+                };
                 let pool = pool_options(settings)
-                    .connect_with(postgres_options(settings)?)
+                    .connect_with(options)
                     .await
                     .map_err(connect_error)?;
-                SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+                (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), None)
             }
-            DatabaseBackend::Sqlite => {
+            (DatabaseBackend::Postgres, AuthMode::Iam) => {
+                let (pool, refresher) = connect_postgres_with_iam(settings, aws).await?;
+                (
+                    SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
+                    Some(Arc::new(refresher)),
+                )
+            }
+            (DatabaseBackend::Sqlite, _) => {
                 let pool = pool_options(settings)
                     .connect_with(sqlite_options(settings)?)
                     .await
                     .map_err(connect_error)?;
-                SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)
+                (SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), None)
             }
         };
         tracing::info!(backend = ?settings.backend(), "database pool open");
-        Ok(Self { connection })
+        Ok(Self { connection, refresher })
+    }
+
+    /// Runs one database operation; when it fails because the server refused a new connection's credentials (an
+    /// expired or revoked IAM token), renews the token at once and runs it once more, as the AWS JDBC wrapper does.
+    /// The operation must not have had any effect when its connection was refused, which holds for every statement:
+    /// the failure happens before it is sent.
+    pub async fn run<T, F, Fut>(&self, operation: F) -> Result<T, DbErr>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        match (operation().await, &self.refresher) {
+            (Err(error), Some(refresher)) if is_authentication_failure(&error) => {
+                tracing::warn!(%error, "the server refused a new connection's token; renewing it and retrying once");
+                if let Err(renewal) = refresher.refresh_now().await {
+                    tracing::warn!(error = %renewal, "could not renew the token for the retry");
+                }
+                operation().await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// The IAM token's state, when IAM authentication is in use.
+    #[must_use]
+    pub fn token_status(&self) -> Option<TokenStatus> {
+        self.refresher.as_ref().map(|refresher| refresher.status())
     }
 
     #[must_use]
@@ -81,7 +135,7 @@ impl Database {
 
     /// Round-trips to the server: the readiness probe.
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.connection.ping().await
+        self.run(|| self.connection.ping()).await
     }
 
     /// Applies pending migrations, or at most `steps` of them.
@@ -144,27 +198,96 @@ fn pool_options<DB: sqlx::Database>(settings: &DatabaseSettings) -> PoolOptions<
         .max_lifetime(settings.max_lifetime())
 }
 
-fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
-    let options = PgConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| {
-        DatabaseError::Options {
+/// Signs the first token, opens the pool with it, and has every later token installed as the password of the
+/// connections the pool opens from then on (`Pool::set_connect_options`); open connections keep running, as on RDS.
+async fn connect_postgres_with_iam(
+    settings: &DatabaseSettings,
+    aws: Option<SdkConfig>,
+) -> Result<(PgPool, TokenRefresher), DatabaseError> {
+    let base = postgres_options(settings)?;
+    let url = settings.url.as_url();
+    let target = TokenTarget {
+        host: settings
+            .iam
+            .signing_host
+            .clone()
+            .unwrap_or_else(|| base.get_host().to_owned()),
+        port: settings.iam.signing_port.unwrap_or_else(|| base.get_port()),
+        user: percent_encoding::percent_decode_str(url.username())
+            .decode_utf8_lossy()
+            .into_owned(),
+    };
+    let source = IamTokenSource::new(target, &settings.iam, aws).await?;
+    let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
+    let installer = {
+        let pool_cell = Arc::clone(&pool_cell);
+        let base = base.clone();
+        move |token: &crate::iam::IamToken| {
+            if let Some(pool) = pool_cell.get() {
+                pool.set_connect_options(base.clone().password(token.secret().expose_secret()));
+            }
+        }
+    };
+    let refresher = TokenRefresher::start(source, RefreshPolicy::from_settings(&settings.iam), installer).await?;
+    let first = refresher.current();
+    let pool = pool_options(settings)
+        .connect_with(base.clone().password(first.secret().expose_secret()))
+        .await
+        .map_err(|source| DatabaseError::Connect {
             url: settings.url.to_string(),
             source,
-        }
-    })?;
-    Ok(match settings.password() {
-        Some(password) => options.password(password.expose_secret()),
-        None => options,
+        })?;
+    let _ = pool_cell.set(pool.clone());
+    // A renewal between reading `first` and filling the cell would otherwise be lost.
+    pool.set_connect_options(base.password(refresher.current().secret().expose_secret()));
+    Ok((pool, refresher))
+}
+
+/// The driver options from the URL and the TLS settings, without any password.
+fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
+    let options =
+        PgConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
+            url: settings.url.to_string(),
+            source,
+        })?;
+    let mode = settings.tls_mode();
+    if settings.auth == AuthMode::Iam && mode != TlsMode::VerifyFull {
+        tracing::warn!(
+            ?mode,
+            "IAM tokens are sent without full certificate and host name verification; use database.tls.mode = \
+             verify-full outside local experiments"
+        );
     }
-    .application_name("tasks-api"))
+    let options = options.ssl_mode(match mode {
+        TlsMode::Disable => PgSslMode::Disable,
+        TlsMode::Prefer => PgSslMode::Prefer,
+        TlsMode::Require => PgSslMode::Require,
+        TlsMode::VerifyCa => PgSslMode::VerifyCa,
+        TlsMode::VerifyFull => PgSslMode::VerifyFull,
+    });
+    let options = match &settings.tls.root_cert {
+        Some(path) => options.ssl_root_cert(path),
+        None => options,
+    };
+    Ok(options.application_name("tasks-api"))
+}
+
+/// SQLSTATE class 28, invalid authorization: the server refused the credentials of a new connection.
+fn is_authentication_failure(error: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(error))
+    | DbErr::Exec(RuntimeErr::SqlxError(error))
+    | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+    else {
+        return false;
+    };
+    matches!(error.as_ref(), sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("28")))
 }
 
 fn sqlite_options(settings: &DatabaseSettings) -> Result<SqliteConnectOptions, DatabaseError> {
     let options =
-        SqliteConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| {
-            DatabaseError::Options {
-                url: settings.url.to_string(),
-                source,
-            }
+        SqliteConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
+            url: settings.url.to_string(),
+            source,
         })?;
     // WAL lets readers proceed while one connection writes; the busy timeout makes concurrent writers queue for the
     // lock instead of failing with SQLITE_BUSY.

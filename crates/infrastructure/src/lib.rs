@@ -2,12 +2,12 @@
 //! implementation of the domain's [`domain::TaskRepository`].
 
 mod database;
+pub mod iam;
 mod repository;
 pub mod settings;
 
 pub use database::{Database, DatabaseError, MigrationState};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{
-    DatabaseBackend, DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings,
-    SettingsError,
+    DatabaseBackend, DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, SettingsError,
 };

@@ -4,33 +4,36 @@
 use domain::{DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use entity::tasks;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    RuntimeErr, Set, SqlErr,
-};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, SqlErr};
 
-/// Tasks kept in the `tasks` table of a PostgreSQL or SQLite database.
+use crate::Database;
+
+/// Tasks kept in the `tasks` table of a PostgreSQL or SQLite database. Every call goes through [`Database::run`], so
+/// a connection refused for an expired token is retried once with a fresh one.
 #[derive(Debug, Clone)]
 pub struct SeaOrmTaskRepository {
-    connection: DatabaseConnection,
+    database: Database,
 }
 
 impl SeaOrmTaskRepository {
     #[must_use]
-    pub fn new(connection: DatabaseConnection) -> Self {
-        Self { connection }
+    pub fn new(database: Database) -> Self {
+        Self { database }
     }
 }
 
 impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "insert task", skip_all, fields(task.id = %task.id))]
     async fn create(&self, task: &Task) -> Result<(), DomainError> {
-        let row = tasks::ActiveModel {
-            id: Set(*task.id.as_uuid()),
-            name: Set(task.name.as_str().to_owned()),
-        };
-        tasks::Entity::insert(row)
-            .exec_without_returning(&self.connection)
+        let connection = self.database.connection();
+        self.database
+            .run(|| {
+                let row = tasks::ActiveModel {
+                    id: Set(*task.id.as_uuid()),
+                    name: Set(task.name.as_str().to_owned()),
+                };
+                tasks::Entity::insert(row).exec_without_returning(connection)
+            })
             .await
             .map(drop)
             .map_err(|error| match error.sql_err() {
@@ -41,8 +44,9 @@ impl TaskRepository for SeaOrmTaskRepository {
 
     #[tracing::instrument(name = "select task", skip(self))]
     async fn get(&self, id: TaskId) -> Result<Task, DomainError> {
-        tasks::Entity::find_by_id(*id.as_uuid())
-            .one(&self.connection)
+        let connection = self.database.connection();
+        self.database
+            .run(|| tasks::Entity::find_by_id(*id.as_uuid()).one(connection))
             .await
             .map_err(storage_error)?
             .map(task_from_row)
@@ -52,14 +56,17 @@ impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "select page of tasks", skip(self))]
     async fn list(&self, request: PageRequest) -> Result<Page, DomainError> {
         let limit = usize::from(request.limit.get());
-        let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id);
-        if let Some(after) = request.after {
-            query = query.filter(tasks::Column::Id.gt(*after.as_uuid()));
-        }
-        // One row more than asked for tells whether another page follows, without a COUNT over the table.
-        let mut rows = query
-            .limit(u64::from(request.limit.get()) + 1)
-            .all(&self.connection)
+        let connection = self.database.connection();
+        let mut rows = self
+            .database
+            .run(|| {
+                let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id);
+                if let Some(after) = request.after {
+                    query = query.filter(tasks::Column::Id.gt(*after.as_uuid()));
+                }
+                // One row more than asked for tells whether another page follows, without a COUNT over the table.
+                query.limit(u64::from(request.limit.get()) + 1).all(connection)
+            })
             .await
             .map_err(storage_error)?;
         let next_after = if rows.len() > limit {
@@ -76,10 +83,15 @@ impl TaskRepository for SeaOrmTaskRepository {
 
     #[tracing::instrument(name = "rename task", skip_all, fields(task.id = %id))]
     async fn rename(&self, id: TaskId, name: TaskName) -> Result<Task, DomainError> {
-        let result = tasks::Entity::update_many()
-            .col_expr(tasks::Column::Name, Expr::value(name.as_str()))
-            .filter(tasks::Column::Id.eq(*id.as_uuid()))
-            .exec(&self.connection)
+        let connection = self.database.connection();
+        let result = self
+            .database
+            .run(|| {
+                tasks::Entity::update_many()
+                    .col_expr(tasks::Column::Name, Expr::value(name.as_str()))
+                    .filter(tasks::Column::Id.eq(*id.as_uuid()))
+                    .exec(connection)
+            })
             .await
             .map_err(storage_error)?;
         if result.rows_affected == 0 {
@@ -90,8 +102,10 @@ impl TaskRepository for SeaOrmTaskRepository {
 
     #[tracing::instrument(name = "delete task", skip(self))]
     async fn delete(&self, id: TaskId) -> Result<(), DomainError> {
-        let result = tasks::Entity::delete_by_id(*id.as_uuid())
-            .exec(&self.connection)
+        let connection = self.database.connection();
+        let result = self
+            .database
+            .run(|| tasks::Entity::delete_by_id(*id.as_uuid()).exec(connection))
             .await
             .map_err(storage_error)?;
         if result.rows_affected == 0 {
@@ -128,9 +142,7 @@ fn is_unavailable(error: &DbErr) -> bool {
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(error) => error
-                    .code()
-                    .is_some_and(|code| is_unavailable_sqlstate(&code)),
+                sqlx::Error::Database(error) => error.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
                 _ => false,
             }
         }
@@ -142,7 +154,5 @@ fn is_unavailable(error: &DbErr) -> bool {
 /// exceptions (08), insufficient resources (53), operator intervention such as a shutdown or a dropped database (57P),
 /// and failed authentication (28).
 fn is_unavailable_sqlstate(code: &str) -> bool {
-    ["08", "53", "57P", "28"]
-        .iter()
-        .any(|class| code.starts_with(class))
+    ["08", "53", "57P", "28"].iter().any(|class| code.starts_with(class))
 }

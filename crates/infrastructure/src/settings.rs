@@ -67,6 +67,60 @@ pub struct DatabaseSettings {
     pub max_lifetime_secs: u64,
     /// Apply pending migrations when the service starts.
     pub migrate_on_start: bool,
+    /// How the service proves who it is: a static password, or short-lived IAM tokens.
+    pub auth: AuthMode,
+    pub iam: IamSettings,
+    pub tls: TlsSettings,
+}
+
+/// Where the database password comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The password in the URL or in `database.password`, if any.
+    Password,
+    /// A fresh RDS IAM authentication token for every new connection; no stored password.
+    Iam,
+}
+
+/// RDS IAM authentication. The database user is the URL's user; the credentials are the AWS SDK's default chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamSettings {
+    /// The region tokens are signed for; parsed from an RDS host name, or the AWS region chain, when unset.
+    pub region: Option<String>,
+    /// The endpoint the token names, when it differs from the host connected to (SSH tunnels, port forwards).
+    pub signing_host: Option<String>,
+    pub signing_port: Option<u16>,
+    /// How long a token is valid, at most 900 seconds.
+    pub token_lifetime_secs: u64,
+    /// When to renew a token, as a percentage of its lifetime.
+    pub refresh_percent: u8,
+    /// The longest pause between two attempts when renewing fails.
+    pub retry_max_secs: u64,
+    /// Lets IAM authentication run without TLS, for local experiments only.
+    pub allow_without_tls: bool,
+}
+
+/// TLS to the database server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// `verify-full` (the default with IAM), `verify-ca`, `require`, `prefer` or `disable`; the URL's `sslmode` when
+    /// unset with password authentication.
+    pub mode: Option<TlsMode>,
+    /// The CA certificates to trust, such as the RDS `global-bundle.pem`; the built-in web PKI roots when unset.
+    pub root_cert: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 /// Which kind of database a URL points at.
@@ -87,9 +141,7 @@ pub struct DatabaseUrl {
 /// A setting that is missing, malformed or contradicts another.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error(
-        "{0} (settings come from config/default.toml, config/$APP_ENV.toml and APP__SECTION__KEY variables)"
-    )]
+    #[error("{0} (settings come from config/default.toml, config/$APP_ENV.toml and APP__SECTION__KEY variables)")]
     Load(#[from] config::ConfigError),
     #[error("{key} (environment variable {env}): {problem}")]
     Invalid {
@@ -129,6 +181,15 @@ acquire_timeout_secs = 5
 idle_timeout_secs = 600
 max_lifetime_secs = 1800
 migrate_on_start = true
+auth = "password"
+
+[database.iam]
+token_lifetime_secs = 900
+refresh_percent = 80
+retry_max_secs = 30
+allow_without_tls = false
+
+[database.tls]
 
 [log]
 format = "pretty"
@@ -182,6 +243,9 @@ impl Settings {
 
 impl DatabaseSettings {
     fn validate(&self) -> Result<(), SettingsError> {
+        if self.auth == AuthMode::Iam {
+            self.validate_iam()?;
+        }
         if self.password.is_some() && self.url.password.is_some() {
             return Err(SettingsError::invalid(
                 "database.password",
@@ -189,21 +253,79 @@ impl DatabaseSettings {
             ));
         }
         if self.max_connections == 0 {
-            return Err(SettingsError::invalid(
-                "database.max_connections",
-                "must be at least 1",
-            ));
+            return Err(SettingsError::invalid("database.max_connections", "must be at least 1"));
         }
         if self.min_connections > self.max_connections {
             return Err(SettingsError::invalid(
                 "database.min_connections",
-                format!(
-                    "must not exceed database.max_connections ({})",
-                    self.max_connections
-                ),
+                format!("must not exceed database.max_connections ({})", self.max_connections),
             ));
         }
         Ok(())
+    }
+
+    fn validate_iam(&self) -> Result<(), SettingsError> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Err(SettingsError::invalid(
+                "database.auth",
+                "IAM authentication needs a postgres:// database.url (RDS or Aurora PostgreSQL)",
+            ));
+        }
+        if self.url.as_url().username().is_empty() {
+            return Err(SettingsError::invalid(
+                "database.url",
+                "IAM authentication needs the database user in the URL: postgres://db_iam_user@host:5432/db",
+            ));
+        }
+        if self.password().is_some() {
+            return Err(SettingsError::invalid(
+                "database.password",
+                "must not be set with database.auth = iam: the token is the password (remove it from the URL too)",
+            ));
+        }
+        if !(1..=900).contains(&self.iam.token_lifetime_secs) {
+            return Err(SettingsError::invalid(
+                "database.iam.token_lifetime_secs",
+                "must be between 1 and 900 (RDS tokens live at most 15 minutes)",
+            ));
+        }
+        if !(10..=95).contains(&self.iam.refresh_percent) {
+            return Err(SettingsError::invalid(
+                "database.iam.refresh_percent",
+                "must be between 10 and 95",
+            ));
+        }
+        if self.tls_mode() == TlsMode::Disable && !self.iam.allow_without_tls {
+            return Err(SettingsError::invalid(
+                "database.tls.mode",
+                "IAM tokens must not travel without TLS; use verify-full, or set database.iam.allow_without_tls = true \
+                 for a local experiment",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The TLS mode in force: `database.tls.mode`, else the URL's `sslmode`, else `verify-full` with IAM and
+    /// `prefer` with a password.
+    #[must_use]
+    pub fn tls_mode(&self) -> TlsMode {
+        if let Some(mode) = self.tls.mode {
+            return mode;
+        }
+        let from_url = self.url.as_url().query_pairs().find_map(|(name, value)| {
+            (name == "sslmode" || name == "ssl-mode").then(|| match value.as_ref() {
+                "disable" => TlsMode::Disable,
+                "require" => TlsMode::Require,
+                "verify-ca" => TlsMode::VerifyCa,
+                "verify-full" => TlsMode::VerifyFull,
+                _ => TlsMode::Prefer,
+            })
+        });
+        match (from_url, self.auth) {
+            (Some(mode), _) => mode,
+            (None, AuthMode::Iam) => TlsMode::VerifyFull,
+            (None, AuthMode::Password) => TlsMode::Prefer,
+        }
     }
 
     #[must_use]
@@ -264,11 +386,7 @@ impl DatabaseUrl {
             // Only fails for URLs that cannot have credentials, and those cannot have had a password either.
             let _ = url.set_password(None);
         }
-        Ok(Self {
-            url,
-            backend,
-            password,
-        })
+        Ok(Self { url, backend, password })
     }
 
     /// The URL without its password.
@@ -343,8 +461,7 @@ mod tests {
 
     #[test]
     fn a_password_in_the_url_is_moved_out_and_never_printed() {
-        let settings =
-            load(&[("DATABASE_URL", "postgres://app:s3cr%40t@db/tasks")]).expect("settings load");
+        let settings = load(&[("DATABASE_URL", "postgres://app:s3cr%40t@db/tasks")]).expect("settings load");
         let printed = format!("{settings:?} {}", settings.database.url);
         assert!(!printed.contains("s3cr"), "{printed}");
         let password = settings.database.password().expect("password kept");
@@ -368,10 +485,7 @@ mod tests {
             "{message}"
         );
         let error = load(&[("APP__DATABASE__MAX_CONNECTIONS", "0")]).expect_err("empty pool");
-        assert!(
-            error.to_string().contains("APP__DATABASE__MAX_CONNECTIONS"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("APP__DATABASE__MAX_CONNECTIONS"), "{error}");
     }
 
     #[test]
@@ -383,20 +497,12 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order_defaults_then_default_file_then_environment_file_then_variables() {
-        let config_dir =
-            std::env::temp_dir().join(format!("tasks-settings-{}", std::process::id()));
+        let config_dir = std::env::temp_dir().join(format!("tasks-settings-{}", std::process::id()));
         std::fs::create_dir_all(&config_dir).expect("temp dir");
-        std::fs::write(
-            config_dir.join("default.toml"),
-            "[server]\nport = 7000\nworkers = 1\n",
-        )
-        .expect("write");
+        std::fs::write(config_dir.join("default.toml"), "[server]\nport = 7000\nworkers = 1\n").expect("write");
         std::fs::write(config_dir.join("staging.toml"), "[server]\nworkers = 3\n").expect("write");
-        let environment = [
-            ("APP_ENV", "staging"),
-            ("APP__DATABASE__MAX_CONNECTIONS", "4"),
-        ]
-        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        let environment = [("APP_ENV", "staging"), ("APP__DATABASE__MAX_CONNECTIONS", "4")]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()));
 
         let settings = Settings::load_from(&config_dir, environment);
         std::fs::remove_dir_all(&config_dir).expect("clean up");
@@ -409,15 +515,67 @@ mod tests {
     }
 
     #[test]
+    fn iam_defaults_to_verify_full_and_refuses_plaintext_unless_allowed() {
+        let iam = [
+            ("APP__DATABASE__AUTH", "iam"),
+            ("APP__DATABASE__URL", "postgres://db_iam_user@db:5432/tasks"),
+        ];
+        let settings = load(&iam).expect("IAM settings load");
+        assert_eq!(settings.database.tls_mode(), TlsMode::VerifyFull);
+        assert_eq!(settings.database.iam.token_lifetime_secs, 900);
+
+        let plaintext = [iam[0], iam[1], ("APP__DATABASE__TLS__MODE", "disable")];
+        let error = load(&plaintext).expect_err("plaintext IAM refused");
+        assert!(error.to_string().contains("APP__DATABASE__TLS__MODE"), "{error}");
+        let allowed = [
+            plaintext[0],
+            plaintext[1],
+            plaintext[2],
+            ("APP__DATABASE__IAM__ALLOW_WITHOUT_TLS", "true"),
+        ];
+        assert_eq!(
+            load(&allowed).expect("explicitly allowed").database.tls_mode(),
+            TlsMode::Disable
+        );
+    }
+
+    #[test]
+    fn iam_settings_that_cannot_work_are_refused_by_name() {
+        let cases = [
+            (vec![("APP__DATABASE__AUTH", "iam")], "APP__DATABASE__AUTH"),
+            (
+                vec![("APP__DATABASE__AUTH", "iam"), ("DATABASE_URL", "postgres://db/tasks")],
+                "APP__DATABASE__URL",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "postgres://u:p@db/tasks"),
+                ],
+                "APP__DATABASE__PASSWORD",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "postgres://u@db/t"),
+                    ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "901"),
+                ],
+                "APP__DATABASE__IAM__TOKEN_LIFETIME_SECS",
+            ),
+        ];
+        for (variables, key) in cases {
+            let error = load(&variables).expect_err("refused");
+            assert!(error.to_string().contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
     fn two_passwords_are_ambiguous() {
         let error = load(&[
             ("DATABASE_URL", "postgres://app:one@db/tasks"),
             ("APP__DATABASE__PASSWORD", "two"),
         ])
         .expect_err("ambiguous");
-        assert!(
-            error.to_string().contains("APP__DATABASE__PASSWORD"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("APP__DATABASE__PASSWORD"), "{error}");
     }
 }

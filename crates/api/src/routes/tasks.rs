@@ -99,9 +99,7 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
 ) -> Result<HttpResponse, ApiError> {
     let ListQuery { limit, after } = query.into_inner();
     let limit = match limit {
-        Some(limit) => {
-            PageLimit::new(limit).map_err(|error| ApiError::InvalidQuery(error.to_string()))?
-        }
+        Some(limit) => PageLimit::new(limit).map_err(|error| ApiError::InvalidQuery(error.to_string()))?,
         None => PageLimit::DEFAULT,
     };
     let after = after.as_deref().map(str::parse::<TaskId>).transpose()?;
