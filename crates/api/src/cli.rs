@@ -1,7 +1,11 @@
 //! The `tasks-api` command line: serve (the default) and manage the schema.
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use infrastructure::iam::{IamTokenSource, TokenTarget};
 use infrastructure::{Database, Settings};
+use secrecy::ExposeSecret;
 
 use crate::startup::Application;
 use crate::telemetry;
@@ -18,10 +22,29 @@ pub struct Cli {
 enum Command {
     /// Serve the HTTP API (what runs when no command is given).
     Serve,
-    /// Apply, revert or list the schema migrations, on the configured database.
+    /// Apply, revert or list the schema migrations, on the configured database (with IAM auth when configured).
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
+    },
+    /// Print an RDS IAM authentication token, like `aws rds generate-db-auth-token`, for psql and other tools.
+    ///
+    /// PGPASSWORD="$(tasks-api token --host H --user U)" psql "host=H user=U dbname=D sslmode=verify-full"
+    Token {
+        /// The endpoint the token is for (the name the server is known by, even through a tunnel).
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 5432)]
+        port: u16,
+        /// The database user (the one granted rds_iam).
+        #[arg(long)]
+        user: String,
+        /// The region; parsed from an RDS host name, or the AWS region chain, when omitted.
+        #[arg(long)]
+        region: Option<String>,
+        /// Seconds the token stays valid, at most 900.
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900))]
+        lifetime_secs: u64,
     },
 }
 
@@ -45,14 +68,34 @@ enum MigrateAction {
 impl Cli {
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
+        let command = self.command.unwrap_or(Command::Serve);
+        if let Command::Token {
+            host,
+            port,
+            user,
+            region,
+            lifetime_secs,
+        } = command
+        {
+            return print_token(TokenTarget { host, port, user }, region, lifetime_secs).await;
+        }
         let settings = Settings::load()?;
         telemetry::init(telemetry::subscriber(&settings.log, std::io::stdout));
-        match self.command.unwrap_or(Command::Serve) {
+        match command {
             Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
             Command::Migrate { action } => migrate(settings, action).await?,
+            Command::Token { .. } => unreachable!("handled above"),
         }
         Ok(())
     }
+}
+
+/// The token goes to standard output and nothing else does, so the command can feed `PGPASSWORD`.
+async fn print_token(target: TokenTarget, region: Option<String>, lifetime_secs: u64) -> anyhow::Result<()> {
+    let source = IamTokenSource::new(target, region, Duration::from_secs(lifetime_secs), None).await?;
+    let token = source.generate().await?;
+    println!("{}", token.secret().expose_secret());
+    Ok(())
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()> {

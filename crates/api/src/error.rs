@@ -47,6 +47,8 @@ pub(crate) enum ApiError {
     InvalidName(#[from] TaskNameError),
     #[error(transparent)]
     Domain(#[from] DomainError),
+    #[error("the IAM database token has expired and could not be renewed")]
+    TokenExpired { last_error: Option<String> },
     #[error("there is nothing at this path")]
     RouteNotFound,
     #[error("this resource answers only to {allow}")]
@@ -66,6 +68,7 @@ impl ApiError {
             Self::Domain(DomainError::AlreadyExists(_)) => "task_exists",
             Self::Domain(DomainError::Unavailable(_)) => "database_unavailable",
             Self::Domain(DomainError::Storage(_)) => "internal_error",
+            Self::TokenExpired { .. } => "iam_token_expired",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -92,7 +95,7 @@ impl ResponseError for ApiError {
             Self::InvalidName(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Domain(DomainError::NotFound(_)) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::Domain(DomainError::AlreadyExists(_)) => StatusCode::CONFLICT,
-            Self::Domain(DomainError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Domain(DomainError::Unavailable(_)) | Self::TokenExpired { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Domain(DomainError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -100,8 +103,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(error = %chain(self), "request failed");
+        match self {
+            Self::TokenExpired { last_error } => {
+                tracing::error!(
+                    last_error = last_error.as_deref().unwrap_or("none"),
+                    "not ready: IAM token expired"
+                );
+            }
+            _ if status.is_server_error() => tracing::error!(error = %chain(self), "request failed"),
+            _ => {}
         }
         let problem = Problem {
             problem_type: "about:blank",

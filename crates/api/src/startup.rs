@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 pub use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
-use infrastructure::{Database, DatabaseError, SeaOrmTaskRepository, ServerSettings, Settings};
+use infrastructure::{Database, DatabaseError, SdkConfig, SeaOrmTaskRepository, ServerSettings, Settings};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -48,9 +48,15 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Connects to the database, applies migrations when configured to, and binds the listening socket.
+    /// Connects to the database, applies migrations when configured to, and binds the listening socket. IAM
+    /// credentials, when used, come from the AWS SDK's default chain.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let database = Database::connect(&settings.database).await?;
+        Self::build_with_aws(settings, None).await
+    }
+
+    /// Like [`Application::build`], with the AWS configuration (credentials, region) supplied by the caller.
+    pub async fn build_with_aws(settings: Settings, aws: Option<SdkConfig>) -> Result<Self, StartupError> {
+        let database = Database::connect_with_aws(&settings.database, aws).await?;
         if settings.database.migrate_on_start {
             database.migrate_up(None).await?;
         }

@@ -217,7 +217,8 @@ async fn connect_postgres_with_iam(
             .decode_utf8_lossy()
             .into_owned(),
     };
-    let source = IamTokenSource::new(target, &settings.iam, aws).await?;
+    let lifetime = Duration::from_secs(settings.iam.token_lifetime_secs);
+    let source = IamTokenSource::new(target, settings.iam.region.clone(), lifetime, aws).await?;
     let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
     let installer = {
         let pool_cell = Arc::clone(&pool_cell);

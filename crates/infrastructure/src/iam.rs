@@ -108,17 +108,15 @@ pub struct IamTokenSource {
 }
 
 impl IamTokenSource {
-    /// Resolves the region (setting, then host name, then the AWS region chain) and loads the default credential
-    /// chain, unless `sdk_config` supplies both.
+    /// Resolves the region (`region`, then the host name, then the AWS region chain) and loads the default
+    /// credential chain, unless `sdk_config` is given. Tokens are signed to live `lifetime` (at most 15 minutes).
     pub async fn new(
         target: TokenTarget,
-        settings: &IamSettings,
+        region: Option<String>,
+        lifetime: Duration,
         sdk_config: Option<SdkConfig>,
     ) -> Result<Self, IamError> {
-        let known_region = settings
-            .region
-            .clone()
-            .or_else(|| region_from_host(&target.host).map(str::to_owned));
+        let known_region = region.or_else(|| region_from_host(&target.host).map(str::to_owned));
         let sdk_config = match sdk_config {
             Some(config) => config,
             None => {
@@ -133,7 +131,6 @@ impl IamTokenSource {
             .map(Region::new)
             .or_else(|| sdk_config.region().cloned())
             .ok_or(IamError::NoRegion)?;
-        let lifetime = Duration::from_secs(settings.token_lifetime_secs);
         let generator = AuthTokenGenerator::new(
             TokenConfig::builder()
                 .hostname(target.host.clone())

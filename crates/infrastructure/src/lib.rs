@@ -6,6 +6,7 @@ pub mod iam;
 mod repository;
 pub mod settings;
 
+pub use aws_config::SdkConfig;
 pub use database::{Database, DatabaseError, MigrationState};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{

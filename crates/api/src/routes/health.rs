@@ -19,20 +19,41 @@ pub(crate) async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "up" }))
 }
 
-/// The service can reach its database.
+/// The service can reach its database and, with IAM authentication, holds a token the server still accepts.
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "health",
     responses(
-        (status = 200, description = "Ready"),
-        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Ready; with IAM, the token's remaining life and renewal counters"),
+        (status = 503, description = "Database unreachable, or IAM token expired", body = Problem,
+            content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn ready(database: web::Data<Database>) -> Result<HttpResponse, ApiError> {
+    let token = database.token_status();
+    if let Some(status) = &token
+        && status.expires_in.is_none()
+    {
+        return Err(ApiError::TokenExpired {
+            last_error: status.last_error.clone(),
+        });
+    }
     database
         .ping()
         .await
         .map_err(|error| DomainError::Unavailable(Box::new(error)))?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+    let body = match token {
+        Some(status) => json!({
+            "status": "ready",
+            "iam_token": {
+                "expires_in_secs": status.expires_in.map_or(0, |left| left.as_secs()),
+                "age_secs": status.age.as_secs(),
+                "refreshes": status.refreshes,
+                "failures": status.failures,
+            }
+        }),
+        None => json!({ "status": "ready" }),
+    };
+    Ok(HttpResponse::Ok().json(body))
 }
