@@ -1,7 +1,7 @@
 //! The HTTP-level suite: every test starts the real service on a real socket with a database of its own, and runs
-//! once on SQLite and once on PostgreSQL.
+//! on SQLite, on PostgreSQL, and on PostgreSQL through the RDS IAM emulator with IAM tokens and TLS verify-full.
 
-/// Generates, for each named `async fn(Backend)`, one test per database engine.
+/// Generates, for each named `async fn(Backend)`, one test per way of running the service.
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -17,6 +17,14 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(test_support::Backend::Postgres).await;
+                }
+            )+
+        }
+        mod postgres_iam {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(test_support::Backend::PostgresIam).await;
                 }
             )+
         }

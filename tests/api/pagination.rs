@@ -17,7 +17,7 @@ async fn seed(app: &TestApp, count: usize) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(index, id)| match app.database.backend() {
-            Backend::Postgres => format!("('{id}', 'seeded {index}')"),
+            Backend::Postgres | Backend::PostgresIam => format!("('{id}', 'seeded {index}')"),
             Backend::Sqlite => format!("(X'{}', 'seeded {index}')", id.simple()),
         })
         .collect();

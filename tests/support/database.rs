@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;
 
-/// The database engines the suite runs against.
+/// The ways the suite runs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
+    /// PostgreSQL with password authentication (a password is configured; the local server trusts it anyway).
     Postgres,
+    /// PostgreSQL behind the RDS IAM emulator: IAM tokens, TLS verify-full against the emulator's CA.
+    PostgresIam,
 }
 
 /// The server that hosts the per-test PostgreSQL databases: `TEST_DATABASE_URL`, or the local one.
-fn postgres_admin_url() -> String {
+pub(crate) fn postgres_admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
@@ -31,7 +34,7 @@ impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
         let name = format!("tasks_test_{}", Uuid::new_v4().simple());
         match backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PostgresIam => {
                 let admin_url = postgres_admin_url();
                 let mut admin = PgConnection::connect(&admin_url)
                     .await
@@ -67,15 +70,22 @@ impl TestDatabase {
         self.backend
     }
 
+    /// The URL that reaches the database directly, bypassing any emulator.
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// The database's name on its server.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Runs statements written by the test itself on a connection of its own, outside the service.
     pub async fn execute(&self, sql: String) {
         match self.backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PostgresIam => {
                 let mut connection = PgConnection::connect(&self.url)
                     .await
                     .expect("connect to the test database");
@@ -100,7 +110,7 @@ impl TestDatabase {
     pub async fn count_tasks(&self) -> i64 {
         let query = "SELECT COUNT(*) FROM tasks";
         match self.backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PostgresIam => {
                 let mut connection = PgConnection::connect(&self.url)
                     .await
                     .expect("connect to the test database");
@@ -124,7 +134,7 @@ impl TestDatabase {
     /// Makes the database unreachable for the service, as an outage would: every session is ended and the database
     /// disappears.
     pub async fn take_down(&self) {
-        assert_eq!(self.backend, Backend::Postgres, "only a server database can go down");
+        assert_ne!(self.backend, Backend::Sqlite, "only a server database can go down");
         drop_postgres_database(&self.name).await;
     }
 }
@@ -142,7 +152,7 @@ async fn drop_postgres_database(name: &str) {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match (&self.backend, &self.sqlite_file) {
-            (Backend::Postgres, _) => {
+            (Backend::Postgres | Backend::PostgresIam, _) => {
                 // Drop cannot await, and the test's runtime may be shutting down: use a runtime of our own.
                 let name = self.name.clone();
                 let cleanup = std::thread::spawn(move || {

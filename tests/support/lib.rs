@@ -1,59 +1,141 @@
-//! Helpers for the integration suite: start the real service on a random port with a database of its own, and talk to
-//! it over HTTP the way a client would.
+//! Helpers for the integration suite: start the real service on a random port with a database of its own (and, for
+//! IAM, an RDS IAM emulator of its own), and talk to it over HTTP the way a client would.
 
 mod database;
+pub mod iam;
+mod logs;
 
 use std::path::Path;
 use std::sync::LazyLock;
 
+use infrastructure::{LogFormat, LogSettings, SdkConfig};
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 use tasks_api::startup::ServerHandle;
-use tasks_api::{Application, Settings, telemetry};
+use tasks_api::{Application, Settings, StartupError, telemetry};
 
 pub use database::{Backend, TestDatabase};
+pub use iam::{EmulatorOptions, TestEmulator};
+pub use logs::assert_no_secrets_logged;
 
-/// Logs go to stdout when `TEST_LOG` is set, nowhere otherwise.
+/// The password configured for the password-mode PostgreSQL tests. The local server trusts connections and never
+/// asks for it; it is there so the log scan can prove it is never written out.
+pub const STATIC_PASSWORD: &str = "static-password-never-logged";
+
+/// One subscriber for the whole test process, at debug level so the secret scan sees what an operator debugging
+/// the service would see.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    let settings = Settings::load_from(Path::new("/nonexistent"), std::iter::empty())
-        .expect("built-in defaults load")
-        .log;
-    if std::env::var_os("TEST_LOG").is_some() {
-        telemetry::init(telemetry::subscriber(&settings, std::io::stdout));
-    } else {
-        telemetry::init(telemetry::subscriber(&settings, std::io::sink));
-    }
+    let settings = LogSettings {
+        format: LogFormat::Pretty,
+        level: "debug,hyper=info,hyper_util=info,h2=info,rustls=info,actix_server=info,mio=info".to_owned(),
+    };
+    telemetry::init(telemetry::subscriber(&settings, logs::ScanningWriter));
 });
 
-/// A running service and the database behind it; both go away when this is dropped.
+/// What a test runs the service against: its database and, for IAM, its emulator.
+#[derive(Debug)]
+pub struct Stack {
+    pub database: TestDatabase,
+    pub emulator: Option<TestEmulator>,
+}
+
+impl Stack {
+    /// A fresh database of `backend`, behind a default emulator for [`Backend::PostgresIam`].
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_emulator(backend, EmulatorOptions::default()).await
+    }
+
+    pub async fn with_emulator(backend: Backend, options: EmulatorOptions) -> Self {
+        LazyLock::force(&TRACING);
+        let database = TestDatabase::create(backend).await;
+        let emulator = match backend {
+            Backend::PostgresIam => Some(TestEmulator::start(options).await),
+            Backend::Sqlite | Backend::Postgres => None,
+        };
+        Self { database, emulator }
+    }
+
+    /// The emulator, for tests that know they asked for one.
+    #[must_use]
+    pub fn emulator(&self) -> &TestEmulator {
+        self.emulator.as_ref().expect("this stack has an emulator")
+    }
+
+    /// The settings that point the service at this stack, then `overrides` (environment variable, value).
+    #[must_use]
+    pub fn settings(&self, overrides: &[(&str, &str)]) -> Settings {
+        let mut variables: Vec<(String, String)> = vec![
+            ("APP__SERVER__PORT".into(), "0".into()),
+            ("APP__SERVER__WORKERS".into(), "2".into()),
+        ];
+        match (self.database.backend(), &self.emulator) {
+            (Backend::PostgresIam, Some(emulator)) => variables.extend([
+                (
+                    "APP__DATABASE__URL".into(),
+                    emulator.url("postgres", self.database.name()),
+                ),
+                ("APP__DATABASE__AUTH".into(), "iam".into()),
+                ("APP__DATABASE__IAM__REGION".into(), iam::REGION.into()),
+                (
+                    "APP__DATABASE__TLS__ROOT_CERT".into(),
+                    emulator.ca_pem().display().to_string(),
+                ),
+            ]),
+            (Backend::Postgres, _) => variables.extend([
+                ("APP__DATABASE__URL".into(), self.database.url().to_owned()),
+                ("APP__DATABASE__PASSWORD".into(), STATIC_PASSWORD.into()),
+            ]),
+            _ => variables.push(("APP__DATABASE__URL".into(), self.database.url().to_owned())),
+        }
+        variables.extend(
+            overrides
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        );
+        Settings::load_from(Path::new("/nonexistent"), variables).expect("test settings load")
+    }
+
+    /// Starts the service with `settings` and, for IAM, `aws` (the known test credentials when `None`).
+    pub async fn start(self, settings: Settings, aws: Option<SdkConfig>) -> Result<TestApp, (StartupError, Self)> {
+        let aws = match (aws, self.database.backend()) {
+            (Some(aws), _) => Some(aws),
+            (None, Backend::PostgresIam) => Some(iam::aws_config(iam::ACCESS_KEY_ID, iam::SECRET_ACCESS_KEY).await),
+            (None, _) => None,
+        };
+        let application = match Application::build_with_aws(settings, aws).await {
+            Ok(application) => application,
+            Err(error) => return Err((error, self)),
+        };
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let handle = application.handle();
+        tokio::spawn(application.run_until_stopped());
+        Ok(TestApp {
+            address,
+            database: self.database,
+            emulator: self.emulator,
+            client: Client::builder().build().expect("an HTTP client"),
+            handle,
+        })
+    }
+}
+
+/// A running service and what it runs on; all of it goes away when this is dropped.
 #[derive(Debug)]
 pub struct TestApp {
     pub address: String,
     pub database: TestDatabase,
+    pub emulator: Option<TestEmulator>,
     client: Client,
     handle: ServerHandle,
 }
 
 /// Starts the service on `127.0.0.1:0` over a fresh, migrated database of `backend`.
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    LazyLock::force(&TRACING);
-    let database = TestDatabase::create(backend).await;
-    let variables = [
-        ("APP__SERVER__PORT", "0".to_owned()),
-        ("APP__SERVER__WORKERS", "2".to_owned()),
-        ("APP__DATABASE__URL", database.url().to_owned()),
-    ]
-    .map(|(name, value)| (name.to_owned(), value));
-    let settings = Settings::load_from(Path::new("/nonexistent"), variables).expect("test settings load");
-    let application = Application::build(settings).await.expect("the application starts");
-    let address = format!("http://127.0.0.1:{}", application.port());
-    let handle = application.handle();
-    tokio::spawn(application.run_until_stopped());
-    TestApp {
-        address,
-        database,
-        client: Client::builder().build().expect("an HTTP client"),
-        handle,
+    let stack = Stack::new(backend).await;
+    let settings = stack.settings(&[]);
+    match stack.start(settings, None).await {
+        Ok(app) => app,
+        Err((error, _)) => panic!("the application must start: {error}"),
     }
 }
 
@@ -111,8 +193,11 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Stop accepting at once; the database is dropped right after, by its own Drop.
+        // Stop accepting at once; the database and emulator are dropped right after, by their own Drop.
         drop(self.handle.stop(false));
+        if !std::thread::panicking() {
+            assert_no_secrets_logged();
+        }
     }
 }
 

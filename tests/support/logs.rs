@@ -1,0 +1,68 @@
+//! Every log line of the suite, from the service and the emulator alike, is checked for secrets as it is written;
+//! `TEST_LOG=1` also prints them.
+
+use std::io::Write;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::iam;
+
+/// Text that must never reach a log: any part of a token, the secret keys and passwords the suite uses.
+const FORBIDDEN: [&str; 5] = [
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+    iam::SECRET_ACCESS_KEY,
+    iam::OTHER_SECRET_ACCESS_KEY,
+    crate::STATIC_PASSWORD,
+];
+
+static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static PRINT: LazyLock<bool> = LazyLock::new(|| std::env::var_os("TEST_LOG").is_some());
+
+/// Hands tracing one buffer per event and inspects it when the event is complete.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanningWriter;
+
+pub(crate) struct EventBuffer(Vec<u8>);
+
+impl<'a> MakeWriter<'a> for ScanningWriter {
+    type Writer = EventBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventBuffer(Vec::with_capacity(256))
+    }
+}
+
+impl Write for EventBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventBuffer {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.0);
+        if let Some(secret) = FORBIDDEN.iter().find(|secret| line.contains(*secret)) {
+            let excerpt: String = line.chars().take(160).collect();
+            LEAKS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("`{secret}` logged in: {}", excerpt.replace(secret, "<secret>")));
+        }
+        if *PRINT {
+            let _ = std::io::stdout().write_all(&self.0);
+        }
+    }
+}
+
+/// Fails the calling test if any line logged so far, by any test, contained a secret.
+pub fn assert_no_secrets_logged() {
+    let leaks = LEAKS.lock().unwrap_or_else(PoisonError::into_inner);
+    assert!(leaks.is_empty(), "secrets in the logs:\n{}", leaks.join("\n"));
+}
