@@ -35,6 +35,7 @@ mod concurrency;
 mod docs;
 mod errors;
 mod health;
+mod iam;
 mod migrations;
 mod pagination;
 mod tasks;

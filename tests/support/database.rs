@@ -108,7 +108,11 @@ impl TestDatabase {
 
     /// How many rows `tasks` holds, read directly, not through the service.
     pub async fn count_tasks(&self) -> i64 {
-        let query = "SELECT COUNT(*) FROM tasks";
+        self.scalar("SELECT COUNT(*) FROM tasks").await
+    }
+
+    /// A single number from a query of the test's own, read directly, not through the service.
+    pub async fn scalar(&self, query: &'static str) -> i64 {
         match self.backend {
             Backend::Postgres | Backend::PostgresIam => {
                 let mut connection = PgConnection::connect(&self.url)
@@ -117,7 +121,7 @@ impl TestDatabase {
                 sqlx::query_scalar(query)
                     .fetch_one(&mut connection)
                     .await
-                    .expect("count")
+                    .expect("a number")
             }
             Backend::Sqlite => {
                 let mut connection = SqliteConnection::connect(&self.url)
@@ -126,7 +130,7 @@ impl TestDatabase {
                 sqlx::query_scalar(query)
                     .fetch_one(&mut connection)
                     .await
-                    .expect("count")
+                    .expect("a number")
             }
         }
     }

@@ -75,7 +75,6 @@ impl Stack {
                     emulator.url("postgres", self.database.name()),
                 ),
                 ("APP__DATABASE__AUTH".into(), "iam".into()),
-                ("APP__DATABASE__IAM__REGION".into(), iam::REGION.into()),
                 (
                     "APP__DATABASE__TLS__ROOT_CERT".into(),
                     emulator.ca_pem().display().to_string(),

@@ -1,0 +1,380 @@
+//! IAM authentication through the RDS IAM emulator: what it refuses, and that token rotation and credential outages
+//! never cost an acknowledged write.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use infrastructure::iam::{IamTokenSource, TokenTarget};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions, Connection};
+use test_support::iam::{ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY, aws_config, aws_config_with_credential_process};
+use test_support::{Backend, EmulatorOptions, Stack, TestApp, TestEmulator, assert_problem};
+
+/// Tables in the test database's public schema: zero means not even the migrations got in.
+const PUBLIC_TABLES: &str = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'";
+
+/// Starts the service on `stack` and expects the start to fail; returns the error text and the untouched stack.
+async fn refused_start(
+    stack: Stack,
+    overrides: &[(&str, &str)],
+    aws: Option<infrastructure::SdkConfig>,
+) -> (String, Stack) {
+    let settings = stack.settings(overrides);
+    match stack.start(settings, aws).await {
+        Ok(_) => panic!("the service started although its token should be refused"),
+        Err((error, stack)) => (error_chain(&error), stack),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+    let wrong = aws_config(ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY).await;
+
+    let (error, stack) = refused_start(stack, &[], Some(wrong)).await;
+
+    assert!(
+        error.contains("PAM authentication failed for user \"postgres\""),
+        "{error}"
+    );
+    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+}
+
+#[tokio::test]
+async fn a_token_for_another_region_is_refused() {
+    let options = EmulatorOptions {
+        region: "eu-west-1".to_owned(),
+        ..EmulatorOptions::default()
+    };
+    let stack = Stack::with_emulator(Backend::PostgresIam, options).await;
+
+    let (error, stack) = refused_start(stack, &[("APP__DATABASE__IAM__REGION", "us-east-1")], None).await;
+
+    assert!(error.contains("PAM authentication failed"), "{error}");
+    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+}
+
+#[tokio::test]
+async fn a_token_for_another_host_is_refused() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+
+    let (error, stack) = refused_start(
+        stack,
+        &[("APP__DATABASE__IAM__SIGNING_HOST", "elsewhere.example")],
+        None,
+    )
+    .await;
+
+    assert!(error.contains("PAM authentication failed"), "{error}");
+    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+}
+
+#[tokio::test]
+async fn iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_it() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+    let plaintext = [
+        ("APP__DATABASE__TLS__MODE", "disable"),
+        ("APP__DATABASE__IAM__ALLOW_WITHOUT_TLS", "true"),
+    ];
+
+    let (error, stack) = refused_start(stack, &plaintext, None).await;
+
+    assert!(error.contains("requires an SSL connection"), "{error}");
+    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+}
+
+#[tokio::test]
+async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region() {
+    // The service connects to 127.0.0.1 (a tunnel), but the token must name the cluster endpoint, whose name also
+    // carries the region the token is signed for.
+    let endpoint = "tasks.cluster-c9di9qmu8xqw.eu-west-3.rds.amazonaws.com";
+    let options = EmulatorOptions {
+        region: "eu-west-3".to_owned(),
+        endpoint: Some(format!("{endpoint}:5432")),
+        ..EmulatorOptions::default()
+    };
+    let stack = Stack::with_emulator(Backend::PostgresIam, options).await;
+    let settings = stack.settings(&[
+        ("APP__DATABASE__IAM__SIGNING_HOST", endpoint),
+        ("APP__DATABASE__IAM__SIGNING_PORT", "5432"),
+    ]);
+
+    let app = stack
+        .start(settings, None)
+        .await
+        .map_err(|(error, _)| error)
+        .expect("starts");
+
+    let id = app.create_task("through the tunnel").await;
+    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+}
+
+/// Connects to the emulator directly with a token from the product's own generator.
+async fn connect_with_token(emulator: &TestEmulator, token_user: &str, lifetime: Duration) -> Result<(), sqlx::Error> {
+    let target = TokenTarget {
+        host: emulator.address.ip().to_string(),
+        port: emulator.address.port(),
+        user: token_user.to_owned(),
+    };
+    let aws = aws_config(ACCESS_KEY_ID, test_support::iam::SECRET_ACCESS_KEY).await;
+    let source = IamTokenSource::new(target, None, lifetime, Some(aws))
+        .await
+        .expect("a token source");
+    let token = source.generate().await.expect("a token");
+    let options = PgConnectOptions::new()
+        .host(&emulator.address.ip().to_string())
+        .port(emulator.address.port())
+        .username("postgres")
+        .database("postgres")
+        .password(token.secret().expose_secret())
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(emulator.ca_pem());
+    options.connect().await?.close().await
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .map(|code| code.into_owned())
+}
+
+#[tokio::test]
+async fn tokens_for_another_user_or_past_their_age_are_refused_with_28p01() {
+    let emulator = TestEmulator::start(EmulatorOptions {
+        max_token_age: Duration::from_secs(1),
+        ..EmulatorOptions::default()
+    })
+    .await;
+
+    connect_with_token(&emulator, "postgres", Duration::from_secs(900))
+        .await
+        .expect("a fresh token for the right user");
+    let error = connect_with_token(&emulator, "someone_else", Duration::from_secs(900))
+        .await
+        .expect_err("wrong user");
+    assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{error}");
+
+    // A token that lives one second, used after two.
+    let target = TokenTarget {
+        host: emulator.address.ip().to_string(),
+        port: emulator.address.port(),
+        user: "postgres".to_owned(),
+    };
+    let aws = aws_config(ACCESS_KEY_ID, test_support::iam::SECRET_ACCESS_KEY).await;
+    let source = IamTokenSource::new(target, None, Duration::from_secs(1), Some(aws))
+        .await
+        .expect("source");
+    let token = source.generate().await.expect("a token");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let error = PgConnectOptions::new()
+        .host(&emulator.address.ip().to_string())
+        .port(emulator.address.port())
+        .username("postgres")
+        .password(token.secret().expose_secret())
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(emulator.ca_pem())
+        .connect()
+        .await
+        .expect_err("expired");
+    assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{error}");
+}
+
+#[tokio::test]
+async fn a_user_name_that_needs_percent_encoding_works_end_to_end() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+    let user = "tasks user+1@example";
+    let name = stack.database.name().to_owned();
+    stack
+        .database
+        .execute(format!(
+            "DO $$ BEGIN CREATE ROLE \"{user}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT ALL ON DATABASE {name} TO \"{user}\"; GRANT ALL ON SCHEMA public TO \"{user}\";"
+        ))
+        .await;
+    let url = stack.emulator().url(user, &name);
+    let settings = stack.settings(&[("APP__DATABASE__URL", url.as_str())]);
+
+    let app = stack
+        .start(settings, None)
+        .await
+        .map_err(|(error, _)| error)
+        .expect("starts");
+
+    let id = app.create_task("as an awkwardly named user").await;
+    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    let owned_by_user = app
+        .database
+        .scalar("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'tasks' AND tableowner = 'tasks user+1@example'")
+        .await;
+    assert_eq!(owned_by_user, 1, "the migrations ran as that user");
+}
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let response = app.get("/health/ready").await;
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+/// How long the rotation test drives load, in seconds: 60 unless `ROTATION_TEST_SECONDS` says otherwise.
+fn rotation_seconds() -> u64 {
+    std::env::var("ROTATION_TEST_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(60)
+}
+
+#[tokio::test]
+async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write() {
+    let stack = Stack::with_emulator(
+        Backend::PostgresIam,
+        EmulatorOptions {
+            max_token_age: Duration::from_secs(5),
+            ..EmulatorOptions::default()
+        },
+    )
+    .await;
+    let settings = stack.settings(&[
+        ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "5"),
+        ("APP__DATABASE__MAX_LIFETIME_SECS", "3"),
+        ("APP__DATABASE__MAX_CONNECTIONS", "8"),
+    ]);
+    let app = Arc::new(
+        stack
+            .start(settings, None)
+            .await
+            .map_err(|(error, _)| error)
+            .expect("starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(rotation_seconds());
+    let failures = Arc::new(AtomicU64::new(0));
+
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (app, failures) = (Arc::clone(&app), Arc::clone(&failures));
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut sequence = 0;
+                while Instant::now() < deadline {
+                    sequence += 1;
+                    let response = app
+                        .post_task(&json!({ "name": format!("client {client} #{sequence}") }))
+                        .await;
+                    if response.status() != 201 {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let id = response.json::<Value>().await.expect("JSON")["id"]
+                        .as_str()
+                        .expect("id")
+                        .to_owned();
+                    if app.get(&format!("/tasks/{id}")).await.status() != 200 {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    acknowledged.push(id);
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    for client in clients {
+        acknowledged.extend(client.await.expect("client finished"));
+    }
+
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "failed requests during rotation");
+    assert!(
+        acknowledged.len() > 100,
+        "only {} writes in the whole run",
+        acknowledged.len()
+    );
+    assert_eq!(
+        app.database.count_tasks().await,
+        i64::try_from(acknowledged.len()).expect("fits")
+    );
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, 200);
+    let refreshes = ready["iam_token"]["refreshes"].as_u64().expect("refresh count");
+    assert!(
+        refreshes >= rotation_seconds() / 5,
+        "only {refreshes} renewals in {}s",
+        rotation_seconds()
+    );
+    assert_eq!(ready["iam_token"]["failures"], 0);
+}
+
+#[tokio::test]
+async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_once_it_expires() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+    let profile_dir = std::env::temp_dir().join(format!("tasks-profile-{}", uuid::Uuid::new_v4().simple()));
+    let outage = profile_dir.join("outage");
+    let aws = aws_config_with_credential_process(&profile_dir, &outage).await;
+    let settings = stack.settings(&[
+        ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "6"),
+        ("APP__DATABASE__IAM__RETRY_MAX_SECS", "1"),
+        ("APP__DATABASE__MAX_LIFETIME_SECS", "2"),
+    ]);
+    let app = stack
+        .start(settings, Some(aws))
+        .await
+        .map_err(|(error, _)| error)
+        .expect("starts");
+    let started = Instant::now();
+    let before = app.create_task("before the outage").await;
+
+    std::fs::write(&outage, "").expect("begin the outage");
+    // Until the last good token expires (6 s after start), new connections still get in with it.
+    while started.elapsed() < Duration::from_millis(5200) {
+        app.create_task("during the outage").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        ready["iam_token"]["failures"].as_u64().expect("failures") > 0,
+        "renewal was attempted and failed"
+    );
+
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()) + Duration::from_millis(300)).await;
+    let problem = assert_problem(app.get("/health/ready").await, 503, "iam_token_expired").await;
+    assert!(
+        !problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("credential source"),
+        "no internals: {problem}"
+    );
+
+    std::fs::remove_file(&outage).expect("end the outage");
+    let recovered_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = readiness(&app).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < recovered_by,
+            "not ready again 10 s after the credentials came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = app.create_task("after the outage").await;
+    for id in [before, after] {
+        assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    }
+    let _ = std::fs::remove_dir_all(&profile_dir);
+}
