@@ -6,6 +6,9 @@
 # Seeds 10,000 tasks, then runs W1 POST /tasks, W2 GET /tasks/{id} (random seeded ids), W3 GET /tasks?limit=50 with
 # 64 connections for $BENCH_SECONDS each, and pgbench (16 clients, prepared) on each workload's SQL. Prints req/s,
 # p50, p99, non-2xx responses, the ratio to pgbench, and the service's peak RSS.
+#
+# BENCH_MODES="password iam" (the default) runs the service twice: with password authentication straight to
+# PostgreSQL, and with IAM authentication through the RDS IAM emulator (TLS verify-full), then compares the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,26 +17,54 @@ seconds=${BENCH_SECONDS:-10}
 connections=${BENCH_CONNECTIONS:-64}
 pool=${BENCH_POOL:-16}
 port=${BENCH_PORT:-18080}
+emulator_port=${BENCH_EMULATOR_PORT:-15433}
+modes=${BENCH_MODES:-password iam}
 database=tasks_bench
 database_url="${admin_url%/*}/$database"
 work=$(mktemp -d)
-trap 'kill "$server_pid" 2>/dev/null || true; wait 2>/dev/null || true; psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+server_pid=
+emulator_pid=
+stop_processes() {
+  for pid in $server_pid $emulator_pid; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  server_pid= emulator_pid=
+}
+trap 'stop_processes; psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 for tool in wrk pgbench psql; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install wrk postgresql-client)" >&2; exit 1; }
 done
 
-cargo build --release --quiet -p tasks-api
+cargo build --release --quiet -p tasks-api -p rds-iam-emulator
 psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database"
+APP__DATABASE__URL=$database_url APP__LOG__LEVEL=warn target/release/tasks-api migrate up >/dev/null
 
-APP__DATABASE__URL=$database_url APP__DATABASE__MAX_CONNECTIONS=$pool APP__SERVER__PORT=$port \
-  APP__LOG__LEVEL=warn target/release/tasks-api >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null || { cat "$work/server.log"; exit 1; }
+# Starts the service in mode $1 (password, or iam through a fresh emulator) and waits until it is ready.
+start_service() {
+  local mode=$1
+  local -a environment=(APP__DATABASE__MAX_CONNECTIONS="$pool" APP__SERVER__PORT="$port" APP__LOG__LEVEL=warn)
+  if [[ $mode == iam ]]; then
+    printf '[default]\naws_access_key_id = AKIABENCHMARK0000001\naws_secret_access_key = bench/secret\n' \
+      >"$work/credentials"
+    target/release/rds-iam-emulator --listen "127.0.0.1:$emulator_port" --upstream "${admin_url%/*}" \
+      --credentials "$work/credentials" --tls-dir "$work" >"$work/emulator.log" 2>&1 &
+    emulator_pid=$!
+    for _ in $(seq 50); do [[ -s $work/ca.pem ]] && break; sleep 0.1; done
+    environment+=(APP__DATABASE__AUTH=iam APP__DATABASE__URL="postgres://postgres@127.0.0.1:$emulator_port/$database"
+      APP__DATABASE__TLS__ROOT_CERT="$work/ca.pem" APP__DATABASE__IAM__REGION=us-east-1
+      AWS_ACCESS_KEY_ID=AKIABENCHMARK0000001 AWS_SECRET_ACCESS_KEY=bench/secret AWS_EC2_METADATA_DISABLED=true)
+  else
+    environment+=(APP__DATABASE__URL="$database_url")
+  fi
+  env "${environment[@]}" target/release/tasks-api >"$work/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null && return 0
+    sleep 0.1
+  done
+  cat "$work/server.log" "$work/emulator.log" 2>/dev/null
+  exit 1
+}
 
 psql -q "$database_url" <<'SQL'
 INSERT INTO tasks (id, name) SELECT gen_random_uuid(), 'seeded ' || n FROM generate_series(1, 10000) AS n;
@@ -63,25 +94,57 @@ run_pgbench() {
     | awk '/^tps = / {print $3}'
 }
 
-# CPU seconds the service has used so far (user + system), from /proc: shows where a workload's cost lies.
-service_cpu() {
-  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$server_pid/stat"
+# CPU seconds a process has used so far (user + system), from /proc: shows where a workload's cost lies.
+cpu_seconds() {
+  if [[ -z $1 ]]; then echo 0; return; fi
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-printf '%-28s %10s %9s %9s %8s %14s %12s %7s\n' workload req/s p50 p99 non-2xx service-µs/req pgbench-tps ratio
-for workload in "W1 POST /tasks|post.lua|/tasks|insert.sql" \
-                "W2 GET /tasks/{id}|get_by_id.lua|/tasks|select_by_id.sql" \
-                "W3 GET /tasks?limit=50|list.lua|/tasks?limit=50|list.sql"; do
-  IFS='|' read -r name script path sql <<<"$workload"
-  cpu_before=$(service_cpu)
-  read -r rps p50 p99 errors <<<"$(run_wrk "$script" "$path")"
-  cpu_per_request=$(awk -v a="$cpu_before" -v b="$(service_cpu)" -v r="$rps" -v s="$seconds" \
-    'BEGIN { printf "%.1f", (b - a) * 1e6 / (r * s) }')
-  tps=$(run_pgbench "$sql")
-  ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-28s %10.0f %9s %9s %8s %14s %12.0f %7s\n' "$name" "$rps" "$p50" "$p99" "$errors" "$cpu_per_request" "$tps" "$ratio"
+# CPU µs per request between two readings.
+per_request() {
+  awk -v a="$1" -v b="$2" -v r="$3" -v s="$seconds" 'BEGIN { printf "%.1f", (b - a) * 1e6 / (r * s) }'
+}
+
+workloads=("W1 POST /tasks|post.lua|/tasks|insert.sql"
+           "W2 GET /tasks/{id}|get_by_id.lua|/tasks|select_by_id.sql"
+           "W3 GET /tasks?limit=50|list.lua|/tasks?limit=50|list.sql")
+declare -A ceiling rate
+for workload in "${workloads[@]}"; do
+  IFS='|' read -r name _ _ sql <<<"$workload"
+  ceiling[$name]=$(run_pgbench "$sql")
 done
 
-peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
-printf 'service peak RSS: %.1f MiB (pool %s connections, %s wrk connections, %ss a workload)\n' \
-  "$(awk -v k="$peak_kib" 'BEGIN { print k / 1024 }')" "$pool" "$connections" "$seconds"
+for mode in $modes; do
+  start_service "$mode"
+  echo
+  echo "mode: $mode"
+  printf '%-28s %10s %9s %9s %8s %14s %15s %12s %7s\n' \
+    workload req/s p50 p99 non-2xx service-µs/req emulator-µs/req pgbench-tps ratio
+  for workload in "${workloads[@]}"; do
+    IFS='|' read -r name script path _ <<<"$workload"
+    service_before=$(cpu_seconds "$server_pid")
+    emulator_before=$(cpu_seconds "$emulator_pid")
+    read -r rps p50 p99 errors <<<"$(run_wrk "$script" "$path")"
+    service_cost=$(per_request "$service_before" "$(cpu_seconds "$server_pid")" "$rps")
+    emulator_cost=-
+    [[ -n $emulator_pid ]] && emulator_cost=$(per_request "$emulator_before" "$(cpu_seconds "$emulator_pid")" "$rps")
+    tps=${ceiling[$name]}
+    rate[$mode,$name]=$rps
+    ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.2f", a / b }')
+    printf '%-28s %10.0f %9s %9s %8s %14s %15s %12.0f %7s\n' \
+      "$name" "$rps" "$p50" "$p99" "$errors" "$service_cost" "$emulator_cost" "$tps" "$ratio"
+  done
+  peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
+  printf 'service peak RSS: %.1f MiB (pool %s connections, %s wrk connections, %ss a workload)\n' \
+    "$(awk -v k="$peak_kib" 'BEGIN { print k / 1024 }')" "$pool" "$connections" "$seconds"
+  stop_processes
+done
+
+if [[ $modes == *password* && $modes == *iam* ]]; then
+  echo
+  for workload in "${workloads[@]}"; do
+    IFS='|' read -r name _ <<<"$workload"
+    awk -v n="$name" -v i="${rate[iam,$name]}" -v p="${rate[password,$name]}" \
+      'BEGIN { printf "%-28s IAM / password throughput: %.2f\n", n, i / p }'
+  done
+fi

@@ -11,7 +11,9 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
-use test_support::iam::{ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY, aws_config, aws_config_with_credential_process};
+use test_support::iam::{
+    ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config, aws_config_with_credential_process,
+};
 use test_support::{Backend, EmulatorOptions, Stack, TestApp, TestEmulator, assert_problem};
 
 /// Tables in the test database's public schema: zero means not even the migrations got in.
@@ -52,6 +54,42 @@ async fn a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written(
         "{error}"
     );
     assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+}
+
+#[tokio::test]
+async fn without_credentials_the_service_refuses_to_start_and_says_where_they_come_from() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+    let no_credentials = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .no_credentials()
+        .load()
+        .await;
+
+    let (error, stack) = refused_start(stack, &[], Some(no_credentials)).await;
+
+    assert!(
+        error.contains("cannot sign an IAM token") && error.contains("AWS_ACCESS_KEY_ID"),
+        "{error}"
+    );
+    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+}
+
+#[tokio::test]
+async fn without_a_region_the_service_refuses_to_start_and_says_how_to_set_one() {
+    let stack = Stack::new(Backend::PostgresIam).await;
+    // Built by hand: the SDK's loader would look for a region on the instance metadata service.
+    let no_region = infrastructure::SdkConfig::builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "tests"),
+        ))
+        .build();
+
+    let (error, _) = refused_start(stack, &[], Some(no_region)).await;
+
+    assert!(
+        error.contains("APP__DATABASE__IAM__REGION") && error.contains("AWS_REGION"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +168,7 @@ async fn connect_with_token(emulator: &TestEmulator, token_user: &str, lifetime:
         port: emulator.address.port(),
         user: token_user.to_owned(),
     };
-    let aws = aws_config(ACCESS_KEY_ID, test_support::iam::SECRET_ACCESS_KEY).await;
+    let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
     let source = IamTokenSource::new(target, None, lifetime, Some(aws))
         .await
         .expect("a token source");
@@ -175,7 +213,7 @@ async fn tokens_for_another_user_or_past_their_age_are_refused_with_28p01() {
         port: emulator.address.port(),
         user: "postgres".to_owned(),
     };
-    let aws = aws_config(ACCESS_KEY_ID, test_support::iam::SECRET_ACCESS_KEY).await;
+    let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
     let source = IamTokenSource::new(target, None, Duration::from_secs(1), Some(aws))
         .await
         .expect("source");
@@ -333,39 +371,31 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
         .await
         .map_err(|(error, _)| error)
         .expect("starts");
-    let started = Instant::now();
+    let (_, ready) = readiness(&app).await;
+    // Whole seconds, rounded down: the token may live up to a second longer than this, never shorter.
+    let expires_in = Duration::from_secs(ready["iam_token"]["expires_in_secs"].as_u64().expect("token expiry"));
+    let token_expires = Instant::now() + expires_in;
     let before = app.create_task("before the outage").await;
 
     std::fs::write(&outage, "").expect("begin the outage");
-    // Until the last good token expires (6 s after start), new connections still get in with it.
-    while started.elapsed() < Duration::from_millis(5200) {
+    // Until the last good token expires, new connections (every 2 s) still get in with it.
+    while Instant::now() + Duration::from_millis(700) < token_expires {
         app.create_task("during the outage").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, ready) = readiness(&app).await;
     assert_eq!(status, 200, "{ready}");
-    assert!(
-        ready["iam_token"]["failures"].as_u64().expect("failures") > 0,
-        "renewal was attempted and failed"
-    );
+    let failures = ready["iam_token"]["failures"].as_u64().expect("failures");
+    assert!(failures > 0, "renewal was attempted and failed: {ready}");
 
-    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()) + Duration::from_millis(300)).await;
+    tokio::time::sleep_until((token_expires + Duration::from_millis(1300)).into()).await;
     let problem = assert_problem(app.get("/health/ready").await, 503, "iam_token_expired").await;
-    assert!(
-        !problem["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("credential source"),
-        "no internals: {problem}"
-    );
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(!detail.contains("credential source"), "no internals: {problem}");
 
     std::fs::remove_file(&outage).expect("end the outage");
     let recovered_by = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = readiness(&app).await;
-        if status == 200 {
-            break;
-        }
+    while readiness(&app).await.0 != 200 {
         assert!(
             Instant::now() < recovered_by,
             "not ready again 10 s after the credentials came back"
@@ -377,4 +407,50 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
         assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
     }
     let _ = std::fs::remove_dir_all(&profile_dir);
+}
+
+#[tokio::test]
+async fn cancel_requests_reach_the_upstream_server_through_the_emulator() {
+    let emulator = TestEmulator::start(EmulatorOptions::default()).await;
+    let target = TokenTarget {
+        host: emulator.address.ip().to_string(),
+        port: emulator.address.port(),
+        user: "postgres".to_owned(),
+    };
+    let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
+    let source = IamTokenSource::new(target, None, Duration::from_secs(900), Some(aws))
+        .await
+        .expect("source");
+    let token = source.generate().await.expect("a token");
+    let connection = format!(
+        "host={} port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        emulator.address.ip(),
+        emulator.address.port(),
+        emulator.ca_pem().display()
+    );
+    // psql turns SIGINT into a PostgreSQL cancel request on a new connection, as every libpq client does.
+    let psql = tokio::process::Command::new("psql")
+        .args([connection.as_str(), "-c", "SELECT pg_sleep(30)"])
+        .env("PGPASSWORD", token.secret().expose_secret())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql (postgresql-client) is installed");
+    let pid = psql.id().expect("running").to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    let output = tokio::time::timeout(Duration::from_secs(10), psql.wait_with_output())
+        .await
+        .expect("psql stops soon after the cancel")
+        .expect("psql output");
+
+    assert!(signalled.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
 }

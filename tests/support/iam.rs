@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
@@ -143,10 +144,15 @@ pub async fn aws_config_with_credential_process(directory: &Path, outage: &Path)
     let profiles = EnvConfigFiles::builder()
         .with_file(EnvConfigFileKind::Config, &config)
         .build();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
+    // The profile provider alone, not the whole default chain: when the process fails, nothing may fall through to
+    // the instance metadata service, which does not exist here.
+    let credentials = ProfileFileCredentialsProvider::builder()
         .profile_files(profiles)
         .profile_name("tasks-test")
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(credentials)
         .load()
         .await
 }

@@ -156,7 +156,13 @@ impl IamTokenSource {
 
     /// Signs a fresh token (no network call unless the credentials themselves must be fetched or renewed).
     pub async fn generate(&self) -> Result<IamToken, IamError> {
-        let issued_at = Instant::now();
+        // X-Amz-Date has whole seconds, and servers count the lifetime from it: the token expires up to a second
+        // before `now + lifetime`, so count from the start of the current second.
+        let into_second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since_epoch| Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
+            .unwrap_or_default();
+        let issued_at = Instant::now().checked_sub(into_second).unwrap_or_else(Instant::now);
         let token = self
             .generator
             .auth_token(&self.sdk_config)
