@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use infrastructure::iam::{IamTokenSource, TokenTarget};
+use infrastructure::iam::{IamToken, IamTokenSource, TokenTarget};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -161,27 +161,35 @@ async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_
     assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
 }
 
-/// Connects to the emulator directly with a token from the product's own generator.
-async fn connect_with_token(emulator: &TestEmulator, token_user: &str, lifetime: Duration) -> Result<(), sqlx::Error> {
+/// A token for `user` at the emulator's endpoint, from the product's own generator.
+async fn token_for(emulator: &TestEmulator, user: &str, lifetime: Duration) -> IamToken {
     let target = TokenTarget {
         host: emulator.address.ip().to_string(),
         port: emulator.address.port(),
-        user: token_user.to_owned(),
+        user: user.to_owned(),
     };
     let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
     let source = IamTokenSource::new(target, None, lifetime, Some(aws))
         .await
         .expect("a token source");
-    let token = source.generate().await.expect("a token");
-    let options = PgConnectOptions::new()
+    source.generate().await.expect("a token")
+}
+
+/// Options that reach the emulator as `postgres` with `token`, verifying its certificate and name.
+fn emulator_options(emulator: &TestEmulator, token: &IamToken) -> PgConnectOptions {
+    PgConnectOptions::new()
         .host(&emulator.address.ip().to_string())
         .port(emulator.address.port())
         .username("postgres")
         .database("postgres")
         .password(token.secret().expose_secret())
         .ssl_mode(PgSslMode::VerifyFull)
-        .ssl_root_cert(emulator.ca_pem());
-    options.connect().await?.close().await
+        .ssl_root_cert(emulator.ca_pem())
+}
+
+async fn connect_with_token(emulator: &TestEmulator, token_user: &str, lifetime: Duration) -> Result<(), sqlx::Error> {
+    let token = token_for(emulator, token_user, lifetime).await;
+    emulator_options(emulator, &token).connect().await?.close().await
 }
 
 fn sqlstate(error: &sqlx::Error) -> Option<String> {
@@ -208,24 +216,9 @@ async fn tokens_for_another_user_or_past_their_age_are_refused_with_28p01() {
     assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{error}");
 
     // A token that lives one second, used after two.
-    let target = TokenTarget {
-        host: emulator.address.ip().to_string(),
-        port: emulator.address.port(),
-        user: "postgres".to_owned(),
-    };
-    let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
-    let source = IamTokenSource::new(target, None, Duration::from_secs(1), Some(aws))
-        .await
-        .expect("source");
-    let token = source.generate().await.expect("a token");
+    let token = token_for(&emulator, "postgres", Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let error = PgConnectOptions::new()
-        .host(&emulator.address.ip().to_string())
-        .port(emulator.address.port())
-        .username("postgres")
-        .password(token.secret().expose_secret())
-        .ssl_mode(PgSslMode::VerifyFull)
-        .ssl_root_cert(emulator.ca_pem())
+    let error = emulator_options(&emulator, &token)
         .connect()
         .await
         .expect_err("expired");
@@ -412,16 +405,7 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
 #[tokio::test]
 async fn cancel_requests_reach_the_upstream_server_through_the_emulator() {
     let emulator = TestEmulator::start(EmulatorOptions::default()).await;
-    let target = TokenTarget {
-        host: emulator.address.ip().to_string(),
-        port: emulator.address.port(),
-        user: "postgres".to_owned(),
-    };
-    let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
-    let source = IamTokenSource::new(target, None, Duration::from_secs(900), Some(aws))
-        .await
-        .expect("source");
-    let token = source.generate().await.expect("a token");
+    let token = token_for(&emulator, "postgres", Duration::from_secs(900)).await;
     let connection = format!(
         "host={} port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
         emulator.address.ip(),
