@@ -12,7 +12,7 @@ use crate::telemetry;
 
 /// The tasks service. Settings come from config/default.toml, config/$APP_ENV.toml and APP__SECTION__KEY variables.
 #[derive(Debug, Parser)]
-#[command(name = "tasks-api", version, about)]
+#[command(name = "tasks-api", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -68,26 +68,28 @@ enum MigrateAction {
 impl Cli {
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
-        let command = self.command.unwrap_or(Command::Serve);
-        if let Command::Token {
-            host,
-            port,
-            user,
-            region,
-            lifetime_secs,
-        } = command
-        {
-            return print_token(TokenTarget { host, port, user }, region, lifetime_secs).await;
+        match self.command.unwrap_or(Command::Serve) {
+            Command::Serve => Ok(Application::build(settings_with_logs()?)
+                .await?
+                .run_until_stopped()
+                .await?),
+            Command::Migrate { action } => migrate(settings_with_logs()?, action).await,
+            // Needs no settings, so a half-configured environment can still produce a token for psql.
+            Command::Token {
+                host,
+                port,
+                user,
+                region,
+                lifetime_secs,
+            } => print_token(TokenTarget { host, port, user }, region, lifetime_secs).await,
         }
-        let settings = Settings::load()?;
-        telemetry::init(telemetry::subscriber(&settings.log, std::io::stdout));
-        match command {
-            Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
-            Command::Migrate { action } => migrate(settings, action).await?,
-            Command::Token { .. } => unreachable!("handled above"),
-        }
-        Ok(())
     }
+}
+
+fn settings_with_logs() -> anyhow::Result<Settings> {
+    let settings = Settings::load()?;
+    telemetry::init(telemetry::subscriber(&settings.log, std::io::stdout));
+    Ok(settings)
 }
 
 /// The token goes to standard output and nothing else does, so the command can feed `PGPASSWORD`.
