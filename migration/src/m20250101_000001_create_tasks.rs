@@ -8,16 +8,18 @@ pub(crate) struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(Tasks::Table)
-                    .if_not_exists()
-                    .col(uuid(Tasks::Id).primary_key())
-                    .col(string_len(Tasks::Name, 255))
-                    .to_owned(),
-            )
-            .await
+        let mut table = Table::create()
+            .table(Tasks::Table)
+            .if_not_exists()
+            .col(uuid(Tasks::Id).primary_key())
+            .col(string_len(Tasks::Name, 255))
+            .to_owned();
+        // MySQL and MariaDB store the id as binary(16); the name needs 4-byte UTF-8 so 255 emoji fit, whatever the
+        // server's default character set is.
+        if manager.get_database_backend() == sea_orm::DbBackend::MySql {
+            table.character_set("utf8mb4").collate("utf8mb4_unicode_ci");
+        }
+        manager.create_table(table).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -202,7 +202,7 @@ fn sqlstate(error: &sqlx::Error) -> Option<String> {
 #[tokio::test]
 async fn tokens_for_another_user_or_past_their_age_are_refused_with_28p01() {
     let emulator = TestEmulator::start(EmulatorOptions {
-        max_token_age: Duration::from_secs(1),
+        max_token_age: Duration::from_secs(3),
         ..EmulatorOptions::default()
     })
     .await;
@@ -215,7 +215,7 @@ async fn tokens_for_another_user_or_past_their_age_are_refused_with_28p01() {
         .expect_err("wrong user");
     assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{error}");
 
-    // A token that lives one second, used after two.
+    // A token that lives one second (its own X-Amz-Expires, below the emulator's maximum), used after two.
     let token = token_for(&emulator, "postgres", Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let error = emulator_options(&emulator, &token)
@@ -346,6 +346,16 @@ async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write() {
         rotation_seconds()
     );
     assert_eq!(ready["iam_token"]["failures"], 0);
+    // Connections were really replaced and so really presented renewed tokens: 8 connections living 3 s each make
+    // about 8 × seconds / 3 log-ins; at least half of that, or lifetimes are not enforced.
+    let counts = &app.emulator.as_ref().expect("an emulator").counts;
+    let expected = 8 * rotation_seconds() / 6;
+    assert!(
+        counts.accepted() >= expected,
+        "{} log-ins, expected {expected}",
+        counts.accepted()
+    );
+    assert_eq!(counts.refused(), 0);
 }
 
 #[tokio::test]
@@ -355,7 +365,9 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
     let outage = profile_dir.join("outage");
     let aws = aws_config_with_credential_process(&profile_dir, &outage).await;
     let settings = stack.settings(&[
-        ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "6"),
+        // Renewal is first tried half-way, about 5 s in, leaving another 5 s on the last good token.
+        ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "10"),
+        ("APP__DATABASE__IAM__REFRESH_PERCENT", "50"),
         ("APP__DATABASE__IAM__RETRY_MAX_SECS", "1"),
         ("APP__DATABASE__MAX_LIFETIME_SECS", "2"),
     ]);

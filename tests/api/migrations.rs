@@ -22,7 +22,17 @@ async fn migrations_apply_revert_and_reapply_cleanly(backend: Backend) {
     let total = applied(&connection).await;
     assert_eq!(total, connection.migration_status().await.expect("status").len());
     database
-        .execute("INSERT INTO tasks (id, name) VALUES ('0190163d-8694-739b-aea5-966c26f8ad91', 'x')".to_owned())
+        .execute(
+            match backend {
+                Backend::Postgres | Backend::PostgresIam => {
+                    "INSERT INTO tasks VALUES ('0190163d-8694-739b-aea5-966c26f8ad91', 'x')"
+                }
+                Backend::Sqlite | Backend::MariaDb => {
+                    "INSERT INTO tasks VALUES (X'0190163d8694739baea5966c26f8ad91', 'x')"
+                }
+            }
+            .to_owned(),
+        )
         .await;
 
     connection.migrate_down(Some(1)).await.expect("down");

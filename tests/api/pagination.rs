@@ -18,7 +18,7 @@ async fn seed(app: &TestApp, count: usize) -> Vec<String> {
         .enumerate()
         .map(|(index, id)| match app.database.backend() {
             Backend::Postgres | Backend::PostgresIam => format!("('{id}', 'seeded {index}')"),
-            Backend::Sqlite => format!("(X'{}', 'seeded {index}')", id.simple()),
+            Backend::Sqlite | Backend::MariaDb => format!("(X'{}', 'seeded {index}')", id.simple()),
         })
         .collect();
     app.database

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, MySqlConnection, PgConnection};
 use uuid::Uuid;
 
 /// The ways the suite runs the service.
@@ -13,11 +13,18 @@ pub enum Backend {
     Postgres,
     /// PostgreSQL behind the RDS IAM emulator: IAM tokens, TLS verify-full against the emulator's CA.
     PostgresIam,
+    /// MariaDB (or MySQL) with password authentication.
+    MariaDb,
 }
 
 /// The server that hosts the per-test PostgreSQL databases: `TEST_DATABASE_URL`, or the local one.
 pub(crate) fn postgres_admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The server that hosts the per-test MariaDB databases: `TEST_MYSQL_URL`, or the local one.
+fn mysql_admin_url() -> String {
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
 }
 
 /// One test's database.
@@ -53,6 +60,23 @@ impl TestDatabase {
                     sqlite_file: None,
                 }
             }
+            Backend::MariaDb => {
+                let admin_url = mysql_admin_url();
+                let mut admin = MySqlConnection::connect(&admin_url).await.unwrap_or_else(|error| {
+                    panic!("MariaDB or MySQL must be running for this test ({admin_url}): {error}")
+                });
+                // The name is ours, made of a prefix and hex digits.
+                sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                Self {
+                    backend,
+                    url: format!("{}/{name}", admin_url.trim_end_matches('/')),
+                    name,
+                    sqlite_file: None,
+                }
+            }
             Backend::Sqlite => {
                 let file = std::env::temp_dir().join(format!("{name}.db"));
                 Self {
@@ -82,28 +106,21 @@ impl TestDatabase {
         &self.name
     }
 
-    /// Runs statements written by the test itself on a connection of its own, outside the service.
+    /// A connection of the test's own, outside the service.
+    async fn connect(&self) -> AnyConnection {
+        sqlx::any::install_default_drivers();
+        AnyConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Runs statements written by the test itself, outside the service.
     pub async fn execute(&self, sql: String) {
-        match self.backend {
-            Backend::Postgres | Backend::PostgresIam => {
-                let mut connection = PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect to the test database");
-                sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut connection)
-                    .await
-                    .expect("statement runs");
-            }
-            Backend::Sqlite => {
-                let mut connection = SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("open the test database");
-                sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut connection)
-                    .await
-                    .expect("statement runs");
-            }
-        }
+        let mut connection = self.connect().await;
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut connection)
+            .await
+            .expect("statement runs");
     }
 
     /// How many rows `tasks` holds, read directly, not through the service.
@@ -113,26 +130,11 @@ impl TestDatabase {
 
     /// A single number from a query of the test's own, read directly, not through the service.
     pub async fn scalar(&self, query: &'static str) -> i64 {
-        match self.backend {
-            Backend::Postgres | Backend::PostgresIam => {
-                let mut connection = PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect to the test database");
-                sqlx::query_scalar(query)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("a number")
-            }
-            Backend::Sqlite => {
-                let mut connection = SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("open the test database");
-                sqlx::query_scalar(query)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("a number")
-            }
-        }
+        let mut connection = self.connect().await;
+        sqlx::query_scalar(query)
+            .fetch_one(&mut connection)
+            .await
+            .expect("a number")
     }
 
     /// Makes the database unreachable for the service, as an outage would: every session is ended and the database
@@ -153,20 +155,38 @@ async fn drop_postgres_database(name: &str) {
         .expect("DROP DATABASE");
 }
 
+async fn drop_mysql_database(name: &str) {
+    let mut admin = MySqlConnection::connect(&mysql_admin_url())
+        .await
+        .expect("connect as administrator");
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("DROP DATABASE");
+}
+
+/// Drop cannot await, and the test's runtime may be shutting down: clean-up runs on a runtime of its own.
+fn run_to_completion(cleanup: impl Future<Output = ()> + Send + 'static) {
+    let worker = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for clean-up")
+            .block_on(cleanup);
+    });
+    let _ = worker.join();
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match (&self.backend, &self.sqlite_file) {
             (Backend::Postgres | Backend::PostgresIam, _) => {
-                // Drop cannot await, and the test's runtime may be shutting down: use a runtime of our own.
                 let name = self.name.clone();
-                let cleanup = std::thread::spawn(move || {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a runtime for clean-up")
-                        .block_on(drop_postgres_database(&name));
-                });
-                let _ = cleanup.join();
+                run_to_completion(async move { drop_postgres_database(&name).await });
+            }
+            (Backend::MariaDb, _) => {
+                let name = self.name.clone();
+                run_to_completion(async move { drop_mysql_database(&name).await });
             }
             (Backend::Sqlite, Some(file)) => {
                 for suffix in ["", "-wal", "-shm"] {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::profile::ProfileFileCredentialsProvider;
@@ -10,7 +11,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{Emulator, Options};
+use rds_iam_emulator::{AuthCounts, Emulator, Options};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -44,6 +45,8 @@ impl Default for EmulatorOptions {
 pub struct TestEmulator {
     pub address: SocketAddr,
     pub ca_pem: PathBuf,
+    /// Tokens accepted and refused so far.
+    pub counts: Arc<AuthCounts>,
     directory: PathBuf,
     task: JoinHandle<()>,
 }
@@ -77,6 +80,7 @@ impl TestEmulator {
         Self {
             address: emulator.local_addr(),
             ca_pem: emulator.ca_pem_path().to_owned(),
+            counts: emulator.counts(),
             directory,
             task: tokio::spawn(emulator.run()),
         }

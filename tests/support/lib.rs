@@ -50,7 +50,7 @@ impl Stack {
         let database = TestDatabase::create(backend).await;
         let emulator = match backend {
             Backend::PostgresIam => Some(TestEmulator::start(options).await),
-            Backend::Sqlite | Backend::Postgres => None,
+            Backend::Sqlite | Backend::Postgres | Backend::MariaDb => None,
         };
         Self { database, emulator }
     }

@@ -105,12 +105,12 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()
     match action {
         MigrateAction::Up { steps } => database.migrate_up(steps).await?,
         MigrateAction::Down { steps } => database.migrate_down(Some(steps)).await?,
-        MigrateAction::Status => {
-            for migration in database.migration_status().await? {
-                let state = if migration.applied { "applied" } else { "pending" };
-                println!("{state:8} {}", migration.name);
-            }
-        }
+        MigrateAction::Status => {}
+    }
+    // Every action ends with the resulting state, so a script's log shows what the schema now is.
+    for migration in database.migration_status().await? {
+        let state = if migration.applied { "applied" } else { "pending" };
+        println!("{state:8} {}", migration.name);
     }
     database.close().await;
     Ok(())

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
@@ -88,6 +89,18 @@ impl Database {
                     SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
                     Some(Arc::new(refresher)),
                 )
+            }
+            (DatabaseBackend::MySql, _) => {
+                let options = mysql_options(settings)?;
+                let options = match settings.password() {
+                    Some(password) => options.password(password.expose_secret()),
+                    None => options,
+                };
+                let pool = pool_options(settings)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_error)?;
+                (SqlxMySqlConnector::from_sqlx_mysql_pool(pool), None)
             }
             (DatabaseBackend::Sqlite, _) => {
                 let pool = pool_options(settings)
@@ -180,22 +193,34 @@ impl Database {
 /// of a busy service, and no ping at all would hand out connections the server closed while they sat idle.
 const RECENTLY_USED: Duration = Duration::from_millis(500);
 
+/// Pool options with the lifetime and idle limits enforced at checkout and return rather than by sqlx's background
+/// reaper: in sqlx 0.9.0 that reaper can read an underflowed idle count and spin forever without yielding, taking its
+/// runtime thread down with it (sqlx issue 3645, fixed upstream after 0.9.0). Under churn that is not rare: the
+/// token-rotation test, whose connections live 3 seconds, hit it. Idle connections are therefore closed when next
+/// checked out rather than on a timer.
 fn pool_options<DB: sqlx::Database>(settings: &DatabaseSettings) -> PoolOptions<DB> {
+    let max_lifetime = settings.max_lifetime();
+    let idle_timeout = settings.idle_timeout();
     PoolOptions::new()
+        .max_lifetime(None)
+        .idle_timeout(None)
         .test_before_acquire(false)
-        .before_acquire(|connection: &mut DB::Connection, metadata| {
+        .before_acquire(move |connection: &mut DB::Connection, metadata| {
             Box::pin(async move {
+                if metadata.age >= max_lifetime || metadata.idle_for >= idle_timeout {
+                    // `false` makes the pool close this connection and hand out another one.
+                    return Ok(false);
+                }
                 if metadata.idle_for > RECENTLY_USED {
                     connection.ping().await?;
                 }
                 Ok(true)
             })
         })
+        .after_release(move |_, metadata| Box::pin(async move { Ok(metadata.age < max_lifetime) }))
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(settings.acquire_timeout())
-        .idle_timeout(settings.idle_timeout())
-        .max_lifetime(settings.max_lifetime())
 }
 
 /// Signs the first token, opens the pool with it, and has every later token installed as the password of the
@@ -282,6 +307,29 @@ fn is_authentication_failure(error: &DbErr) -> bool {
         return false;
     };
     matches!(error.as_ref(), sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("28")))
+}
+
+/// The driver options from the URL and the TLS settings, without any password.
+fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
+    let options =
+        MySqlConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
+            url: settings.url.to_string(),
+            source,
+        })?;
+    let options = options
+        .ssl_mode(match settings.tls_mode() {
+            TlsMode::Disable => MySqlSslMode::Disabled,
+            TlsMode::Prefer => MySqlSslMode::Preferred,
+            TlsMode::Require => MySqlSslMode::Required,
+            TlsMode::VerifyCa => MySqlSslMode::VerifyCa,
+            TlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        })
+        // 4-byte UTF-8 on the connection too, or emoji are mangled before they reach the utf8mb4 column.
+        .charset("utf8mb4");
+    Ok(match &settings.tls.root_cert {
+        Some(path) => options.ssl_ca(path),
+        None => options,
+    })
 }
 
 fn sqlite_options(settings: &DatabaseSettings) -> Result<SqliteConnectOptions, DatabaseError> {

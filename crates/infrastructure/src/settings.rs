@@ -54,7 +54,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `postgres://user@host:port/db` or `sqlite://file.db?mode=rwc`. A password written in the URL is moved out of
+    /// `postgres://user@host:port/db`, `mysql://user@host:port/db` or `sqlite://file.db?mode=rwc`. A password written in the URL is moved out of
     /// it when the settings load, so the URL itself can be logged.
     pub url: DatabaseUrl,
     /// The password, when it is not in the URL.
@@ -127,6 +127,8 @@ pub enum TlsMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseBackend {
     Postgres,
+    /// MySQL or MariaDB.
+    MySql,
     Sqlite,
 }
 
@@ -312,13 +314,16 @@ impl DatabaseSettings {
         if let Some(mode) = self.tls.mode {
             return mode;
         }
+        // PostgreSQL spells it sslmode=verify-full, MySQL ssl-mode=VERIFY_IDENTITY.
         let from_url = self.url.as_url().query_pairs().find_map(|(name, value)| {
-            (name == "sslmode" || name == "ssl-mode").then(|| match value.as_ref() {
-                "disable" => TlsMode::Disable,
-                "require" => TlsMode::Require,
-                "verify-ca" => TlsMode::VerifyCa,
-                "verify-full" => TlsMode::VerifyFull,
-                _ => TlsMode::Prefer,
+            (name == "sslmode" || name == "ssl-mode").then(|| {
+                match value.to_ascii_lowercase().replace('_', "-").as_str() {
+                    "disable" | "disabled" => TlsMode::Disable,
+                    "require" | "required" => TlsMode::Require,
+                    "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" | "verify-identity" => TlsMode::VerifyFull,
+                    _ => TlsMode::Prefer,
+                }
             })
         });
         match (from_url, self.auth) {
@@ -361,16 +366,20 @@ impl DatabaseUrl {
         let mut url = Url::parse(input).map_err(|error| {
             SettingsError::invalid(
                 "database.url",
-                format!("not a URL ({error}); expected postgres://user@host:5432/db or sqlite://tasks.db?mode=rwc"),
+                format!(
+                    "not a URL ({error}); expected postgres://user@host:5432/db, mysql://user@host:3306/db or \
+                     sqlite://tasks.db?mode=rwc"
+                ),
             )
         })?;
         let backend = match url.scheme() {
             "postgres" | "postgresql" => DatabaseBackend::Postgres,
+            "mysql" | "mariadb" => DatabaseBackend::MySql,
             "sqlite" => DatabaseBackend::Sqlite,
             other => {
                 return Err(SettingsError::invalid(
                     "database.url",
-                    format!("unsupported scheme `{other}`; use postgres:// or sqlite://"),
+                    format!("unsupported scheme `{other}`; use postgres://, mysql:// or sqlite://"),
                 ));
             }
         };
@@ -567,6 +576,25 @@ mod tests {
             let error = load(&variables).expect_err("refused");
             assert!(error.to_string().contains(key), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn each_url_scheme_selects_its_backend() {
+        for (url, backend) in [
+            ("postgres://u@db/t", DatabaseBackend::Postgres),
+            ("postgresql://u@db/t", DatabaseBackend::Postgres),
+            ("mysql://u@db/t", DatabaseBackend::MySql),
+            ("mariadb://u@db/t", DatabaseBackend::MySql),
+            ("sqlite://t.db", DatabaseBackend::Sqlite),
+        ] {
+            assert_eq!(
+                load(&[("DATABASE_URL", url)]).expect(url).database.backend(),
+                backend,
+                "{url}"
+            );
+        }
+        let mysql_tls = load(&[("DATABASE_URL", "mysql://u@db/t?ssl-mode=VERIFY_IDENTITY")]).expect("loads");
+        assert_eq!(mysql_tls.database.tls_mode(), TlsMode::VerifyFull);
     }
 
     #[test]

@@ -10,5 +10,5 @@ mod server;
 pub mod sigv4;
 mod tls;
 
-pub use server::{Emulator, Options, StartError};
+pub use server::{AuthCounts, Emulator, Options, StartError};
 pub use tls::TlsError;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -50,7 +51,27 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
 }
 
+/// How many tokens the emulator has accepted and refused since it started.
+#[derive(Debug, Default)]
+pub struct AuthCounts {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl AuthCounts {
+    #[must_use]
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
 struct Shared {
+    counts: Arc<AuthCounts>,
     verifier: Verifier,
     upstream: String,
     acceptor: TlsAcceptor,
@@ -110,6 +131,7 @@ impl Emulator {
             local_addr,
             ca_pem_path: tls.ca_pem_path,
             shared: Arc::new(Shared {
+                counts: Arc::default(),
                 verifier,
                 upstream,
                 acceptor: tls.acceptor,
@@ -132,6 +154,12 @@ impl Emulator {
     #[must_use]
     pub fn endpoint(&self) -> &str {
         self.shared.verifier.endpoint()
+    }
+
+    /// Counters that stay readable while [`Emulator::run`] owns the emulator.
+    #[must_use]
+    pub fn counts(&self) -> Arc<AuthCounts> {
+        Arc::clone(&self.shared.counts)
     }
 
     /// Serves clients until the task is dropped.
@@ -208,9 +236,11 @@ where
     let token = protocol::request_password(&mut client).await?;
     match shared.verifier.verify(&token, &user, SystemTime::now()) {
         Ok(verified) => {
+            shared.counts.accepted.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, user, access_key_id = verified.access_key_id, "token accepted");
         }
         Err(rejection) => {
+            shared.counts.refused.fetch_add(1, Ordering::Relaxed);
             log_rejection(peer, &user, &rejection);
             return protocol::send_fatal(
                 &mut client,
