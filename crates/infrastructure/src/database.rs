@@ -72,11 +72,7 @@ impl Database {
         };
         let (connection, refresher) = match (settings.backend(), settings.auth) {
             (DatabaseBackend::Postgres, AuthMode::Password) => {
-                let options = postgres_options(settings)?;
-                let options = match settings.password() {
-                    Some(password) => options.password(password.expose_secret()),
-                    None => options,
-                };
+                let options = with_password(postgres_options(settings)?, settings, PgConnectOptions::password);
                 let pool = pool_options(settings)
                     .connect_with(options)
                     .await
@@ -91,11 +87,7 @@ impl Database {
                 )
             }
             (DatabaseBackend::MySql, _) => {
-                let options = mysql_options(settings)?;
-                let options = match settings.password() {
-                    Some(password) => options.password(password.expose_secret()),
-                    None => options,
-                };
+                let options = with_password(mysql_options(settings)?, settings, MySqlConnectOptions::password);
                 let pool = pool_options(settings)
                     .connect_with(options)
                     .await
@@ -307,6 +299,14 @@ fn is_authentication_failure(error: &DbErr) -> bool {
         return false;
     };
     matches!(error.as_ref(), sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("28")))
+}
+
+/// The configured static password, if any, set with the driver's own setter.
+fn with_password<O>(options: O, settings: &DatabaseSettings, set: impl FnOnce(O, &str) -> O) -> O {
+    match settings.password() {
+        Some(password) => set(options, password.expose_secret()),
+        None => options,
+    }
 }
 
 /// The driver options from the URL and the TLS settings, without any password.
