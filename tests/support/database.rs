@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use sqlx::{AnyConnection, AssertSqlSafe, Connection, MySqlConnection, PgConnection};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use uuid::Uuid;
 
 /// The ways the suite runs the service.
@@ -43,14 +43,8 @@ impl TestDatabase {
         match backend {
             Backend::Postgres | Backend::PostgresIam => {
                 let admin_url = postgres_admin_url();
-                let mut admin = PgConnection::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|error| panic!("PostgreSQL must be running for this test ({admin_url}): {error}"));
                 // The name is ours, made of a prefix and hex digits.
-                sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .expect("CREATE DATABASE");
+                administer(&admin_url, format!("CREATE DATABASE {name}")).await;
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
                 Self {
@@ -62,14 +56,7 @@ impl TestDatabase {
             }
             Backend::MariaDb => {
                 let admin_url = mysql_admin_url();
-                let mut admin = MySqlConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-                    panic!("MariaDB or MySQL must be running for this test ({admin_url}): {error}")
-                });
-                // The name is ours, made of a prefix and hex digits.
-                sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")))
-                    .execute(&mut admin)
-                    .await
-                    .expect("CREATE DATABASE");
+                administer(&admin_url, format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await;
                 Self {
                     backend,
                     url: format!("{}/{name}", admin_url.trim_end_matches('/')),
@@ -140,29 +127,35 @@ impl TestDatabase {
     /// Makes the database unreachable for the service, as an outage would: every session is ended and the database
     /// disappears.
     pub async fn take_down(&self) {
-        assert_ne!(self.backend, Backend::Sqlite, "only a server database can go down");
-        drop_postgres_database(&self.name).await;
+        drop_server_database(self.backend, &self.name).await;
     }
 }
 
-async fn drop_postgres_database(name: &str) {
-    let mut admin = PgConnection::connect(&postgres_admin_url())
+/// Runs one statement as administrator of a database server, failing loudly when the server is not there.
+async fn administer(admin_url: &str, statement: String) {
+    sqlx::any::install_default_drivers();
+    let mut admin = AnyConnection::connect(admin_url)
         .await
-        .expect("connect as administrator");
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .unwrap_or_else(|error| panic!("the database server must be running for this test ({admin_url}): {error}"));
+    sqlx::raw_sql(AssertSqlSafe(statement))
         .execute(&mut admin)
         .await
-        .expect("DROP DATABASE");
+        .expect("administrative statement runs");
 }
 
-async fn drop_mysql_database(name: &str) {
-    let mut admin = MySqlConnection::connect(&mysql_admin_url())
-        .await
-        .expect("connect as administrator");
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("DROP DATABASE");
+/// Drops a per-test database, ending its sessions first (an outage, as far as the service can tell).
+async fn drop_server_database(backend: Backend, name: &str) {
+    match backend {
+        Backend::Postgres | Backend::PostgresIam => {
+            administer(
+                &postgres_admin_url(),
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await;
+        }
+        Backend::MariaDb => administer(&mysql_admin_url(), format!("DROP DATABASE IF EXISTS {name}")).await,
+        Backend::Sqlite => panic!("only a server database can go down"),
+    }
 }
 
 /// Drop cannot await, and the test's runtime may be shutting down: clean-up runs on a runtime of its own.
@@ -180,13 +173,9 @@ fn run_to_completion(cleanup: impl Future<Output = ()> + Send + 'static) {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match (&self.backend, &self.sqlite_file) {
-            (Backend::Postgres | Backend::PostgresIam, _) => {
-                let name = self.name.clone();
-                run_to_completion(async move { drop_postgres_database(&name).await });
-            }
-            (Backend::MariaDb, _) => {
-                let name = self.name.clone();
-                run_to_completion(async move { drop_mysql_database(&name).await });
+            (Backend::Postgres | Backend::PostgresIam | Backend::MariaDb, _) => {
+                let (backend, name) = (self.backend, self.name.clone());
+                run_to_completion(async move { drop_server_database(backend, &name).await });
             }
             (Backend::Sqlite, Some(file)) => {
                 for suffix in ["", "-wal", "-shm"] {
