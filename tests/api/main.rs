@@ -5,35 +5,17 @@
 /// Generates, for each named `async fn(Backend)`, one test per way of running the service.
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
-        mod sqlite {
+        on_every_backend!(@in sqlite, Sqlite; $($test),+);
+        on_every_backend!(@in postgres, Postgres; $($test),+);
+        on_every_backend!(@in mariadb, MariaDb; $($test),+);
+        on_every_backend!(@in postgres_iam, PostgresIam; $($test),+);
+    };
+    (@in $module:ident, $backend:ident; $($test:ident),+) => {
+        mod $module {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test(test_support::Backend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(test_support::Backend::Postgres).await;
-                }
-            )+
-        }
-        mod mariadb {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(test_support::Backend::MariaDb).await;
-                }
-            )+
-        }
-        mod postgres_iam {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(test_support::Backend::PostgresIam).await;
+                    super::$test(test_support::Backend::$backend).await;
                 }
             )+
         }

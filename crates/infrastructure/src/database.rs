@@ -263,11 +263,7 @@ async fn connect_postgres_with_iam(
 
 /// The driver options from the URL and the TLS settings, without any password.
 fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
-    let options =
-        PgConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
-            url: settings.url.to_string(),
-            source,
-        })?;
+    let options: PgConnectOptions = options_from_url(settings)?;
     let mode = settings.tls_mode();
     if settings.auth == AuthMode::Iam && mode != TlsMode::VerifyFull {
         tracing::warn!(
@@ -301,6 +297,14 @@ fn is_authentication_failure(error: &DbErr) -> bool {
     matches!(error.as_ref(), sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("28")))
 }
 
+/// The driver's options parsed from `database.url`.
+fn options_from_url<O: FromStr<Err = sqlx::Error>>(settings: &DatabaseSettings) -> Result<O, DatabaseError> {
+    O::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
+        url: settings.url.to_string(),
+        source,
+    })
+}
+
 /// The configured static password, if any, set with the driver's own setter.
 fn with_password<O>(options: O, settings: &DatabaseSettings, set: impl FnOnce(O, &str) -> O) -> O {
     match settings.password() {
@@ -311,11 +315,7 @@ fn with_password<O>(options: O, settings: &DatabaseSettings, set: impl FnOnce(O,
 
 /// The driver options from the URL and the TLS settings, without any password.
 fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
-    let options =
-        MySqlConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
-            url: settings.url.to_string(),
-            source,
-        })?;
+    let options: MySqlConnectOptions = options_from_url(settings)?;
     let options = options
         .ssl_mode(match settings.tls_mode() {
             TlsMode::Disable => MySqlSslMode::Disabled,
@@ -333,11 +333,7 @@ fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, Dat
 }
 
 fn sqlite_options(settings: &DatabaseSettings) -> Result<SqliteConnectOptions, DatabaseError> {
-    let options =
-        SqliteConnectOptions::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
-            url: settings.url.to_string(),
-            source,
-        })?;
+    let options: SqliteConnectOptions = options_from_url(settings)?;
     // WAL lets readers proceed while one connection writes; the busy timeout makes concurrent writers queue for the
     // lock instead of failing with SQLITE_BUSY.
     Ok(options
