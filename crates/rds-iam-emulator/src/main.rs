@@ -8,14 +8,15 @@ use rds_iam_emulator::credentials::CredentialStore;
 use rds_iam_emulator::{Emulator, Options};
 use tracing_subscriber::EnvFilter;
 
-/// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL.
+/// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
 #[derive(Debug, Parser)]
 #[command(name = "rds-iam-emulator", version, about)]
 struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5433")]
     listen: SocketAddr,
-    /// The real server; sessions open there as the client's user, so give the emulator trust authentication.
+    /// The real server, postgres://host:port or mysql://[user[:password]@]host:port; sessions open there as the
+    /// client's user, so give the emulator trust authentication (PostgreSQL) or users without a password (MySQL).
     #[arg(long, default_value = "postgres://127.0.0.1:5432")]
     upstream: url::Url,
     /// The region tokens must be signed for.

@@ -6,27 +6,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use url::Url;
 
 use crate::credentials::CredentialStore;
-use crate::protocol::{self, Initial};
-use crate::sigv4::{Rejection, Verifier};
+use crate::mysql::{self, MySqlUpstream};
+use crate::postgres;
+use crate::sigv4::Verifier;
 use crate::tls;
-
-/// SQLSTATE `invalid_password`: what RDS answers for a token it does not accept.
-const INVALID_PASSWORD: &str = "28P01";
-/// SQLSTATE `invalid_authorization_specification`: refused before any password was asked for.
-const INVALID_AUTHORIZATION: &str = "28000";
 
 /// How the emulator is set up.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub listen: SocketAddr,
-    /// The real server, `postgres://host:port`. Sessions open as the client's own user, so the upstream must let the
-    /// emulator in without a password for those users (trust authentication for its address).
+    /// The real server: `postgres://host:port` or `mysql://[user[:password]@]host:port` (also `mariadb://`); the
+    /// scheme chooses the protocol the emulator speaks. Sessions open as the client's own user, so the upstream must
+    /// let the emulator in without a password for those users (PostgreSQL trust authentication; a MySQL user
+    /// without a password, or the one whose password the URL gives).
     pub upstream: Url,
     pub region: String,
     pub credentials: CredentialStore,
@@ -45,7 +42,7 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--upstream {0} must be postgres://host:port")]
+    #[error("--upstream {0} must be postgres://host:port or mysql://[user[:password]@]host:port")]
     Upstream(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -70,11 +67,58 @@ impl AuthCounts {
     }
 }
 
-struct Shared {
+/// The server behind the emulator, and so the protocol the emulator speaks.
+#[derive(Debug)]
+enum Upstream {
+    Postgres { address: String },
+    MySql(MySqlUpstream),
+}
+
+impl Upstream {
+    fn parse(url: &Url) -> Result<Self, StartError> {
+        let invalid = || StartError::Upstream(url.to_string());
+        let host = url.host_str().ok_or_else(invalid)?;
+        match url.scheme() {
+            "postgres" | "postgresql" => Ok(Self::Postgres {
+                address: format!("{host}:{}", url.port().unwrap_or(5432)),
+            }),
+            "mysql" | "mariadb" => Ok(Self::MySql(MySqlUpstream::from_url(url, host))),
+            _ => Err(invalid()),
+        }
+    }
+
+    fn address(&self) -> &str {
+        match self {
+            Self::Postgres { address } => address,
+            Self::MySql(upstream) => &upstream.address,
+        }
+    }
+}
+
+/// What every connection needs: the verifier, the TLS identity, the upstream, the counters.
+pub(crate) struct Shared {
     counts: Arc<AuthCounts>,
     verifier: Verifier,
-    upstream: String,
-    acceptor: TlsAcceptor,
+    upstream: Upstream,
+    pub(crate) acceptor: TlsAcceptor,
+}
+
+impl Shared {
+    /// Verifies `token` as `user`'s password, counting and logging the outcome (never the token itself).
+    pub(crate) fn check_token(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
+        match self.verifier.verify(token, user, SystemTime::now()) {
+            Ok(verified) => {
+                self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, user, access_key_id = verified.access_key_id, "token accepted");
+                true
+            }
+            Err(rejection) => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, user, reason = %rejection, "token refused");
+                false
+            }
+        }
+    }
 }
 
 /// A bound emulator, ready to serve.
@@ -90,7 +134,7 @@ impl std::fmt::Debug for Emulator {
         f.debug_struct("Emulator")
             .field("local_addr", &self.local_addr)
             .field("endpoint", &self.shared.verifier.endpoint())
-            .field("upstream", &self.shared.upstream)
+            .field("upstream", &self.shared.upstream.address())
             .finish_non_exhaustive()
     }
 }
@@ -108,12 +152,7 @@ impl Emulator {
             address: options.listen,
             source,
         })?;
-        let upstream = match (options.upstream.scheme(), options.upstream.host_str()) {
-            ("postgres" | "postgresql", Some(host)) => {
-                format!("{host}:{}", options.upstream.port().unwrap_or(5432))
-            }
-            _ => return Err(StartError::Upstream(options.upstream.to_string())),
-        };
+        let upstream = Upstream::parse(&options.upstream)?;
         let endpoint = options.endpoint.unwrap_or_else(|| local_addr.to_string());
         let endpoint_host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(host, _)| host);
         let mut names = vec![
@@ -167,7 +206,7 @@ impl Emulator {
         tracing::info!(
             listen = %self.local_addr,
             endpoint = self.shared.verifier.endpoint(),
-            upstream = self.shared.upstream,
+            upstream = self.shared.upstream.address(),
             ca = %self.ca_pem_path.display(),
             "RDS IAM emulator ready"
         );
@@ -190,118 +229,11 @@ impl Emulator {
     }
 }
 
-async fn serve(shared: &Shared, mut socket: TcpStream) -> std::io::Result<()> {
+async fn serve(shared: &Shared, socket: TcpStream) -> std::io::Result<()> {
     let peer = socket.peer_addr()?;
-    loop {
-        match protocol::read_initial(&mut socket).await? {
-            Initial::GssEncRequest => socket.write_all(b"N").await?,
-            Initial::SslRequest => {
-                socket.write_all(b"S").await?;
-                let mut tls = shared.acceptor.accept(socket).await?;
-                return match protocol::read_initial(&mut tls).await? {
-                    Initial::Startup(parameters) => authenticate_and_relay(shared, tls, parameters, peer).await,
-                    Initial::Cancel(request) => forward_cancel(shared, &request).await,
-                    Initial::SslRequest | Initial::GssEncRequest => Ok(()),
-                };
-            }
-            Initial::Cancel(request) => return forward_cancel(shared, &request).await,
-            Initial::Startup(parameters) => {
-                let user = parameters.get("user").map_or("", String::as_str);
-                tracing::warn!(%peer, user, "refused: the client did not use TLS");
-                return protocol::send_fatal(
-                    &mut socket,
-                    INVALID_AUTHORIZATION,
-                    &format!(
-                        "IAM authentication for user \"{user}\" requires an SSL connection: connect with sslmode=verify-full"
-                    ),
-                )
-                .await;
-            }
-        }
+    socket.set_nodelay(true)?;
+    match &shared.upstream {
+        Upstream::Postgres { address } => postgres::serve(shared, address, socket, peer).await,
+        Upstream::MySql(upstream) => mysql::serve(shared, upstream, socket, peer).await,
     }
-}
-
-async fn authenticate_and_relay<S>(
-    shared: &Shared,
-    mut client: S,
-    parameters: std::collections::BTreeMap<String, String>,
-    peer: SocketAddr,
-) -> std::io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let Some(user) = parameters.get("user").cloned() else {
-        return protocol::send_fatal(&mut client, INVALID_AUTHORIZATION, "no PostgreSQL user name specified").await;
-    };
-    let token = protocol::request_password(&mut client).await?;
-    match shared.verifier.verify(&token, &user, SystemTime::now()) {
-        Ok(verified) => {
-            shared.counts.accepted.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, user, access_key_id = verified.access_key_id, "token accepted");
-        }
-        Err(rejection) => {
-            shared.counts.refused.fetch_add(1, Ordering::Relaxed);
-            log_rejection(peer, &user, &rejection);
-            return protocol::send_fatal(
-                &mut client,
-                INVALID_PASSWORD,
-                &format!("PAM authentication failed for user \"{user}\""),
-            )
-            .await;
-        }
-    }
-
-    let mut upstream = match TcpStream::connect(&shared.upstream).await {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            tracing::error!(upstream = shared.upstream, %error, "upstream unreachable");
-            return protocol::send_fatal(&mut client, "08006", "the upstream database server is unreachable").await;
-        }
-    };
-    upstream.set_nodelay(true)?;
-    upstream.write_all(&protocol::startup_message(&parameters)).await?;
-    loop {
-        let message = protocol::read_message(&mut upstream, 1 << 20).await?;
-        match message.authentication_code() {
-            Some(0) => {
-                client.write_all(&message.to_bytes()).await?;
-                break;
-            }
-            Some(code) => {
-                tracing::error!(
-                    user,
-                    code,
-                    "the upstream server asks for a password; give the emulator trust auth"
-                );
-                return protocol::send_fatal(
-                    &mut client,
-                    INVALID_AUTHORIZATION,
-                    "the upstream server asked the emulator for a password; configure trust authentication for it",
-                )
-                .await;
-            }
-            // An error from upstream (unknown role or database, ...) is the client's to read, verbatim.
-            None => {
-                client.write_all(&message.to_bytes()).await?;
-                if message.tag == b'E' {
-                    return client.flush().await;
-                }
-            }
-        }
-    }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map(drop)
-}
-
-/// Cancel requests carry the upstream's own process id and key (the client learnt them from the relayed
-/// BackendKeyData), so they go to the upstream unchanged.
-async fn forward_cancel(shared: &Shared, request: &[u8]) -> std::io::Result<()> {
-    let mut upstream = TcpStream::connect(&shared.upstream).await?;
-    upstream.write_all(request).await?;
-    upstream.shutdown().await
-}
-
-fn log_rejection(peer: SocketAddr, user: &str, rejection: &Rejection) {
-    tracing::warn!(%peer, user, reason = %rejection, "token refused");
 }

@@ -1,0 +1,221 @@
+//! The MySQL/MariaDB front end: the upstream's own greeting with TLS added, a switch to `mysql_clear_password` (as
+//! RDS asks of users identified with `AWSAuthenticationPlugin`), token verification, then a session as the same user
+//! on the upstream server, relayed both ways.
+
+mod wire;
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use url::Url;
+
+use crate::server::Shared;
+use wire::{CLEAR_PASSWORD, HandshakeResponse, Packet};
+
+/// `ER_ACCESS_DENIED_ERROR`, the code RDS answers a refused token with.
+const ACCESS_DENIED: u16 = 1045;
+/// `ER_UNKNOWN_ERROR`, for failures that are not the client's.
+const UNKNOWN_ERROR: u16 = 1105;
+const INVALID_AUTHORIZATION: &str = "28000";
+const GENERAL_ERROR: &str = "HY000";
+
+/// Where the upstream MySQL/MariaDB server is, and the one password the emulator may present there.
+#[derive(Debug)]
+pub(crate) struct MySqlUpstream {
+    pub(crate) address: String,
+    user: String,
+    password: String,
+}
+
+impl MySqlUpstream {
+    pub(crate) fn from_url(url: &Url, host: &str) -> Self {
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        Self {
+            address: format!("{host}:{}", url.port().unwrap_or(3306)),
+            user: decode(url.username()),
+            password: url.password().map(decode).unwrap_or_default(),
+        }
+    }
+
+    /// The URL's password is for the URL's user; every other user must have none.
+    fn password_for(&self, user: &str) -> &str {
+        if self.user == user { &self.password } else { "" }
+    }
+}
+
+pub(crate) async fn serve(
+    shared: &Shared,
+    upstream_server: &MySqlUpstream,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    // The upstream's greeting is what the client sees (server version, connection id for KILL, capabilities), so the
+    // upstream connection is opened first.
+    let mut upstream = match TcpStream::connect(&upstream_server.address).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::error!(upstream = upstream_server.address, %error, "upstream unreachable");
+            let refusal = wire::error_packet(
+                UNKNOWN_ERROR,
+                GENERAL_ERROR,
+                "the upstream database server is unreachable",
+            );
+            return wire::write_packet(&mut socket, 0, &refusal).await;
+        }
+    };
+    upstream.set_nodelay(true)?;
+    let upstream_greeting = wire::read_packet(&mut upstream).await?;
+    if upstream_greeting.payload.first() == Some(&0xff) {
+        return wire::write_packet(&mut socket, 0, &upstream_greeting.payload).await;
+    }
+    let greeting = wire::Greeting::parse(&upstream_greeting.payload)?;
+    let ours = wire::Greeting {
+        capabilities: (greeting.capabilities | wire::CLIENT_SSL)
+            & !(wire::CLIENT_COMPRESS | wire::CLIENT_ZSTD_COMPRESSION),
+        plugin: wire::NATIVE_PASSWORD.to_owned(),
+        ..greeting.clone()
+    };
+    wire::write_packet(&mut socket, 0, &ours.encode()).await?;
+
+    let first = wire::read_packet(&mut socket).await?;
+    if !first.is_ssl_request() {
+        let user = HandshakeResponse::parse(&first.payload)
+            .map(|response| response.user)
+            .unwrap_or_default();
+        tracing::warn!(%peer, user, "refused: the client did not use TLS");
+        let refusal = wire::error_packet(
+            ACCESS_DENIED,
+            INVALID_AUTHORIZATION,
+            &format!(
+                "Access denied for user '{user}'@'{}': IAM authentication requires an SSL connection; connect with \
+                 ssl-mode=VERIFY_IDENTITY and the CA bundle",
+                peer.ip()
+            ),
+        );
+        return wire::write_packet(&mut socket, first.next(), &refusal).await;
+    }
+    let mut client = shared.acceptor.accept(socket).await?;
+    let response_packet = wire::read_packet(&mut client).await?;
+    let response = HandshakeResponse::parse(&response_packet.payload)?;
+    let Some((token, next)) = read_token(&mut client, &response, &response_packet, peer).await? else {
+        return Ok(());
+    };
+    if !shared.check_token(&token, &response.user, peer) {
+        let refusal = wire::error_packet(
+            ACCESS_DENIED,
+            INVALID_AUTHORIZATION,
+            &format!(
+                "Access denied for user '{}'@'{}' (using password: YES)",
+                response.user,
+                peer.ip()
+            ),
+        );
+        return wire::write_packet(&mut client, next, &refusal).await;
+    }
+
+    let password = upstream_server.password_for(&response.user);
+    let login = HandshakeResponse {
+        capabilities: response.capabilities & !wire::CLIENT_SSL,
+        auth_response: wire::scramble(&greeting.plugin, password, &greeting.nonce)?,
+        plugin: Some(greeting.plugin.clone()),
+        ..response
+    };
+    wire::write_packet(&mut upstream, upstream_greeting.next(), &login.encode()).await?;
+    if log_in_upstream(&mut upstream, &mut client, password, next).await? {
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    }
+    Ok(())
+}
+
+/// The token, in clear text: from the handshake response when the client already used `mysql_clear_password`,
+/// otherwise after switching it to that plugin. `None` when the client gave up, having been told why. Also returns
+/// the sequence number of the next packet to the client.
+async fn read_token<S>(
+    client: &mut S,
+    response: &HandshakeResponse,
+    response_packet: &Packet,
+    peer: SocketAddr,
+) -> std::io::Result<Option<(String, u8)>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if response.capabilities & wire::CLIENT_PLUGIN_AUTH == 0 {
+        let refusal = wire::error_packet(
+            ACCESS_DENIED,
+            INVALID_AUTHORIZATION,
+            "IAM authentication needs a client with pluggable authentication (mysql_clear_password)",
+        );
+        wire::write_packet(client, response_packet.next(), &refusal).await?;
+        return Ok(None);
+    }
+    let (token, next) = if response.plugin.as_deref() == Some(CLEAR_PASSWORD) && !response.auth_response.is_empty() {
+        (response.auth_response.clone(), response_packet.next())
+    } else {
+        wire::write_packet(client, response_packet.next(), &wire::auth_switch(CLEAR_PASSWORD, &[])).await?;
+        match wire::read_packet(client).await {
+            Ok(packet) => (packet.payload.clone(), packet.next()),
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::warn!(
+                    %peer,
+                    user = response.user,
+                    "the client hung up when asked for mysql_clear_password: enable its cleartext plugin \
+                     (mysql --enable-cleartext-plugin, LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN=1, sqlx \
+                     enable_cleartext_plugin)"
+                );
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let token = token.strip_suffix(&[0]).unwrap_or(&token);
+    Ok(Some((String::from_utf8_lossy(token).into_owned(), next)))
+}
+
+/// Completes the upstream's authentication as the client's user, then hands the client the upstream's OK (or its
+/// error, verbatim). True when the session is open.
+async fn log_in_upstream<S>(
+    upstream: &mut TcpStream,
+    client: &mut S,
+    password: &str,
+    client_sequence: u8,
+) -> std::io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let packet = wire::read_packet(upstream).await?;
+        match packet.payload.first() {
+            Some(0x00) => {
+                wire::write_packet(client, client_sequence, &packet.payload).await?;
+                return Ok(true);
+            }
+            Some(0xfe) => {
+                let (plugin, nonce) = wire::parse_auth_switch(&packet.payload)?;
+                let answer = wire::scramble(&plugin, password, &nonce)?;
+                wire::write_packet(upstream, packet.next(), &answer).await?;
+            }
+            // caching_sha2_password's "fast authentication succeeded"; its OK follows.
+            Some(0x01) if packet.payload.get(1) == Some(&3) => {}
+            Some(0x01) => {
+                tracing::error!("the upstream server wants caching_sha2_password full authentication");
+                let refusal = wire::error_packet(
+                    UNKNOWN_ERROR,
+                    GENERAL_ERROR,
+                    "the upstream server asked the emulator for a full password exchange; give this user \
+                     mysql_native_password or no password there",
+                );
+                wire::write_packet(client, client_sequence, &refusal).await?;
+                return Ok(false);
+            }
+            _ => {
+                wire::write_packet(client, client_sequence, &packet.payload).await?;
+                return Ok(false);
+            }
+        }
+    }
+}
