@@ -11,8 +11,8 @@ use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, SqlxMySqlConnector, SqlxPos
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
-use sqlx::pool::PoolOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
+use sqlx::pool::{Pool, PoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 use crate::iam::{IamError, IamTokenSource, RefreshPolicy, TokenRefresher, TokenStatus, TokenTarget};
@@ -27,6 +27,12 @@ pub enum DatabaseError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "cannot connect to {url}: the server asks for the IAM token in clear text (mysql_clear_password), which the \
+         service only sends over TLS; set database.tls.mode (APP__DATABASE__TLS__MODE) to verify-full, verify-ca or \
+         require"
+    )]
+    CleartextNeedsTls { url: String },
     #[error("database.url `{url}` is not usable: {source}")]
     Options {
         url: String,
@@ -66,10 +72,7 @@ impl Database {
     /// applications that already load one.
     #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, auth = ?settings.auth))]
     pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
-        let connect_error = |source| DatabaseError::Connect {
-            url: settings.url.to_string(),
-            source,
-        };
+        let connect_error = |source| connect_error(settings, source);
         let (connection, refresher) = match (settings.backend(), settings.auth) {
             (DatabaseBackend::Postgres, AuthMode::Password) => {
                 let options = with_password(postgres_options(settings)?, settings, PgConnectOptions::password);
@@ -80,13 +83,26 @@ impl Database {
                 (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), None)
             }
             (DatabaseBackend::Postgres, AuthMode::Iam) => {
-                let (pool, refresher) = connect_postgres_with_iam(settings, aws).await?;
+                let options = postgres_options(settings)?;
+                let address = (options.get_host().to_owned(), options.get_port());
+                let (pool, refresher) =
+                    connect_with_iam(settings, aws, options, address, PgConnectOptions::password).await?;
                 (
                     SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
                     Some(Arc::new(refresher)),
                 )
             }
-            (DatabaseBackend::MySql, _) => {
+            (DatabaseBackend::MySql, AuthMode::Iam) => {
+                let options = mysql_options(settings)?;
+                let address = (options.get_host().to_owned(), options.get_port());
+                let (pool, refresher) =
+                    connect_with_iam(settings, aws, options, address, MySqlConnectOptions::password).await?;
+                (
+                    SqlxMySqlConnector::from_sqlx_mysql_pool(pool),
+                    Some(Arc::new(refresher)),
+                )
+            }
+            (DatabaseBackend::MySql, AuthMode::Password) => {
                 let options = with_password(mysql_options(settings)?, settings, MySqlConnectOptions::password);
                 let pool = pool_options(settings)
                     .connect_with(options)
@@ -215,64 +231,65 @@ fn pool_options<DB: sqlx::Database>(settings: &DatabaseSettings) -> PoolOptions<
         .acquire_timeout(settings.acquire_timeout())
 }
 
+/// What a driver's connection is configured with.
+type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;
+
+fn connect_error(settings: &DatabaseSettings, source: sqlx::Error) -> DatabaseError {
+    let url = settings.url.to_string();
+    // sqlx's own text for a switch to mysql_clear_password it was not allowed to follow; it says nothing of the fix.
+    if matches!(&source, sqlx::Error::Protocol(message) if message.contains("mysql_cleartext_plugin disabled")) {
+        return DatabaseError::CleartextNeedsTls { url };
+    }
+    DatabaseError::Connect { url, source }
+}
+
 /// Signs the first token, opens the pool with it, and has every later token installed as the password of the
 /// connections the pool opens from then on (`Pool::set_connect_options`); open connections keep running, as on RDS.
-async fn connect_postgres_with_iam(
+/// `base` is the driver's options without a password, `(host, port)` where they connect, and `with_token` the
+/// driver's password setter.
+async fn connect_with_iam<DB: sqlx::Database>(
     settings: &DatabaseSettings,
     aws: Option<SdkConfig>,
-) -> Result<(PgPool, TokenRefresher), DatabaseError> {
-    let base = postgres_options(settings)?;
-    let url = settings.url.as_url();
+    base: ConnectOptionsOf<DB>,
+    (host, port): (String, u16),
+    with_token: fn(ConnectOptionsOf<DB>, &str) -> ConnectOptionsOf<DB>,
+) -> Result<(Pool<DB>, TokenRefresher), DatabaseError> {
     let target = TokenTarget {
-        host: settings
-            .iam
-            .signing_host
-            .clone()
-            .unwrap_or_else(|| base.get_host().to_owned()),
-        port: settings.iam.signing_port.unwrap_or_else(|| base.get_port()),
-        user: percent_encoding::percent_decode_str(url.username())
+        host: settings.iam.signing_host.clone().unwrap_or(host),
+        port: settings.iam.signing_port.unwrap_or(port),
+        user: percent_encoding::percent_decode_str(settings.url.as_url().username())
             .decode_utf8_lossy()
             .into_owned(),
     };
     let lifetime = Duration::from_secs(settings.iam.token_lifetime_secs);
     let source = IamTokenSource::new(target, settings.iam.region.clone(), lifetime, aws).await?;
-    let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
+    let pool_cell: Arc<OnceLock<Pool<DB>>> = Arc::new(OnceLock::new());
     let installer = {
         let pool_cell = Arc::clone(&pool_cell);
         let base = base.clone();
         move |token: &crate::iam::IamToken| {
             if let Some(pool) = pool_cell.get() {
-                pool.set_connect_options(base.clone().password(token.secret().expose_secret()));
+                pool.set_connect_options(with_token(base.clone(), token.secret().expose_secret()));
             }
         }
     };
     let refresher = TokenRefresher::start(source, RefreshPolicy::from_settings(&settings.iam), installer).await?;
     let first = refresher.current();
     let pool = pool_options(settings)
-        .connect_with(base.clone().password(first.secret().expose_secret()))
+        .connect_with(with_token(base.clone(), first.secret().expose_secret()))
         .await
-        .map_err(|source| DatabaseError::Connect {
-            url: settings.url.to_string(),
-            source,
-        })?;
+        .map_err(|source| connect_error(settings, source))?;
     let _ = pool_cell.set(pool.clone());
     // A renewal between reading `first` and filling the cell would otherwise be lost.
-    pool.set_connect_options(base.password(refresher.current().secret().expose_secret()));
+    pool.set_connect_options(with_token(base, refresher.current().secret().expose_secret()));
     Ok((pool, refresher))
 }
 
 /// The driver options from the URL and the TLS settings, without any password.
 fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
     let options: PgConnectOptions = options_from_url(settings)?;
-    let mode = settings.tls_mode();
-    if settings.auth == AuthMode::Iam && mode != TlsMode::VerifyFull {
-        tracing::warn!(
-            ?mode,
-            "IAM tokens are sent without full certificate and host name verification; use database.tls.mode = \
-             verify-full outside local experiments"
-        );
-    }
-    let options = options.ssl_mode(match mode {
+    warn_unless_fully_verified(settings);
+    let options = options.ssl_mode(match settings.tls_mode() {
         TlsMode::Disable => PgSslMode::Disable,
         TlsMode::Prefer => PgSslMode::Prefer,
         TlsMode::Require => PgSslMode::Require,
@@ -284,6 +301,17 @@ fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, Dat
         None => options,
     };
     Ok(options.application_name("tasks-api"))
+}
+
+fn warn_unless_fully_verified(settings: &DatabaseSettings) {
+    let mode = settings.tls_mode();
+    if settings.auth == AuthMode::Iam && mode != TlsMode::VerifyFull {
+        tracing::warn!(
+            ?mode,
+            "IAM tokens are sent without full certificate and host name verification; use database.tls.mode = \
+             verify-full outside local experiments"
+        );
+    }
 }
 
 /// SQLSTATE class 28, invalid authorization: the server refused the credentials of a new connection.
@@ -313,11 +341,18 @@ fn with_password<O>(options: O, settings: &DatabaseSettings, set: impl FnOnce(O,
     }
 }
 
-/// The driver options from the URL and the TLS settings, without any password.
+/// The driver options from the URL and the TLS settings, without any password; with IAM, the cleartext plugin the
+/// token is sent with.
 fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
     let options: MySqlConnectOptions = options_from_url(settings)?;
+    warn_unless_fully_verified(settings);
+    let mode = settings.tls_mode();
+    // IAM tokens travel in clear text inside the TLS session, so the plugin is allowed only when TLS is required.
+    let cleartext_token =
+        settings.auth == AuthMode::Iam && matches!(mode, TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull);
     let options = options
-        .ssl_mode(match settings.tls_mode() {
+        .enable_cleartext_plugin(cleartext_token)
+        .ssl_mode(match mode {
             TlsMode::Disable => MySqlSslMode::Disabled,
             TlsMode::Prefer => MySqlSslMode::Preferred,
             TlsMode::Require => MySqlSslMode::Required,

@@ -267,16 +267,18 @@ impl DatabaseSettings {
     }
 
     fn validate_iam(&self) -> Result<(), SettingsError> {
-        if self.backend() != DatabaseBackend::Postgres {
+        if self.backend() == DatabaseBackend::Sqlite {
             return Err(SettingsError::invalid(
                 "database.auth",
-                "IAM authentication needs a postgres:// database.url (RDS or Aurora PostgreSQL)",
+                "IAM authentication needs a postgres:// or mysql:// database.url (RDS, Aurora PostgreSQL or MySQL, \
+                 RDS MariaDB)",
             ));
         }
         if self.url.as_url().username().is_empty() {
             return Err(SettingsError::invalid(
                 "database.url",
-                "IAM authentication needs the database user in the URL: postgres://db_iam_user@host:5432/db",
+                "IAM authentication needs the database user in the URL: postgres://db_iam_user@host:5432/db or \
+                 mysql://db_iam_user@host:3306/db",
             ));
         }
         if self.password().is_some() {
@@ -532,6 +534,8 @@ mod tests {
         let settings = load(&iam).expect("IAM settings load");
         assert_eq!(settings.database.tls_mode(), TlsMode::VerifyFull);
         assert_eq!(settings.database.iam.token_lifetime_secs, 900);
+        let mysql = load(&[iam[0], ("APP__DATABASE__URL", "mysql://db_iam_user@db:3306/tasks")]).expect("MySQL IAM");
+        assert_eq!(mysql.database.tls_mode(), TlsMode::VerifyFull);
 
         let plaintext = [iam[0], iam[1], ("APP__DATABASE__TLS__MODE", "disable")];
         let error = load(&plaintext).expect_err("plaintext IAM refused");
