@@ -1,5 +1,5 @@
-//! IAM authentication through the RDS IAM emulator: what it refuses, and that token rotation and credential outages
-//! never cost an acknowledged write.
+//! IAM authentication through the RDS IAM emulator, on PostgreSQL and on MariaDB: what it refuses, and that token
+//! rotation and credential outages never cost an acknowledged write.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use infrastructure::iam::{IamToken, IamTokenSource, TokenTarget};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use test_support::iam::{
@@ -16,8 +17,35 @@ use test_support::iam::{
 };
 use test_support::{Backend, EmulatorOptions, Stack, TestApp, TestEmulator, assert_problem};
 
-/// Tables in the test database's public schema: zero means not even the migrations got in.
-const PUBLIC_TABLES: &str = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'";
+on_iam_backends!(
+    a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written,
+    without_credentials_the_service_refuses_to_start_and_says_where_they_come_from,
+    without_a_region_the_service_refuses_to_start_and_says_how_to_set_one,
+    a_token_for_another_region_is_refused,
+    a_token_for_another_host_is_refused,
+    iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_it,
+    the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region,
+    tokens_for_another_user_or_past_their_age_are_refused,
+    a_user_name_that_needs_percent_encoding_works_end_to_end,
+    tokens_rotate_under_load_without_a_failed_request_or_a_lost_write,
+    a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_once_it_expires,
+);
+
+/// What the server says when it refuses `user`'s token: RDS's own words for each engine.
+fn refusal(backend: Backend, user: &str) -> String {
+    match backend {
+        Backend::MariaDbIam => format!("Access denied for user '{user}'"),
+        _ => format!("PAM authentication failed for user \"{user}\""),
+    }
+}
+
+/// The SQLSTATE of a refused token: 28P01 on PostgreSQL; MySQL's error 1045 carries 28000.
+fn refusal_sqlstate(backend: Backend) -> &'static str {
+    match backend {
+        Backend::MariaDbIam => "28000",
+        _ => "28P01",
+    }
+}
 
 /// Starts the service on `stack` and expects the start to fail; returns the error text and the untouched stack.
 async fn refused_start(
@@ -42,23 +70,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-#[tokio::test]
-async fn a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written(backend: Backend) {
+    let stack = Stack::new(backend).await;
     let wrong = aws_config(ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY).await;
 
     let (error, stack) = refused_start(stack, &[], Some(wrong)).await;
 
     assert!(
-        error.contains("PAM authentication failed for user \"postgres\""),
+        error.contains(&refusal(backend, stack.emulator().admin_user())),
         "{error}"
     );
-    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+    assert_eq!(stack.database.count_tables().await, 0);
 }
 
-#[tokio::test]
-async fn without_credentials_the_service_refuses_to_start_and_says_where_they_come_from() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn without_credentials_the_service_refuses_to_start_and_says_where_they_come_from(backend: Backend) {
+    let stack = Stack::new(backend).await;
     let no_credentials = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .no_credentials()
@@ -71,12 +97,11 @@ async fn without_credentials_the_service_refuses_to_start_and_says_where_they_co
         error.contains("cannot sign an IAM token") && error.contains("AWS_ACCESS_KEY_ID"),
         "{error}"
     );
-    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+    assert_eq!(stack.database.count_tables().await, 0);
 }
 
-#[tokio::test]
-async fn without_a_region_the_service_refuses_to_start_and_says_how_to_set_one() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn without_a_region_the_service_refuses_to_start_and_says_how_to_set_one(backend: Backend) {
+    let stack = Stack::new(backend).await;
     // Built by hand: the SDK's loader would look for a region on the instance metadata service.
     let no_region = infrastructure::SdkConfig::builder()
         .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
@@ -92,23 +117,24 @@ async fn without_a_region_the_service_refuses_to_start_and_says_how_to_set_one()
     );
 }
 
-#[tokio::test]
-async fn a_token_for_another_region_is_refused() {
+async fn a_token_for_another_region_is_refused(backend: Backend) {
     let options = EmulatorOptions {
         region: "eu-west-1".to_owned(),
         ..EmulatorOptions::default()
     };
-    let stack = Stack::with_emulator(Backend::PostgresIam, options).await;
+    let stack = Stack::with_emulator(backend, options).await;
 
     let (error, stack) = refused_start(stack, &[("APP__DATABASE__IAM__REGION", "us-east-1")], None).await;
 
-    assert!(error.contains("PAM authentication failed"), "{error}");
-    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+    assert!(
+        error.contains(&refusal(backend, stack.emulator().admin_user())),
+        "{error}"
+    );
+    assert_eq!(stack.database.count_tables().await, 0);
 }
 
-#[tokio::test]
-async fn a_token_for_another_host_is_refused() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn a_token_for_another_host_is_refused(backend: Backend) {
+    let stack = Stack::new(backend).await;
 
     let (error, stack) = refused_start(
         stack,
@@ -117,13 +143,15 @@ async fn a_token_for_another_host_is_refused() {
     )
     .await;
 
-    assert!(error.contains("PAM authentication failed"), "{error}");
-    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+    assert!(
+        error.contains(&refusal(backend, stack.emulator().admin_user())),
+        "{error}"
+    );
+    assert_eq!(stack.database.count_tables().await, 0);
 }
 
-#[tokio::test]
-async fn iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_it() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_it(backend: Backend) {
+    let stack = Stack::new(backend).await;
     let plaintext = [
         ("APP__DATABASE__TLS__MODE", "disable"),
         ("APP__DATABASE__IAM__ALLOW_WITHOUT_TLS", "true"),
@@ -132,23 +160,23 @@ async fn iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_i
     let (error, stack) = refused_start(stack, &plaintext, None).await;
 
     assert!(error.contains("requires an SSL connection"), "{error}");
-    assert_eq!(stack.database.scalar(PUBLIC_TABLES).await, 0);
+    assert_eq!(stack.database.count_tables().await, 0);
 }
 
-#[tokio::test]
-async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region() {
+async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region(backend: Backend) {
     // The service connects to 127.0.0.1 (a tunnel), but the token must name the cluster endpoint, whose name also
     // carries the region the token is signed for.
     let endpoint = "tasks.cluster-c9di9qmu8xqw.eu-west-3.rds.amazonaws.com";
+    let port = if backend == Backend::MariaDbIam { "3306" } else { "5432" };
     let options = EmulatorOptions {
         region: "eu-west-3".to_owned(),
-        endpoint: Some(format!("{endpoint}:5432")),
+        endpoint: Some(format!("{endpoint}:{port}")),
         ..EmulatorOptions::default()
     };
-    let stack = Stack::with_emulator(Backend::PostgresIam, options).await;
+    let stack = Stack::with_emulator(backend, options).await;
     let settings = stack.settings(&[
         ("APP__DATABASE__IAM__SIGNING_HOST", endpoint),
-        ("APP__DATABASE__IAM__SIGNING_PORT", "5432"),
+        ("APP__DATABASE__IAM__SIGNING_PORT", port),
     ]);
 
     let app = stack
@@ -175,21 +203,41 @@ async fn token_for(emulator: &TestEmulator, user: &str, lifetime: Duration) -> I
     source.generate().await.expect("a token")
 }
 
-/// Options that reach the emulator as `postgres` with `token`, verifying its certificate and name.
-fn emulator_options(emulator: &TestEmulator, token: &IamToken) -> PgConnectOptions {
-    PgConnectOptions::new()
-        .host(&emulator.address.ip().to_string())
-        .port(emulator.address.port())
-        .username("postgres")
-        .database("postgres")
-        .password(token.secret().expose_secret())
-        .ssl_mode(PgSslMode::VerifyFull)
-        .ssl_root_cert(emulator.ca_pem())
-}
-
-async fn connect_with_token(emulator: &TestEmulator, token_user: &str, lifetime: Duration) -> Result<(), sqlx::Error> {
-    let token = token_for(emulator, token_user, lifetime).await;
-    emulator_options(emulator, &token).connect().await?.close().await
+/// Logs in to the emulator as its upstream's administrator with `token`, verifying its certificate and name, the
+/// way any client of the engine would.
+async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> Result<(), sqlx::Error> {
+    let (host, port) = (emulator.address.ip().to_string(), emulator.address.port());
+    let password = token.secret().expose_secret();
+    match backend {
+        Backend::MariaDbIam => {
+            MySqlConnectOptions::new()
+                .host(&host)
+                .port(port)
+                .username(emulator.admin_user())
+                .password(password)
+                .ssl_mode(MySqlSslMode::VerifyIdentity)
+                .ssl_ca(emulator.ca_pem())
+                .enable_cleartext_plugin(true)
+                .connect()
+                .await?
+                .close()
+                .await
+        }
+        _ => {
+            PgConnectOptions::new()
+                .host(&host)
+                .port(port)
+                .username(emulator.admin_user())
+                .database("postgres")
+                .password(password)
+                .ssl_mode(PgSslMode::VerifyFull)
+                .ssl_root_cert(emulator.ca_pem())
+                .connect()
+                .await?
+                .close()
+                .await
+        }
+    }
 }
 
 fn sqlstate(error: &sqlx::Error) -> Option<String> {
@@ -199,43 +247,49 @@ fn sqlstate(error: &sqlx::Error) -> Option<String> {
         .map(|code| code.into_owned())
 }
 
-#[tokio::test]
-async fn tokens_for_another_user_or_past_their_age_are_refused_with_28p01() {
-    let emulator = TestEmulator::start(EmulatorOptions {
-        max_token_age: Duration::from_secs(3),
-        ..EmulatorOptions::default()
-    })
+async fn tokens_for_another_user_or_past_their_age_are_refused(backend: Backend) {
+    let emulator = TestEmulator::start(
+        backend,
+        EmulatorOptions {
+            max_token_age: Duration::from_secs(3),
+            ..EmulatorOptions::default()
+        },
+    )
     .await;
+    let admin = emulator.admin_user().to_owned();
+    let long = Duration::from_secs(900);
 
-    connect_with_token(&emulator, "postgres", Duration::from_secs(900))
+    log_in(backend, &emulator, &token_for(&emulator, &admin, long).await)
         .await
         .expect("a fresh token for the right user");
-    let error = connect_with_token(&emulator, "someone_else", Duration::from_secs(900))
+    let error = log_in(backend, &emulator, &token_for(&emulator, "someone_else", long).await)
         .await
         .expect_err("wrong user");
-    assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{error}");
+    assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
 
     // A token that lives one second (its own X-Amz-Expires, below the emulator's maximum), used after two.
-    let token = token_for(&emulator, "postgres", Duration::from_secs(1)).await;
+    let token = token_for(&emulator, &admin, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let error = emulator_options(&emulator, &token)
-        .connect()
-        .await
-        .expect_err("expired");
-    assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{error}");
+    let error = log_in(backend, &emulator, &token).await.expect_err("expired");
+    assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
+    assert_eq!(emulator.counts.refused(), 2);
 }
 
-#[tokio::test]
-async fn a_user_name_that_needs_percent_encoding_works_end_to_end() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn a_user_name_that_needs_percent_encoding_works_end_to_end(backend: Backend) {
+    let stack = Stack::new(backend).await;
     let user = "tasks user+1@example";
     let name = stack.database.name().to_owned();
     stack
         .database
-        .execute(format!(
-            "DO $$ BEGIN CREATE ROLE \"{user}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-             GRANT ALL ON DATABASE {name} TO \"{user}\"; GRANT ALL ON SCHEMA public TO \"{user}\";"
-        ))
+        .execute(match backend {
+            Backend::MariaDbIam => {
+                format!("CREATE USER IF NOT EXISTS '{user}'@'%'; GRANT ALL ON {name}.* TO '{user}'@'%';")
+            }
+            _ => format!(
+                "DO $$ BEGIN CREATE ROLE \"{user}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+                 GRANT ALL ON DATABASE {name} TO \"{user}\"; GRANT ALL ON SCHEMA public TO \"{user}\";"
+            ),
+        })
         .await;
     let url = stack.emulator().url(user, &name);
     let settings = stack.settings(&[("APP__DATABASE__URL", url.as_str())]);
@@ -248,11 +302,17 @@ async fn a_user_name_that_needs_percent_encoding_works_end_to_end() {
 
     let id = app.create_task("as an awkwardly named user").await;
     assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
-    let owned_by_user = app
+    let sessions_as_user = app
         .database
-        .scalar("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'tasks' AND tableowner = 'tasks user+1@example'")
+        .scalar(match backend {
+            // MySQL tables have no owner; the service's open sessions show who it logged in as.
+            Backend::MariaDbIam => {
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'tasks user+1@example'"
+            }
+            _ => "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'tasks' AND tableowner = 'tasks user+1@example'",
+        })
         .await;
-    assert_eq!(owned_by_user, 1, "the migrations ran as that user");
+    assert!(sessions_as_user >= 1, "the service works as that user");
 }
 
 async fn readiness(app: &TestApp) -> (u16, Value) {
@@ -269,10 +329,9 @@ fn rotation_seconds() -> u64 {
         .unwrap_or(60)
 }
 
-#[tokio::test]
-async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write() {
+async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write(backend: Backend) {
     let stack = Stack::with_emulator(
-        Backend::PostgresIam,
+        backend,
         EmulatorOptions {
             max_token_age: Duration::from_secs(5),
             ..EmulatorOptions::default()
@@ -358,9 +417,8 @@ async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write() {
     assert_eq!(counts.refused(), 0);
 }
 
-#[tokio::test]
-async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_once_it_expires() {
-    let stack = Stack::new(Backend::PostgresIam).await;
+async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_once_it_expires(backend: Backend) {
+    let stack = Stack::new(backend).await;
     let profile_dir = std::env::temp_dir().join(format!("tasks-profile-{}", uuid::Uuid::new_v4().simple()));
     let outage = profile_dir.join("outage");
     let aws = aws_config_with_credential_process(&profile_dir, &outage).await;
@@ -416,7 +474,7 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
 
 #[tokio::test]
 async fn cancel_requests_reach_the_upstream_server_through_the_emulator() {
-    let emulator = TestEmulator::start(EmulatorOptions::default()).await;
+    let emulator = TestEmulator::start(Backend::PostgresIam, EmulatorOptions::default()).await;
     let token = token_for(&emulator, "postgres", Duration::from_secs(900)).await;
     let connection = format!(
         "host={} port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
@@ -449,4 +507,19 @@ async fn cancel_requests_reach_the_upstream_server_through_the_emulator() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_mysql_token_is_never_sent_without_required_tls_and_the_error_says_what_to_change() {
+    let stack = Stack::new(Backend::MariaDbIam).await;
+
+    let (error, stack) = refused_start(stack, &[("APP__DATABASE__TLS__MODE", "prefer")], None).await;
+
+    assert!(
+        error.contains("mysql_clear_password") && error.contains("APP__DATABASE__TLS__MODE"),
+        "{error}"
+    );
+    let counts = &stack.emulator().counts;
+    assert_eq!(counts.accepted() + counts.refused(), 0, "no token reached the server");
+    assert_eq!(stack.database.count_tables().await, 0);
 }

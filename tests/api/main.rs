@@ -1,16 +1,27 @@
 //! The HTTP-level suite: every test starts the real service on a real socket with a database of its own, and runs
-//! on SQLite, on PostgreSQL, on MariaDB, and on PostgreSQL through the RDS IAM emulator with IAM tokens and TLS
-//! verify-full.
+//! on SQLite, on PostgreSQL, on MariaDB, and on PostgreSQL and MariaDB through the RDS IAM emulator with IAM tokens
+//! and TLS verify-full.
 
 /// Generates, for each named `async fn(Backend)`, one test per way of running the service.
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
-        on_every_backend!(@in sqlite, Sqlite; $($test),+);
-        on_every_backend!(@in postgres, Postgres; $($test),+);
-        on_every_backend!(@in mariadb, MariaDb; $($test),+);
-        on_every_backend!(@in postgres_iam, PostgresIam; $($test),+);
+        backend_tests!(sqlite, Sqlite; $($test),+);
+        backend_tests!(postgres, Postgres; $($test),+);
+        backend_tests!(mariadb, MariaDb; $($test),+);
+        on_iam_backends!($($test),+);
     };
-    (@in $module:ident, $backend:ident; $($test:ident),+) => {
+}
+
+/// Generates, for each named `async fn(Backend)`, one test per server behind the RDS IAM emulator.
+macro_rules! on_iam_backends {
+    ($($test:ident),+ $(,)?) => {
+        backend_tests!(postgres_iam, PostgresIam; $($test),+);
+        backend_tests!(mariadb_iam, MariaDbIam; $($test),+);
+    };
+}
+
+macro_rules! backend_tests {
+    ($module:ident, $backend:ident; $($test:ident),+) => {
         mod $module {
             $(
                 #[tokio::test]

@@ -21,18 +21,9 @@ async fn migrations_apply_revert_and_reapply_cleanly(backend: Backend) {
     connection.migrate_up(None).await.expect("up");
     let total = applied(&connection).await;
     assert_eq!(total, connection.migration_status().await.expect("status").len());
+    let id = uuid::Uuid::parse_str("0190163d-8694-739b-aea5-966c26f8ad91").expect("a UUID");
     database
-        .execute(
-            match backend {
-                Backend::Postgres | Backend::PostgresIam => {
-                    "INSERT INTO tasks VALUES ('0190163d-8694-739b-aea5-966c26f8ad91', 'x')"
-                }
-                Backend::Sqlite | Backend::MariaDb => {
-                    "INSERT INTO tasks VALUES (X'0190163d8694739baea5966c26f8ad91', 'x')"
-                }
-            }
-            .to_owned(),
-        )
+        .execute(format!("INSERT INTO tasks VALUES ({}, 'x')", backend.uuid_literal(id)))
         .await;
 
     connection.migrate_down(Some(1)).await.expect("down");

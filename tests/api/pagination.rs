@@ -16,10 +16,7 @@ async fn seed(app: &TestApp, count: usize) -> Vec<String> {
     let values: Vec<String> = ids
         .iter()
         .enumerate()
-        .map(|(index, id)| match app.database.backend() {
-            Backend::Postgres | Backend::PostgresIam => format!("('{id}', 'seeded {index}')"),
-            Backend::Sqlite | Backend::MariaDb => format!("(X'{}', 'seeded {index}')", id.simple()),
-        })
+        .map(|(index, id)| format!("({}, 'seeded {index}')", app.database.backend().uuid_literal(*id)))
         .collect();
     app.database
         .execute(format!("INSERT INTO tasks (id, name) VALUES {}", values.join(",")))

@@ -15,6 +15,25 @@ pub enum Backend {
     PostgresIam,
     /// MariaDB (or MySQL) with password authentication.
     MariaDb,
+    /// MariaDB behind the RDS IAM emulator: IAM tokens over `mysql_clear_password`, TLS verify-identity.
+    MariaDbIam,
+}
+
+impl Backend {
+    /// Whether the service reaches this backend through the RDS IAM emulator.
+    #[must_use]
+    pub fn uses_iam(self) -> bool {
+        matches!(self, Self::PostgresIam | Self::MariaDbIam)
+    }
+
+    /// `id` as an SQL literal of the `tasks.id` column: a native uuid on PostgreSQL, 16 bytes elsewhere.
+    #[must_use]
+    pub fn uuid_literal(self, id: Uuid) -> String {
+        match self {
+            Self::Postgres | Self::PostgresIam => format!("'{id}'"),
+            Self::Sqlite | Self::MariaDb | Self::MariaDbIam => format!("X'{}'", id.simple()),
+        }
+    }
 }
 
 /// The server that hosts the per-test PostgreSQL databases: `TEST_DATABASE_URL`, or the local one.
@@ -23,7 +42,7 @@ pub(crate) fn postgres_admin_url() -> String {
 }
 
 /// The server that hosts the per-test MariaDB databases: `TEST_MYSQL_URL`, or the local one.
-fn mysql_admin_url() -> String {
+pub(crate) fn mysql_admin_url() -> String {
     std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
 }
 
@@ -54,7 +73,7 @@ impl TestDatabase {
                     sqlite_file: None,
                 }
             }
-            Backend::MariaDb => {
+            Backend::MariaDb | Backend::MariaDbIam => {
                 let admin_url = mysql_admin_url();
                 administer(&admin_url, format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await;
                 Self {
@@ -115,6 +134,24 @@ impl TestDatabase {
         self.scalar("SELECT COUNT(*) FROM tasks").await
     }
 
+    /// How many tables the test database holds: zero means not even the migrations got in.
+    pub async fn count_tables(&self) -> i64 {
+        match self.backend {
+            Backend::Postgres | Backend::PostgresIam => {
+                self.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'")
+                    .await
+            }
+            Backend::MariaDb | Backend::MariaDbIam => {
+                self.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()")
+                    .await
+            }
+            Backend::Sqlite => {
+                self.scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+                    .await
+            }
+        }
+    }
+
     /// A single number from a query of the test's own, read directly, not through the service.
     pub async fn scalar(&self, query: &'static str) -> i64 {
         let mut connection = self.connect().await;
@@ -153,7 +190,9 @@ async fn drop_server_database(backend: Backend, name: &str) {
             )
             .await;
         }
-        Backend::MariaDb => administer(&mysql_admin_url(), format!("DROP DATABASE IF EXISTS {name}")).await,
+        Backend::MariaDb | Backend::MariaDbIam => {
+            administer(&mysql_admin_url(), format!("DROP DATABASE IF EXISTS {name}")).await
+        }
         Backend::Sqlite => panic!("only a server database can go down"),
     }
 }
@@ -173,7 +212,7 @@ fn run_to_completion(cleanup: impl Future<Output = ()> + Send + 'static) {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match (&self.backend, &self.sqlite_file) {
-            (Backend::Postgres | Backend::PostgresIam | Backend::MariaDb, _) => {
+            (Backend::Postgres | Backend::PostgresIam | Backend::MariaDb | Backend::MariaDbIam, _) => {
                 let (backend, name) = (self.backend, self.name.clone());
                 run_to_completion(async move { drop_server_database(backend, &name).await });
             }

@@ -1,5 +1,5 @@
-//! The IAM side of the suite: the RDS IAM emulator in front of the local PostgreSQL, and AWS configurations whose
-//! credentials the emulator knows (or, on purpose, does not).
+//! The IAM side of the suite: the RDS IAM emulator in front of the local PostgreSQL or MariaDB, and AWS
+//! configurations whose credentials the emulator knows (or, on purpose, does not).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ use rds_iam_emulator::credentials::CredentialStore;
 use rds_iam_emulator::{AuthCounts, Emulator, Options};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+use crate::Backend;
+use crate::database::{mysql_admin_url, postgres_admin_url};
 
 pub const ACCESS_KEY_ID: &str = "AKIATASKSTESTKEY0001";
 pub const SECRET_ACCESS_KEY: &str = "tasks/test+secret=never-to-be-logged";
@@ -47,28 +50,37 @@ pub struct TestEmulator {
     pub ca_pem: PathBuf,
     /// Tokens accepted and refused so far.
     pub counts: Arc<AuthCounts>,
+    /// The upstream server's administrator URL, whose user the suite logs in as.
+    upstream_admin: url::Url,
     directory: PathBuf,
     task: JoinHandle<()>,
 }
 
-/// The host and port of the local PostgreSQL, from `TEST_DATABASE_URL` when set.
-fn upstream() -> url::Url {
-    let admin = crate::database::postgres_admin_url();
-    let admin = url::Url::parse(&admin).expect("TEST_DATABASE_URL is a URL");
-    let host = admin.host_str().unwrap_or("127.0.0.1");
-    url::Url::parse(&format!("postgres://{host}:{}", admin.port().unwrap_or(5432))).expect("upstream URL")
+/// The administrator URL of the server behind an IAM backend: the local PostgreSQL or MariaDB, or the ones
+/// `TEST_DATABASE_URL` and `TEST_MYSQL_URL` name.
+fn upstream_admin(backend: Backend) -> url::Url {
+    let admin = match backend {
+        Backend::PostgresIam => postgres_admin_url(),
+        Backend::MariaDbIam => mysql_admin_url(),
+        Backend::Sqlite | Backend::Postgres | Backend::MariaDb => panic!("{backend:?} has no emulator"),
+    };
+    url::Url::parse(&admin).expect("the test database URL is a URL")
 }
 
 impl TestEmulator {
-    /// Starts an emulator on `127.0.0.1:0` that knows [`ACCESS_KEY_ID`] with [`SECRET_ACCESS_KEY`].
-    pub async fn start(options: EmulatorOptions) -> Self {
+    /// Starts an emulator on `127.0.0.1:0`, in front of `backend`'s server, that knows [`ACCESS_KEY_ID`] with
+    /// [`SECRET_ACCESS_KEY`].
+    pub async fn start(backend: Backend, options: EmulatorOptions) -> Self {
+        let upstream_admin = upstream_admin(backend);
+        let mut upstream = upstream_admin.clone();
+        upstream.set_path("");
         let directory = std::env::temp_dir().join(format!("tasks-emulator-{}", Uuid::new_v4().simple()));
         let credentials = CredentialStore::parse(&format!(
             "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
         ));
         let emulator = Emulator::bind(Options {
             listen: "127.0.0.1:0".parse().expect("an address"),
-            upstream: upstream(),
+            upstream,
             region: options.region,
             credentials,
             tls_dir: directory.clone(),
@@ -81,6 +93,7 @@ impl TestEmulator {
             address: emulator.local_addr(),
             ca_pem: emulator.ca_pem_path().to_owned(),
             counts: emulator.counts(),
+            upstream_admin,
             directory,
             task: tokio::spawn(emulator.run()),
         }
@@ -91,7 +104,18 @@ impl TestEmulator {
     pub fn url(&self, user: &str, database: &str) -> String {
         let user: String = url::form_urlencoded::byte_serialize(user.as_bytes()).collect();
         // form encoding writes spaces as `+`, which a URL's user part would read literally.
-        format!("postgres://{}@{}/{database}", user.replace('+', "%20"), self.address)
+        format!(
+            "{}://{}@{}/{database}",
+            self.upstream_admin.scheme(),
+            user.replace('+', "%20"),
+            self.address
+        )
+    }
+
+    /// The upstream's administrator, whom the suite logs in as unless a test makes a user of its own.
+    #[must_use]
+    pub fn admin_user(&self) -> &str {
+        self.upstream_admin.username()
     }
 
     #[must_use]

@@ -40,7 +40,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// A fresh database of `backend`, behind a default emulator for [`Backend::PostgresIam`].
+    /// A fresh database of `backend`, behind a default emulator for the IAM backends.
     pub async fn new(backend: Backend) -> Self {
         Self::with_emulator(backend, EmulatorOptions::default()).await
     }
@@ -48,9 +48,10 @@ impl Stack {
     pub async fn with_emulator(backend: Backend, options: EmulatorOptions) -> Self {
         LazyLock::force(&TRACING);
         let database = TestDatabase::create(backend).await;
-        let emulator = match backend {
-            Backend::PostgresIam => Some(TestEmulator::start(options).await),
-            Backend::Sqlite | Backend::Postgres | Backend::MariaDb => None,
+        let emulator = if backend.uses_iam() {
+            Some(TestEmulator::start(backend, options).await)
+        } else {
+            None
         };
         Self { database, emulator }
     }
@@ -69,10 +70,10 @@ impl Stack {
             ("APP__SERVER__WORKERS".into(), "2".into()),
         ];
         match (self.database.backend(), &self.emulator) {
-            (Backend::PostgresIam, Some(emulator)) => variables.extend([
+            (Backend::PostgresIam | Backend::MariaDbIam, Some(emulator)) => variables.extend([
                 (
                     "APP__DATABASE__URL".into(),
-                    emulator.url("postgres", self.database.name()),
+                    emulator.url(emulator.admin_user(), self.database.name()),
                 ),
                 ("APP__DATABASE__AUTH".into(), "iam".into()),
                 (
@@ -98,7 +99,9 @@ impl Stack {
     pub async fn start(self, settings: Settings, aws: Option<SdkConfig>) -> Result<TestApp, (StartupError, Self)> {
         let aws = match (aws, self.database.backend()) {
             (Some(aws), _) => Some(aws),
-            (None, Backend::PostgresIam) => Some(iam::aws_config(iam::ACCESS_KEY_ID, iam::SECRET_ACCESS_KEY).await),
+            (None, backend) if backend.uses_iam() => {
+                Some(iam::aws_config(iam::ACCESS_KEY_ID, iam::SECRET_ACCESS_KEY).await)
+            }
             (None, _) => None,
         };
         let application = match Application::build_with_aws(settings, aws).await {
