@@ -1,0 +1,199 @@
+//! The `tasks-api` binary as operators use it, next to the database clients they already have: a token printed by
+//! `tasks-api token` logs `psql` and `mariadb` in through the RDS IAM emulator, and `tasks-api migrate` runs through
+//! the same IAM provider as the service.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use rds_iam_emulator::credentials::CredentialStore;
+use rds_iam_emulator::{AuthCounts, Emulator, Options};
+use tokio::process::Command;
+
+const ACCESS_KEY_ID: &str = "AKIACLITESTKEY000001";
+const SECRET_ACCESS_KEY: &str = "cli/test+secret";
+const REGION: &str = "eu-central-1";
+
+/// An emulator in front of `upstream` with a directory of its own; stops when dropped.
+struct TestEmulator {
+    address: SocketAddr,
+    ca_pem: PathBuf,
+    counts: std::sync::Arc<AuthCounts>,
+    directory: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestEmulator {
+    async fn start(upstream: &str) -> Self {
+        let directory = std::env::temp_dir().join(format!("tasks-cli-{}", uuid::Uuid::new_v4().simple()));
+        let credentials = CredentialStore::parse(&format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
+        ));
+        let emulator = Emulator::bind(Options {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            upstream: upstream.parse().expect("an upstream URL"),
+            region: REGION.to_owned(),
+            credentials,
+            tls_dir: directory.clone(),
+            endpoint: None,
+            max_token_age: std::time::Duration::from_secs(900),
+        })
+        .await
+        .expect("the emulator starts");
+        Self {
+            address: emulator.local_addr(),
+            ca_pem: emulator.ca_pem_path().to_owned(),
+            counts: emulator.counts(),
+            directory,
+            task: tokio::spawn(emulator.run()),
+        }
+    }
+}
+
+impl Drop for TestEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+/// `tasks-api` with AWS credentials in the environment and nothing else of the developer's: no profile files, no
+/// instance metadata service.
+fn tasks_api(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tasks-api"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+fn succeeded(what: &str, output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{what} failed: {stderr}");
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+async fn token(emulator: &TestEmulator, user: &str) -> String {
+    let output = tasks_api(&emulator.directory)
+        .args(["token", "--host", "127.0.0.1", "--user", user, "--region", REGION])
+        .args(["--port", &emulator.address.port().to_string()])
+        .output()
+        .await
+        .expect("tasks-api runs");
+    let token = succeeded("tasks-api token", &output);
+    assert!(output.stderr.is_empty(), "the token is all it prints");
+    token.trim_end().to_owned()
+}
+
+/// The client program `name`, failing loudly when it is not installed.
+fn client(name: &str) -> Command {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "`{name}` must be installed for this test (postgresql-client, mariadb-client)"
+    );
+    Command::new(name)
+}
+
+fn server_url(variable: &str, default: &str) -> url::Url {
+    std::env::var(variable)
+        .unwrap_or_else(|_| default.to_owned())
+        .parse()
+        .expect("a server URL")
+}
+
+#[tokio::test]
+async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
+    let upstream = server_url("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let emulator = TestEmulator::start(&format!(
+        "postgres://{}:{}",
+        upstream.host_str().expect("host"),
+        upstream.port().unwrap_or(5432)
+    ))
+    .await;
+    let user = upstream.username();
+    let token = token(&emulator, user).await;
+
+    let connection = format!(
+        "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=verify-full sslrootcert={}",
+        emulator.address.port(),
+        emulator.ca_pem.display()
+    );
+    let output = client("psql")
+        .args([connection.as_str(), "-tAc", "SELECT current_user"])
+        .env("PGPASSWORD", &token)
+        .output()
+        .await
+        .expect("psql runs");
+
+    assert_eq!(succeeded("psql", &output).trim(), user);
+    assert_eq!(emulator.counts.accepted(), 1);
+}
+
+#[tokio::test]
+async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
+    let upstream = server_url("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306");
+    let emulator = TestEmulator::start(upstream.as_str()).await;
+    let user = upstream.username();
+    let token = token(&emulator, user).await;
+    let database = format!("tasks_cli_{}", uuid::Uuid::new_v4().simple());
+    let mariadb = |password: &str, statement: &str| {
+        let mut command = client("mariadb");
+        command
+            .args(["-h", "127.0.0.1", "-u", user, "-N", "-e", statement])
+            .args(["-P", &emulator.address.port().to_string()])
+            .arg(format!("--password={password}"))
+            .arg(format!("--ssl-ca={}", emulator.ca_pem.display()))
+            .arg("--ssl-verify-server-cert");
+        command
+    };
+
+    let output = mariadb(&token, &format!("CREATE DATABASE {database}; SELECT CURRENT_USER()"))
+        .output()
+        .await
+        .expect("mariadb runs");
+    assert!(succeeded("mariadb", &output).starts_with(&format!("{user}@")));
+
+    let migrate = |action: &'static str| {
+        let mut command = tasks_api(&emulator.directory);
+        command
+            .args(["migrate", action])
+            .env(
+                "APP__DATABASE__URL",
+                format!("mysql://{user}@{}/{database}", emulator.address),
+            )
+            .env("APP__DATABASE__AUTH", "iam")
+            .env("APP__DATABASE__IAM__REGION", REGION)
+            .env("APP__DATABASE__TLS__ROOT_CERT", &emulator.ca_pem);
+        command
+    };
+    let up = migrate("up").output().await.expect("tasks-api migrate runs");
+    let status = migrate("status").output().await.expect("tasks-api migrate runs");
+    let tables = mariadb(&token, &format!("SHOW TABLES FROM {database} LIKE 'tasks'"))
+        .output()
+        .await
+        .expect("mariadb runs");
+    let dropped = mariadb(&token, &format!("DROP DATABASE {database}")).output().await;
+
+    assert!(succeeded("tasks-api migrate up", &up).contains("applied"));
+    for logs in [&up.stderr, &status.stderr] {
+        let logs = String::from_utf8_lossy(logs);
+        assert!(
+            !logs.contains("X-Amz-Signature") && !logs.contains(SECRET_ACCESS_KEY),
+            "{logs}"
+        );
+    }
+    let status = succeeded("tasks-api migrate status", &status);
+    assert!(status.contains("applied") && !status.contains("pending"), "{status}");
+    assert_eq!(succeeded("mariadb", &tables).trim(), "tasks");
+    assert!(dropped.is_ok_and(|output| output.status.success()));
+    assert!(emulator.counts.accepted() >= 5, "every session came in with a token");
+    assert_eq!(emulator.counts.refused(), 0);
+}
