@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# HTTP benchmark of tasks-api against PostgreSQL, beside pgbench running the same SQL (the database's ceiling here).
+# HTTP benchmark of tasks-api against PostgreSQL or MariaDB, beside the database's own load tool running the same SQL
+# (pgbench, or mysqlslap): the database's ceiling here.
 #
-#   bench/http.sh            # needs wrk (apt-get install wrk), pgbench and a PostgreSQL at $BENCH_ADMIN_URL
+#   bench/http.sh                       # PostgreSQL: needs wrk (apt-get install wrk), pgbench, psql
+#   BENCH_ENGINE=mariadb bench/http.sh  # MariaDB/MySQL: needs wrk, mysqlslap, mariadb (mariadb-client)
 #
 # Seeds 10,000 tasks, then runs W1 POST /tasks, W2 GET /tasks/{id} (random seeded ids), W3 GET /tasks?limit=50 with
-# 64 connections for $BENCH_SECONDS each, and pgbench (16 clients, prepared) on each workload's SQL. Prints req/s,
-# p50, p99, non-2xx responses, the ratio to pgbench, and the service's peak RSS.
+# 64 connections for $BENCH_SECONDS each, and the ceiling tool (16 clients) on each workload's SQL. Prints req/s,
+# p50, p99, non-2xx responses, the ratio to the ceiling, and the service's peak RSS.
 #
 # BENCH_MODES="password iam-direct iam" (the default) runs the service three times: with password authentication
 # straight to PostgreSQL; with IAM authentication straight to PostgreSQL (the local server trusts the connection, so the
 # token goes unchecked, but the service signs, renews and installs tokens exactly as in production: this isolates what
 # IAM costs the service); and with IAM authentication through the RDS IAM emulator (TLS verify-full, every token
 # checked), where the emulator's relay adds a process on the same cores. It then compares each IAM mode with password.
+# MariaDB runs password and iam only: it checks passwords itself, so a token cannot go straight to it unchecked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-admin_url=${BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+engine=${BENCH_ENGINE:-postgres}
+case $engine in
+  postgres)
+    admin_url=${BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+    default_modes="password iam-direct iam"
+    tools="wrk pgbench psql" ;;
+  mariadb)
+    admin_url=${BENCH_ADMIN_URL:-mysql://root@127.0.0.1:3306/mysql}
+    default_modes="password iam"
+    tools="wrk mysqlslap mariadb" ;;
+  *) echo "bench: BENCH_ENGINE is postgres or mariadb, not $engine" >&2; exit 1 ;;
+esac
+server_url=${admin_url%/*}
 seconds=${BENCH_SECONDS:-10}
 connections=${BENCH_CONNECTIONS:-64}
 pool=${BENCH_POOL:-16}
 port=${BENCH_PORT:-18080}
 emulator_port=${BENCH_EMULATOR_PORT:-15433}
-modes=${BENCH_MODES:-password iam-direct iam}
+modes=${BENCH_MODES:-$default_modes}
 database=tasks_bench
-database_url="${admin_url%/*}/$database"
+database_url="$server_url/$database"
 work=$(mktemp -d)
 server_pid=
 emulator_pid=
@@ -32,14 +47,50 @@ stop_processes() {
   wait 2>/dev/null || true
   server_pid= emulator_pid=
 }
-trap 'stop_processes; psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-for tool in wrk pgbench psql; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install wrk postgresql-client)" >&2; exit 1; }
+# The engine's command-line client on the administrator's connection (statements on standard input or as arguments).
+admin_sql() {
+  if [[ $engine == postgres ]]; then
+    psql -Atq "$admin_url" "$@"
+  else
+    local rest=${server_url#*://}
+    local host_port=${rest#*@}
+    mariadb -N -h "${host_port%:*}" -P "${host_port##*:}" -u "${rest%%@*}" "$@"
+  fi
+}
+
+# The same, on the benchmark's database.
+database_sql() {
+  if [[ $engine == postgres ]]; then
+    psql -Atq "$database_url" "$@"
+  else
+    admin_sql "$database" "$@"
+  fi
+}
+
+drop_database() {
+  if [[ $engine == postgres ]]; then
+    admin_sql -c "DROP DATABASE IF EXISTS $database WITH (FORCE)"
+  else
+    admin_sql -e "DROP DATABASE IF EXISTS $database"
+  fi
+}
+trap 'stop_processes; drop_database >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+for tool in $tools; do
+  command -v "$tool" >/dev/null || {
+    echo "bench: $tool is missing (apt-get install wrk postgresql-client mariadb-client)" >&2
+    exit 1
+  }
 done
 
 cargo build --release --quiet -p tasks-api -p rds-iam-emulator
-psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database"
+drop_database
+if [[ $engine == postgres ]]; then
+  admin_sql -c "CREATE DATABASE $database"
+else
+  admin_sql -e "CREATE DATABASE $database CHARACTER SET utf8mb4"
+fi
 APP__DATABASE__URL=$database_url APP__LOG__LEVEL=warn target/release/tasks-api migrate up >/dev/null
 
 # Starts the service in mode $1 (password, iam-direct, or iam through a fresh emulator) and waits until it is ready.
@@ -49,11 +100,12 @@ start_service() {
   if [[ $mode == iam ]]; then
     printf '[default]\naws_access_key_id = AKIABENCHMARK0000001\naws_secret_access_key = bench/secret\n' \
       >"$work/credentials"
-    target/release/rds-iam-emulator --listen "127.0.0.1:$emulator_port" --upstream "${admin_url%/*}" \
+    target/release/rds-iam-emulator --listen "127.0.0.1:$emulator_port" --upstream "$server_url" \
       --credentials "$work/credentials" --tls-dir "$work" >"$work/emulator.log" 2>&1 &
     emulator_pid=$!
     for _ in $(seq 50); do [[ -s $work/ca.pem ]] && break; sleep 0.1; done
-    environment+=(APP__DATABASE__AUTH=iam APP__DATABASE__URL="postgres://postgres@127.0.0.1:$emulator_port/$database"
+    local scheme_and_user=${server_url%@*}
+    environment+=(APP__DATABASE__AUTH=iam APP__DATABASE__URL="$scheme_and_user@127.0.0.1:$emulator_port/$database"
       APP__DATABASE__TLS__ROOT_CERT="$work/ca.pem" APP__DATABASE__IAM__REGION=us-east-1
       AWS_ACCESS_KEY_ID=AKIABENCHMARK0000001 AWS_SECRET_ACCESS_KEY=bench/secret AWS_EC2_METADATA_DISABLED=true)
   elif [[ $mode == iam-direct ]]; then
@@ -74,15 +126,25 @@ start_service() {
   exit 1
 }
 
-psql -q "$database_url" <<'SQL'
+if [[ $engine == postgres ]]; then
+  database_sql <<'SQL'
 INSERT INTO tasks (id, name) SELECT gen_random_uuid(), 'seeded ' || n FROM generate_series(1, 10000) AS n;
 CREATE TABLE bench_ids AS SELECT row_number() OVER (ORDER BY id) AS n, id FROM tasks;
 CREATE UNIQUE INDEX ON bench_ids (n);
 VACUUM ANALYZE;
 SQL
-psql -Atq "$database_url" -c "SELECT id FROM bench_ids ORDER BY n" >"$work/ids.txt"
+  database_sql -c "SELECT id FROM bench_ids ORDER BY n" >"$work/ids.txt"
+else
+  database_sql >/dev/null <<'SQL'
+INSERT INTO tasks (id, name) SELECT UNHEX(MD5(CONCAT(seq, RAND()))), CONCAT('seeded ', seq) FROM seq_1_to_10000;
+ANALYZE TABLE tasks;
+SQL
+  database_sql -e "SELECT LOWER(INSERT(INSERT(INSERT(INSERT(HEX(id), 9, 0, '-'), 14, 0, '-'), 19, 0, '-'), 24, 0, '-')) FROM tasks" >"$work/ids.txt"
+  # mysqlslap has no random variables: W2's lookups are written out, in random order, one statement per seeded id.
+  shuf "$work/ids.txt" | awk '{ gsub("-", ""); print "SELECT id, name FROM tasks WHERE id = X\x27" $1 "\x27 LIMIT 1;" }' \
+    >"$work/select_by_id.sql"
+fi
 export BENCH_IDS="$work/ids.txt"
-
 # wrk prints "Requests/sec:", a latency distribution (with --latency) and "Non-2xx or 3xx responses:" when any.
 run_wrk() {
   local script=$1 path=$2
@@ -97,9 +159,30 @@ run_wrk() {
   echo "$rps ${p50:-?} ${p99:-?} $(( ${errors:-0} + ${socket_errors:-0} ))"
 }
 
-run_pgbench() {
-  pgbench -n -M prepared -c "$pool" -j 2 -T "$seconds" -f "bench/pgbench/$1" "$database_url" 2>/dev/null \
-    | awk '/^tps = / {print $3}'
+# Statements a second the database sustains for workload SQL file $1 with $pool clients.
+run_ceiling() {
+  if [[ $engine == postgres ]]; then
+    pgbench -n -M prepared -c "$pool" -j 2 -T "$seconds" -f "bench/pgbench/$1" "$database_url" 2>/dev/null \
+      | awk '/^tps = / {print $3}'
+    return
+  fi
+  local file=bench/mysqlslap/$1
+  [[ -e $file ]] || file=$work/$1
+  # mysqlslap runs a number of statements, not a duration: a short probe sizes the real run to about $seconds.
+  local probe rate
+  probe=$(slap_seconds "$file" $((pool * 500)))
+  rate=$(awk -v n=$((pool * 500)) -v t="$probe" 'BEGIN { print int(n / t) }')
+  local statements=$(( rate * seconds / pool * pool ))
+  awk -v n="$statements" -v t="$(slap_seconds "$file" "$statements")" 'BEGIN { print n / t }'
+}
+
+# Seconds mysqlslap takes to run $2 statements of file $1 over $pool connections.
+slap_seconds() {
+  local rest=${server_url#*://}
+  local host_port=${rest#*@}
+  mysqlslap -h "${host_port%:*}" -P "${host_port##*:}" -u "${rest%%@*}" --create-schema="$database" \
+    --query="$1" --delimiter=";" --concurrency="$pool" --iterations=1 --number-of-queries="$2" \
+    | awk '/Average number of seconds/ {print $(NF - 1)}'
 }
 
 # CPU seconds a process has used so far (user + system), from /proc: shows where a workload's cost lies.
@@ -119,20 +202,20 @@ workloads=("W1 POST /tasks|post.lua|/tasks|insert.sql"
 declare -A ceiling rate
 for workload in "${workloads[@]}"; do
   IFS='|' read -r name _ _ sql <<<"$workload"
-  ceiling[$name]=$(run_pgbench "$sql")
+  ceiling[$name]=$(run_ceiling "$sql")
 done
 
 for mode in $modes; do
   start_service "$mode"
   echo
-  echo "mode: $mode"
+  echo "engine: $engine, mode: $mode"
   printf '%-28s %10s %9s %9s %8s %14s %15s %12s %7s\n' \
-    workload req/s p50 p99 non-2xx service-µs/req emulator-µs/req pgbench-tps ratio
+    workload req/s p50 p99 non-2xx service-µs/req emulator-µs/req ceiling-tps ratio
   for workload in "${workloads[@]}"; do
     IFS='|' read -r name script path _ <<<"$workload"
     # Each workload starts without the checkpoint debt of the inserts before it (W1 writes ~100k rows), which would
     # otherwise stall the database for seconds in the middle of a later workload on a slow disk.
-    psql -q "$admin_url" -c CHECKPOINT
+    [[ $engine == postgres ]] && admin_sql -c CHECKPOINT
     service_before=$(cpu_seconds "$server_pid")
     emulator_before=$(cpu_seconds "$emulator_pid")
     read -r rps p50 p99 errors <<<"$(run_wrk "$script" "$path")"

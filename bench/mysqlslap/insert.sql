@@ -1,0 +1,1 @@
+INSERT INTO tasks (id, name) VALUES (UNHEX(CONCAT(LPAD(HEX(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000)), 12, '0'), SUBSTR(MD5(RAND()), 1, 20))), 'benchmark task');

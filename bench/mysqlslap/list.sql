@@ -1,0 +1,1 @@
+SELECT id, name FROM tasks ORDER BY id ASC LIMIT 51;
