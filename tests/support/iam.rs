@@ -31,6 +31,8 @@ pub struct EmulatorOptions {
     /// The `host:port` tokens must name; the listen address when `None`.
     pub endpoint: Option<String>,
     pub max_token_age: Duration,
+    /// A moto server whose STS-issued credentials the emulator accepts as well.
+    pub moto_sts: Option<String>,
 }
 
 impl Default for EmulatorOptions {
@@ -39,6 +41,7 @@ impl Default for EmulatorOptions {
             region: REGION.to_owned(),
             endpoint: None,
             max_token_age: Duration::from_secs(900),
+            moto_sts: None,
         }
     }
 }
@@ -86,6 +89,7 @@ impl TestEmulator {
             tls_dir: directory.clone(),
             endpoint: options.endpoint,
             max_token_age: options.max_token_age,
+            moto_sts: options.moto_sts.map(|url| url.parse().expect("moto's URL")),
         })
         .await
         .expect("the emulator starts");

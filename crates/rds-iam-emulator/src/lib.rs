@@ -6,6 +6,7 @@
 //! the real upstream server and relays bytes both ways.
 
 pub mod credentials;
+mod moto;
 mod mysql;
 mod postgres;
 mod server;

@@ -34,6 +34,10 @@ struct Cli {
     /// Refuse tokens older than this many seconds (at most 900), for rotation tests.
     #[arg(long, default_value_t = 900)]
     max_token_age: u64,
+    /// Also accept temporary credentials that the STS of the moto server at this URL issued (looked up in its
+    /// /moto-api/data.json when a token names an access key the emulator does not know).
+    #[arg(long, value_name = "URL")]
+    moto_sts: Option<url::Url>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -45,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let credentials = CredentialStore::load(&cli.credentials)
         .with_context(|| format!("reading --credentials {}", cli.credentials.display()))?;
     anyhow::ensure!(
-        !credentials.is_empty(),
+        !credentials.is_empty() || cli.moto_sts.is_some(),
         "--credentials {} has no profile with both aws_access_key_id and aws_secret_access_key",
         cli.credentials.display()
     );
@@ -57,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         tls_dir: cli.tls_dir,
         endpoint: cli.endpoint,
         max_token_age: Duration::from_secs(cli.max_token_age),
+        moto_sts: cli.moto_sts,
     })
     .await?;
     tokio::select! {

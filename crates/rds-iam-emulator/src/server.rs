@@ -11,9 +11,10 @@ use tokio_rustls::TlsAcceptor;
 use url::Url;
 
 use crate::credentials::CredentialStore;
+use crate::moto::MotoSts;
 use crate::mysql::{self, MySqlUpstream};
 use crate::postgres;
-use crate::sigv4::Verifier;
+use crate::sigv4::{self, Verifier};
 use crate::tls;
 
 /// How the emulator is set up.
@@ -31,6 +32,8 @@ pub struct Options {
     /// The `host:port` tokens must be signed for; the address actually listened on when `None`.
     pub endpoint: Option<String>,
     pub max_token_age: Duration,
+    /// A moto server whose STS-issued temporary credentials are accepted too, with their session tokens.
+    pub moto_sts: Option<Url>,
 }
 
 /// Why the emulator could not start.
@@ -44,6 +47,8 @@ pub enum StartError {
     },
     #[error("--upstream {0} must be postgres://host:port or mysql://[user[:password]@]host:port")]
     Upstream(String),
+    #[error("--moto-sts {0} is not a base URL")]
+    MotoSts(Url),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
@@ -99,13 +104,21 @@ impl Upstream {
 pub(crate) struct Shared {
     counts: Arc<AuthCounts>,
     verifier: Verifier,
+    moto_sts: Option<MotoSts>,
     upstream: Upstream,
     pub(crate) acceptor: TlsAcceptor,
 }
 
 impl Shared {
     /// Verifies `token` as `user`'s password, counting and logging the outcome (never the token itself).
-    pub(crate) fn check_token(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
+    pub(crate) async fn check_token(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
+        if let Some(moto) = &self.moto_sts
+            && let Some(access_key_id) = sigv4::access_key_id(token)
+            && !self.verifier.knows(&access_key_id)
+            && let Err(error) = moto.learn_issued_credentials(&self.verifier).await
+        {
+            tracing::warn!(%error, "cannot read the credentials moto's STS issued");
+        }
         match self.verifier.verify(token, user, SystemTime::now()) {
             Ok(verified) => {
                 self.counts.accepted.fetch_add(1, Ordering::Relaxed);
@@ -165,6 +178,10 @@ impl Emulator {
         names.dedup();
         let tls = tls::create(&names, &options.tls_dir)?;
         let verifier = Verifier::new(options.credentials, &options.region, &endpoint, options.max_token_age);
+        let moto_sts = options
+            .moto_sts
+            .map(|moto| MotoSts::new(&moto).map_err(|_| StartError::MotoSts(moto)))
+            .transpose()?;
         Ok(Self {
             listener,
             local_addr,
@@ -172,6 +189,7 @@ impl Emulator {
             shared: Arc::new(Shared {
                 counts: Arc::default(),
                 verifier,
+                moto_sts,
                 upstream,
                 acceptor: tls.acceptor,
             }),

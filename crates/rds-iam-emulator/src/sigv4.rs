@@ -4,6 +4,7 @@
 //! key it names, and so does this module.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -45,6 +46,8 @@ pub enum Rejection {
     UnknownAccessKey(String),
     #[error("signature does not match (wrong secret key, or the token was altered)")]
     BadSignature,
+    #[error("access key `{0}` is temporary, and the token does not carry its session token")]
+    WrongSessionToken(String),
 }
 
 /// What a valid token proved.
@@ -59,7 +62,7 @@ pub struct VerifiedToken {
 /// Checks tokens for one endpoint in one region.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    credentials: CredentialStore,
+    credentials: Arc<RwLock<CredentialStore>>,
     region: String,
     endpoint: String,
     max_token_age: Duration,
@@ -71,7 +74,7 @@ impl Verifier {
     #[must_use]
     pub fn new(credentials: CredentialStore, region: &str, endpoint: &str, max_token_age: Duration) -> Self {
         Self {
-            credentials,
+            credentials: Arc::new(RwLock::new(credentials)),
             region: region.to_owned(),
             endpoint: endpoint.to_owned(),
             max_token_age: max_token_age.min(MAX_TOKEN_LIFETIME),
@@ -81,6 +84,25 @@ impl Verifier {
     #[must_use]
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Whether the secret of `access_key_id` is known.
+    #[must_use]
+    pub fn knows(&self, access_key_id: &str) -> bool {
+        self.store().secret_for(access_key_id).is_some()
+    }
+
+    /// Accepts tokens signed with these credentials from now on.
+    pub fn learn(&self, access_key_id: String, secret_access_key: String, session_token: Option<String>) {
+        self.credentials.write().unwrap_or_else(PoisonError::into_inner).insert(
+            access_key_id,
+            secret_access_key,
+            session_token,
+        );
+    }
+
+    fn store(&self) -> std::sync::RwLockReadGuard<'_, CredentialStore> {
+        self.credentials.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Verifies `token` as the password of `startup_user`, at time `now`.
@@ -165,8 +187,8 @@ impl Verifier {
             return Err(Rejection::NotYetValid(early.as_secs()));
         }
 
-        let secret = self
-            .credentials
+        let credentials = self.store();
+        let secret = credentials
             .secret_for(access_key_id)
             .ok_or_else(|| Rejection::UnknownAccessKey(access_key_id.to_owned()))?;
         let signature = hex::decode(token.param("X-Amz-Signature")?)
@@ -184,14 +206,28 @@ impl Verifier {
         mac.update(string_to_sign.as_bytes());
         // verify_slice compares in constant time.
         mac.verify_slice(&signature).map_err(|_| Rejection::BadSignature)?;
+        let session_token = token.param("X-Amz-Security-Token").ok();
+        if let Some(expected) = credentials.session_token_for(access_key_id)
+            && session_token != Some(expected)
+        {
+            return Err(Rejection::WrongSessionToken(access_key_id.to_owned()));
+        }
 
         Ok(VerifiedToken {
             access_key_id: access_key_id.to_owned(),
             user: token_user.to_owned(),
             expires_at,
-            has_session_token: token.param("X-Amz-Security-Token").is_ok(),
+            has_session_token: session_token.is_some(),
         })
     }
+}
+
+/// The access key a token claims to be signed with, before anything is verified.
+#[must_use]
+pub fn access_key_id(token: &str) -> Option<String> {
+    let token = ParsedToken::parse(token).ok()?;
+    let credential = token.param("X-Amz-Credential").ok()?;
+    credential.split('/').next().map(str::to_owned)
 }
 
 /// A token split into the host it names and its decoded query parameters.
@@ -360,6 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn temporary_credentials_are_bound_to_their_session_token() {
+        let verifier = verifier("eu-west-3", "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432");
+        assert_eq!(access_key_id(BOTOCORE_SESSION_TOKEN).as_deref(), Some("AKIDEXAMPLE"));
+        let secret = verifier
+            .store()
+            .secret_for("AKIDEXAMPLE")
+            .map(str::to_owned)
+            .expect("known");
+
+        verifier.learn(
+            "AKIDEXAMPLE".to_owned(),
+            secret.clone(),
+            Some("another-session".to_owned()),
+        );
+        assert_eq!(
+            verifier.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
+            Err(Rejection::WrongSessionToken("AKIDEXAMPLE".to_owned()))
+        );
+        let issued = "FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=".to_owned();
+        verifier.learn("AKIDEXAMPLE".to_owned(), secret, Some(issued));
+        assert!(
+            verifier
+                .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn any_altered_byte_breaks_the_signature() {
         let tampered = BOTOCORE_TOKEN.replace("X-Amz-Expires=900", "X-Amz-Expires=899");
         assert_eq!(
@@ -420,7 +484,7 @@ mod tests {
             Err(Rejection::Expired(1))
         );
         let strict = Verifier::new(
-            us_east().credentials,
+            us_east().store().clone(),
             "us-east-1",
             "prod-instance.us-east-1.rds.amazonaws.com:3306",
             Duration::from_secs(5),

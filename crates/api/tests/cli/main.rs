@@ -1,6 +1,7 @@
 //! The `tasks-api` binary as operators use it, next to the database clients they already have: a token printed by
-//! `tasks-api token` logs `psql` and `mariadb` in through the RDS IAM emulator, and `tasks-api migrate` runs through
-//! the same IAM provider as the service.
+//! `tasks-api token` logs `psql` and `mariadb` in through the RDS IAM emulator, `tasks-api migrate` runs through the
+//! same IAM provider as the service, and a shared-profile role (`role_arn` + `source_profile`, assumed through moto's
+//! STS) works through the SDK's default chain with no code of ours.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,11 @@ struct TestEmulator {
 
 impl TestEmulator {
     async fn start(upstream: &str) -> Self {
+        Self::start_trusting(upstream, None).await
+    }
+
+    /// An emulator that also accepts the temporary credentials the moto server at `moto_sts` issues.
+    async fn start_trusting(upstream: &str, moto_sts: Option<&str>) -> Self {
         let directory = std::env::temp_dir().join(format!("tasks-cli-{}", uuid::Uuid::new_v4().simple()));
         let credentials = CredentialStore::parse(&format!(
             "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
@@ -37,6 +43,7 @@ impl TestEmulator {
             tls_dir: directory.clone(),
             endpoint: None,
             max_token_age: std::time::Duration::from_secs(900),
+            moto_sts: moto_sts.map(|url| url.parse().expect("moto's URL")),
         })
         .await
         .expect("the emulator starts");
@@ -60,13 +67,19 @@ impl Drop for TestEmulator {
 /// `tasks-api` with AWS credentials in the environment and nothing else of the developer's: no profile files, no
 /// instance metadata service.
 fn tasks_api(home: &Path) -> Command {
+    let mut command = tasks_api_without_credentials(home);
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
+    command
+}
+
+fn tasks_api_without_credentials(home: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tasks-api"));
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true");
     command
 }
@@ -78,7 +91,12 @@ fn succeeded(what: &str, output: &Output) -> String {
 }
 
 async fn token(emulator: &TestEmulator, user: &str) -> String {
-    let output = tasks_api(&emulator.directory)
+    token_from(tasks_api(&emulator.directory), emulator, user).await
+}
+
+/// What `tasks-api token` prints for `user` at the emulator, run as `command`.
+async fn token_from(mut command: Command, emulator: &TestEmulator, user: &str) -> String {
+    let output = command
         .args(["token", "--host", "127.0.0.1", "--user", user, "--region", REGION])
         .args(["--port", &emulator.address.port().to_string()])
         .output()
@@ -111,16 +129,17 @@ fn server_url(variable: &str, default: &str) -> url::Url {
 
 #[tokio::test]
 async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
-    let upstream = server_url("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
-    let emulator = TestEmulator::start(&format!(
-        "postgres://{}:{}",
-        upstream.host_str().expect("host"),
-        upstream.port().unwrap_or(5432)
-    ))
-    .await;
+    let (upstream, address) = postgres_upstream();
+    let emulator = TestEmulator::start(&address).await;
     let user = upstream.username();
     let token = token(&emulator, user).await;
 
+    assert_eq!(psql_current_user(&emulator, user, &token).await, user);
+    assert_eq!(emulator.counts.accepted(), 1);
+}
+
+/// Logs in with `psql` as `user` with `token`, verifying the emulator's certificate, and asks who it is.
+async fn psql_current_user(emulator: &TestEmulator, user: &str, token: &str) -> String {
     let connection = format!(
         "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=verify-full sslrootcert={}",
         emulator.address.port(),
@@ -128,13 +147,67 @@ async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
     );
     let output = client("psql")
         .args([connection.as_str(), "-tAc", "SELECT current_user"])
-        .env("PGPASSWORD", &token)
+        .env("PGPASSWORD", token)
         .output()
         .await
         .expect("psql runs");
+    succeeded("psql", &output).trim().to_owned()
+}
 
-    assert_eq!(succeeded("psql", &output).trim(), user);
-    assert_eq!(emulator.counts.accepted(), 1);
+/// The PostgreSQL to put the emulator in front of, and its address as the emulator's upstream URL.
+fn postgres_upstream() -> (url::Url, String) {
+    let upstream = server_url("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let address = format!(
+        "postgres://{}:{}",
+        upstream.host_str().expect("a host"),
+        upstream.port().unwrap_or(5432)
+    );
+    (upstream, address)
+}
+
+#[tokio::test]
+async fn a_shared_profile_role_signs_tokens_through_the_default_chain() {
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let (upstream, address) = postgres_upstream();
+    let emulator = TestEmulator::start_trusting(&address, Some(&moto)).await;
+    let config = emulator.directory.join("config");
+    let credentials = emulator.directory.join("credentials");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile tasks]\nrole_arn = arn:aws:iam::123456789012:role/tasks-db-access\nsource_profile = base\n\
+             role_session_name = from-shared-profile\nendpoint_url = {moto}\n\n[profile base]\nendpoint_url = {moto}\n"
+        ),
+    )
+    .expect("write the config file");
+    std::fs::write(
+        &credentials,
+        "[base]\naws_access_key_id = AKIAPROFILEBASE00001\naws_secret_access_key = profile/base+secret\n",
+    )
+    .expect("write the credentials file");
+    let mut command = tasks_api_without_credentials(&emulator.directory);
+    command
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_PROFILE", "tasks");
+
+    let user = upstream.username();
+    let token = token_from(command, &emulator, user).await;
+
+    assert!(
+        token.contains("X-Amz-Security-Token="),
+        "signed with temporary credentials"
+    );
+    assert!(
+        !token.contains("AKIAPROFILEBASE00001"),
+        "not with the source profile's own key"
+    );
+    assert_eq!(psql_current_user(&emulator, user, &token).await, user);
+    assert_eq!(
+        emulator.counts.accepted(),
+        1,
+        "the emulator verified it with moto's issued secret"
+    );
 }
 
 #[tokio::test]
