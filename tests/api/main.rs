@@ -33,6 +33,7 @@ macro_rules! backend_tests {
     };
 }
 
+mod aws;
 mod concurrency;
 mod docs;
 mod errors;

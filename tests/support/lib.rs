@@ -1,6 +1,7 @@
 //! Helpers for the integration suite: start the real service on a random port with a database of its own (and, for
 //! IAM, an RDS IAM emulator of its own), and talk to it over HTTP the way a client would.
 
+pub mod aws;
 mod database;
 pub mod iam;
 mod logs;

@@ -262,7 +262,10 @@ async fn connect_with_iam<DB: sqlx::Database>(
             .into_owned(),
     };
     let lifetime = Duration::from_secs(settings.iam.token_lifetime_secs);
-    let source = IamTokenSource::new(target, settings.iam.region.clone(), lifetime, aws).await?;
+    let mut source = IamTokenSource::new(target, settings.iam.region.clone(), lifetime, aws).await?;
+    if let Some(role) = settings.iam.assume_role() {
+        source = source.assuming(&role).await;
+    }
     let pool_cell: Arc<OnceLock<Pool<DB>>> = Arc::new(OnceLock::new());
     let installer = {
         let pool_cell = Arc::clone(&pool_cell);

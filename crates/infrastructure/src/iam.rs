@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_rds::auth_token::{AuthTokenGenerator, Config as TokenConfig};
 use aws_sdk_rds::config::Region;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -14,7 +16,7 @@ use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::settings::IamSettings;
+use crate::settings::{AssumeRole, IamSettings};
 
 /// Characters RFC 3986 leaves unencoded; everything else in a user name is percent-encoded, because the SDK copies the
 /// name into the URL it signs as it is, where `@`, `+`, `&` or a space would change its meaning.
@@ -103,6 +105,7 @@ impl IamToken {
 pub struct IamTokenSource {
     generator: AuthTokenGenerator,
     sdk_config: SdkConfig,
+    region: Region,
     target: TokenTarget,
     lifetime: Duration,
 }
@@ -136,7 +139,7 @@ impl IamTokenSource {
                 .hostname(target.host.clone())
                 .port(u64::from(target.port))
                 .username(utf8_percent_encode(&target.user, QUERY_VALUE).to_string())
-                .region(region)
+                .region(region.clone())
                 .expires_in(lifetime.as_secs())
                 .build()
                 .map_err(|error| IamError::Config(error.to_string()))?,
@@ -144,9 +147,34 @@ impl IamTokenSource {
         Ok(Self {
             generator,
             sdk_config,
+            region,
             target,
             lifetime,
         })
+    }
+
+    /// Signs with `role`'s temporary credentials from now on, assumed with the credentials configured so far (STS in
+    /// the token's region, at `AWS_ENDPOINT_URL` when set). Every token is signed with freshly assumed credentials,
+    /// so they cannot expire under a token, and a withdrawn trust shows at the next renewal rather than an hour later.
+    pub async fn assuming(mut self, role: &AssumeRole) -> Self {
+        let mut builder = AssumeRoleProvider::builder(&role.arn)
+            .session_name(&role.session_name)
+            .region(self.region.clone())
+            .configure(&self.sdk_config);
+        if let Some(external_id) = &role.external_id {
+            builder = builder.external_id(external_id);
+        }
+        let provider = builder.build().await;
+        tracing::info!(
+            role = role.arn,
+            "IAM tokens are signed with the assumed role's credentials"
+        );
+        self.sdk_config = self
+            .sdk_config
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        self
     }
 
     #[must_use]

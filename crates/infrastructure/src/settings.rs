@@ -100,6 +100,32 @@ pub struct IamSettings {
     pub retry_max_secs: u64,
     /// Lets IAM authentication run without TLS, for local experiments only.
     pub allow_without_tls: bool,
+    /// A role to assume (cross-account access): tokens are then signed with its temporary credentials.
+    pub assume_role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// The role session's name, as CloudTrail shows it.
+    pub session_name: String,
+}
+
+impl IamSettings {
+    /// The role to assume, when one is configured.
+    #[must_use]
+    pub fn assume_role(&self) -> Option<AssumeRole> {
+        self.assume_role_arn.as_ref().map(|arn| AssumeRole {
+            arn: arn.clone(),
+            external_id: self.external_id.clone(),
+            session_name: self.session_name.clone(),
+        })
+    }
+}
+
+/// A role whose temporary credentials sign the tokens, assumed with the process's own credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRole {
+    pub arn: String,
+    pub external_id: Option<String>,
+    pub session_name: String,
 }
 
 /// TLS to the database server.
@@ -190,6 +216,7 @@ token_lifetime_secs = 900
 refresh_percent = 80
 retry_max_secs = 30
 allow_without_tls = false
+session_name = "tasks-api"
 
 [database.tls]
 
@@ -297,6 +324,33 @@ impl DatabaseSettings {
             return Err(SettingsError::invalid(
                 "database.iam.refresh_percent",
                 "must be between 10 and 95",
+            ));
+        }
+        if let Some(arn) = &self.iam.assume_role_arn
+            && !(arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":role/"))
+        {
+            return Err(SettingsError::invalid(
+                "database.iam.assume_role_arn",
+                "must be a role ARN: arn:aws:iam::123456789012:role/name",
+            ));
+        }
+        if self.iam.external_id.is_some() && self.iam.assume_role_arn.is_none() {
+            return Err(SettingsError::invalid(
+                "database.iam.external_id",
+                "only means something with database.iam.assume_role_arn; set both or neither",
+            ));
+        }
+        // STS's own rule for RoleSessionName.
+        let session_name_ok = (2..=64).contains(&self.iam.session_name.len())
+            && self
+                .iam
+                .session_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c));
+        if !session_name_ok {
+            return Err(SettingsError::invalid(
+                "database.iam.session_name",
+                "must be 2 to 64 characters of letters, digits and =,.@-_",
             ));
         }
         if self.tls_mode() == TlsMode::Disable && !self.iam.allow_without_tls {
@@ -574,6 +628,34 @@ mod tests {
                     ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "901"),
                 ],
                 "APP__DATABASE__IAM__TOKEN_LIFETIME_SECS",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "postgres://u@db/t"),
+                    ("APP__DATABASE__IAM__ASSUME_ROLE_ARN", "tasks-role"),
+                ],
+                "APP__DATABASE__IAM__ASSUME_ROLE_ARN",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "postgres://u@db/t"),
+                    ("APP__DATABASE__IAM__EXTERNAL_ID", "x-123"),
+                ],
+                "APP__DATABASE__IAM__EXTERNAL_ID",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "postgres://u@db/t"),
+                    (
+                        "APP__DATABASE__IAM__ASSUME_ROLE_ARN",
+                        "arn:aws:iam::123456789012:role/tasks",
+                    ),
+                    ("APP__DATABASE__IAM__SESSION_NAME", "has spaces"),
+                ],
+                "APP__DATABASE__IAM__SESSION_NAME",
             ),
         ];
         for (variables, key) in cases {

@@ -1,0 +1,90 @@
+//! The AWS side against moto: tokens signed with an assumed role's temporary credentials, obtained either through
+//! the service's own setting or through a shared-profile `role_arn`, and verified by the RDS IAM emulator.
+
+use infrastructure::iam::{IamTokenSource, TokenTarget};
+use infrastructure::settings::AssumeRole;
+use secrecy::ExposeSecret;
+use test_support::aws::{ACCOUNT_ID, BASE_ACCESS_KEY_ID, Moto, moto};
+use test_support::{Backend, EmulatorOptions, Stack};
+
+on_iam_backends!(the_service_signs_its_tokens_with_the_role_it_assumes);
+
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tasks-db-access";
+
+/// A stack whose emulator knows only the credentials moto's STS issues.
+async fn stack_trusting(moto: &Moto, backend: Backend) -> Stack {
+    let options = EmulatorOptions {
+        moto_sts: Some(moto.endpoint.clone()),
+        ..EmulatorOptions::default()
+    };
+    Stack::with_emulator(backend, options).await
+}
+
+async fn the_service_signs_its_tokens_with_the_role_it_assumes(backend: Backend) {
+    let moto = moto().await;
+    let stack = stack_trusting(&moto, backend).await;
+    let settings = stack.settings(&[
+        ("APP__DATABASE__IAM__ASSUME_ROLE_ARN", ROLE_ARN),
+        ("APP__DATABASE__IAM__EXTERNAL_ID", "tasks-external-id"),
+        ("APP__DATABASE__IAM__SESSION_NAME", "tasks-api-test"),
+    ]);
+
+    let app = stack
+        .start(settings, Some(moto.sdk_config().await))
+        .await
+        .map_err(|(error, _)| error)
+        .expect("starts with the assumed role's credentials");
+
+    let id = app.create_task("written as the assumed role").await;
+    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    let counts = &app.emulator.as_ref().expect("an emulator").counts;
+    assert!(counts.accepted() >= 1);
+    assert_eq!(counts.refused(), 0, "no token was signed with the base credentials");
+    let assumed = moto.assumed_roles().await;
+    assert!(!assumed.is_empty());
+    for role in assumed {
+        assert_eq!(role["role_arn"], ROLE_ARN);
+        assert_eq!(role["session_name"], "tasks-api-test");
+        assert_eq!(role["external_id"], "tasks-external-id");
+    }
+}
+
+#[tokio::test]
+async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key() {
+    let moto = moto().await;
+    let target = TokenTarget {
+        host: "tasks.cluster-c9di9qmu8xqw.us-east-1.rds.amazonaws.com".to_owned(),
+        port: 5432,
+        user: "db_iam_user".to_owned(),
+    };
+    let role = AssumeRole {
+        arn: ROLE_ARN.to_owned(),
+        external_id: None,
+        session_name: "tasks-api".to_owned(),
+    };
+    let source = IamTokenSource::new(
+        target,
+        None,
+        std::time::Duration::from_secs(900),
+        Some(moto.sdk_config().await),
+    )
+    .await
+    .expect("a token source")
+    .assuming(&role)
+    .await;
+
+    let token = source.generate().await.expect("a token");
+
+    let token = token.secret().expose_secret();
+    let access_key_id = rds_iam_emulator::sigv4::access_key_id(token).expect("a credential");
+    assert!(access_key_id.starts_with("ASIA"), "{access_key_id} is temporary");
+    assert_ne!(access_key_id, BASE_ACCESS_KEY_ID);
+    assert!(token.contains("X-Amz-Security-Token="));
+    let issued = moto.assumed_roles().await;
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["access_key_id"], access_key_id.as_str());
+    assert_eq!(
+        issued[0]["arn"],
+        format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/tasks-db-access/tasks-api")
+    );
+}
