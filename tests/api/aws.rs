@@ -1,13 +1,17 @@
-//! The AWS side against moto: tokens signed with an assumed role's temporary credentials, obtained either through
-//! the service's own setting or through a shared-profile `role_arn`, and verified by the RDS IAM emulator.
+//! The AWS side against moto: tokens signed with an assumed role's temporary credentials and verified by the RDS IAM
+//! emulator, and endpoints discovered from cluster and instance identifiers.
 
 use infrastructure::iam::{IamTokenSource, TokenTarget};
 use infrastructure::settings::AssumeRole;
 use secrecy::ExposeSecret;
 use test_support::aws::{ACCOUNT_ID, BASE_ACCESS_KEY_ID, Moto, moto};
+use test_support::iam::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use test_support::{Backend, EmulatorOptions, Stack};
 
-on_iam_backends!(the_service_signs_its_tokens_with_the_role_it_assumes);
+on_iam_backends!(
+    the_service_signs_its_tokens_with_the_role_it_assumes,
+    the_clusters_writer_endpoint_is_discovered_and_named_in_every_token,
+);
 
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tasks-db-access";
 
@@ -87,4 +91,76 @@ async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key() {
         issued[0]["arn"],
         format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/tasks-db-access/tasks-api")
     );
+}
+
+/// The service behind `stack`, told only an RDS identifier (`..._CLUSTER_ID` or `..._INSTANCE_ID`): it reaches the
+/// emulator standing in for the endpoint through a "tunnel", and must name the endpoint RDS reports.
+async fn start_discovering(moto: &Moto, stack: Stack, identifier: (&str, &str)) -> test_support::TestApp {
+    let tunnel = stack.emulator().address.to_string();
+    let settings = stack.settings(&[identifier, ("APP__DATABASE__IAM__TUNNEL", tunnel.as_str())]);
+    let aws = moto.sdk_config_signing_as(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
+    stack
+        .start(settings, Some(aws))
+        .await
+        .map_err(|(error, _)| error)
+        .expect("starts with the discovered endpoint")
+}
+
+/// A stack whose emulator only accepts tokens that name `endpoint`.
+async fn stack_for_endpoint(backend: Backend, endpoint: String) -> Stack {
+    let options = EmulatorOptions {
+        endpoint: Some(endpoint),
+        ..EmulatorOptions::default()
+    };
+    Stack::with_emulator(backend, options).await
+}
+
+async fn the_clusters_writer_endpoint_is_discovered_and_named_in_every_token(backend: Backend) {
+    let moto = moto().await;
+    let endpoint = moto.create_cluster("tasks-cluster", backend, true).await;
+    let stack = stack_for_endpoint(backend, endpoint).await;
+
+    let app = start_discovering(&moto, stack, ("APP__DATABASE__IAM__CLUSTER_ID", "tasks-cluster")).await;
+
+    let id = app.create_task("through the discovered endpoint").await;
+    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    assert_eq!(app.emulator.as_ref().expect("an emulator").counts.refused(), 0);
+}
+
+#[tokio::test]
+async fn an_instances_endpoint_is_discovered_too() {
+    let moto = moto().await;
+    let endpoint = moto.create_instance("tasks-instance").await;
+    let stack = stack_for_endpoint(Backend::PostgresIam, endpoint).await;
+
+    let app = start_discovering(&moto, stack, ("APP__DATABASE__IAM__INSTANCE_ID", "tasks-instance")).await;
+
+    app.create_task("through the instance endpoint").await;
+}
+
+#[tokio::test]
+async fn a_cluster_without_iam_authentication_or_an_unknown_one_is_refused_by_name() {
+    let moto = moto().await;
+    moto.create_cluster("tasks-no-iam", Backend::PostgresIam, false).await;
+    let aws = moto.sdk_config_signing_as(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
+    let stack = Stack::new(Backend::PostgresIam).await;
+
+    let (disabled, stack) = crate::iam::refused_start(
+        stack,
+        &[("APP__DATABASE__IAM__CLUSTER_ID", "tasks-no-iam")],
+        Some(aws.clone()),
+    )
+    .await;
+    let (unknown, stack) =
+        crate::iam::refused_start(stack, &[("APP__DATABASE__IAM__CLUSTER_ID", "tasks-nowhere")], Some(aws)).await;
+
+    assert!(
+        disabled.contains("`tasks-no-iam` has IAM database authentication turned off")
+            && disabled.contains("--enable-iam-database-authentication"),
+        "{disabled}"
+    );
+    assert!(unknown.contains("`tasks-nowhere` was not found"), "{unknown}");
+    let counts = &stack.emulator().counts;
+    assert_eq!(counts.accepted() + counts.refused(), 0, "no token was ever sent");
+    assert_eq!(stack.database.count_tables().await, 0);
 }

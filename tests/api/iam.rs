@@ -48,7 +48,7 @@ fn refusal_sqlstate(backend: Backend) -> &'static str {
 }
 
 /// Starts the service on `stack` and expects the start to fail; returns the error text and the untouched stack.
-async fn refused_start(
+pub(crate) async fn refused_start(
     stack: Stack,
     overrides: &[(&str, &str)],
     aws: Option<infrastructure::SdkConfig>,

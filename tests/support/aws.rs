@@ -6,6 +6,7 @@ use aws_credential_types::Credentials;
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::Backend;
 use crate::iam::REGION;
 
 /// The account moto puts everything in.
@@ -47,18 +48,84 @@ pub async fn moto() -> Moto {
 impl Moto {
     /// An AWS configuration whose every service is moto, with [`BASE_ACCESS_KEY_ID`] as credentials.
     pub async fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_signing_as(BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY)
+            .await
+    }
+
+    /// An AWS configuration whose every service is moto, with the given credentials (moto accepts any).
+    pub async fn sdk_config_signing_as(&self, access_key_id: &str, secret_access_key: &str) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&self.endpoint)
             .credentials_provider(Credentials::new(
-                BASE_ACCESS_KEY_ID,
-                BASE_SECRET_ACCESS_KEY,
+                access_key_id,
+                secret_access_key,
                 None,
                 None,
                 "moto-tests",
             ))
             .load()
             .await
+    }
+
+    async fn rds(&self) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&self.sdk_config().await)
+    }
+
+    /// Creates an Aurora cluster of `backend`'s engine, with IAM database authentication on or off, and returns
+    /// its writer endpoint as `host:port`.
+    pub async fn create_cluster(&self, id: &str, backend: Backend, iam: bool) -> String {
+        let engine = if backend == Backend::MariaDbIam {
+            "aurora-mysql"
+        } else {
+            "aurora-postgresql"
+        };
+        let cluster = self
+            .rds()
+            .await
+            .create_db_cluster()
+            .db_cluster_identifier(id)
+            .engine(engine)
+            .master_username("admin")
+            .master_user_password("admin-password-1")
+            .enable_iam_database_authentication(iam)
+            .send()
+            .await
+            .expect("moto creates the cluster")
+            .db_cluster
+            .expect("a cluster");
+        format!(
+            "{}:{}",
+            cluster.endpoint().expect("a writer endpoint"),
+            cluster.port().expect("a port")
+        )
+    }
+
+    /// Creates an RDS PostgreSQL instance with IAM database authentication on, and returns its endpoint as
+    /// `host:port`.
+    pub async fn create_instance(&self, id: &str) -> String {
+        let instance = self
+            .rds()
+            .await
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("admin")
+            .master_user_password("admin-password-1")
+            .enable_iam_database_authentication(true)
+            .send()
+            .await
+            .expect("moto creates the instance")
+            .db_instance
+            .expect("an instance");
+        let endpoint = instance.endpoint().expect("an endpoint");
+        format!(
+            "{}:{}",
+            endpoint.address().expect("an address"),
+            endpoint.port().expect("a port")
+        )
     }
 
     /// The roles moto's STS has handed out credentials for: each with `role_arn`, `session_name`, `external_id`

@@ -15,7 +15,8 @@ use sqlx::pool::{Pool, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use crate::iam::{IamError, IamTokenSource, RefreshPolicy, TokenRefresher, TokenStatus, TokenTarget};
+use crate::discovery::{DiscoveryError, discover};
+use crate::iam::{IamError, IamTokenSource, RefreshPolicy, TokenRefresher, TokenStatus, TokenTarget, load_aws_config};
 use crate::settings::{AuthMode, DatabaseBackend, DatabaseSettings, TlsMode};
 
 /// Why the database could not be opened or migrated.
@@ -43,6 +44,8 @@ pub enum DatabaseError {
     Migration(#[source] DbErr),
     #[error(transparent)]
     Iam(#[from] IamError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// One migration and whether it has been applied.
@@ -83,20 +86,14 @@ impl Database {
                 (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), None)
             }
             (DatabaseBackend::Postgres, AuthMode::Iam) => {
-                let options = postgres_options(settings)?;
-                let address = (options.get_host().to_owned(), options.get_port());
-                let (pool, refresher) =
-                    connect_with_iam(settings, aws, options, address, PgConnectOptions::password).await?;
+                let (pool, refresher) = connect_with_iam(settings, aws, postgres_options(settings)?).await?;
                 (
                     SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
                     Some(Arc::new(refresher)),
                 )
             }
             (DatabaseBackend::MySql, AuthMode::Iam) => {
-                let options = mysql_options(settings)?;
-                let address = (options.get_host().to_owned(), options.get_port());
-                let (pool, refresher) =
-                    connect_with_iam(settings, aws, options, address, MySqlConnectOptions::password).await?;
+                let (pool, refresher) = connect_with_iam(settings, aws, mysql_options(settings)?).await?;
                 (
                     SqlxMySqlConnector::from_sqlx_mysql_pool(pool),
                     Some(Arc::new(refresher)),
@@ -243,17 +240,69 @@ fn connect_error(settings: &DatabaseSettings, source: sqlx::Error) -> DatabaseEr
     DatabaseError::Connect { url, source }
 }
 
+/// What IAM authentication needs from a driver's connect options.
+trait IamConnectOptions: Clone + Send + Sync + 'static {
+    fn address(&self) -> (String, u16);
+    fn at(self, host: &str, port: u16) -> Self;
+    fn with_token(self, token: &str) -> Self;
+}
+
+impl IamConnectOptions for PgConnectOptions {
+    fn address(&self) -> (String, u16) {
+        (self.get_host().to_owned(), self.get_port())
+    }
+
+    fn at(self, host: &str, port: u16) -> Self {
+        self.host(host).port(port)
+    }
+
+    fn with_token(self, token: &str) -> Self {
+        self.password(token)
+    }
+}
+
+impl IamConnectOptions for MySqlConnectOptions {
+    fn address(&self) -> (String, u16) {
+        (self.get_host().to_owned(), self.get_port())
+    }
+
+    fn at(self, host: &str, port: u16) -> Self {
+        self.host(host).port(port)
+    }
+
+    fn with_token(self, token: &str) -> Self {
+        self.password(token)
+    }
+}
+
 /// Signs the first token, opens the pool with it, and has every later token installed as the password of the
 /// connections the pool opens from then on (`Pool::set_connect_options`); open connections keep running, as on RDS.
-/// `base` is the driver's options without a password, `(host, port)` where they connect, and `with_token` the
-/// driver's password setter.
+///
+/// With a cluster or instance id, the endpoint comes from RDS (`DescribeDBClusters`/`DescribeDBInstances`) rather
+/// than from the URL. Through a tunnel the pool connects to the tunnel, while tokens still name the endpoint.
 async fn connect_with_iam<DB: sqlx::Database>(
     settings: &DatabaseSettings,
-    aws: Option<SdkConfig>,
-    base: ConnectOptionsOf<DB>,
-    (host, port): (String, u16),
-    with_token: fn(ConnectOptionsOf<DB>, &str) -> ConnectOptionsOf<DB>,
-) -> Result<(Pool<DB>, TokenRefresher), DatabaseError> {
+    mut aws: Option<SdkConfig>,
+    mut base: ConnectOptionsOf<DB>,
+) -> Result<(Pool<DB>, TokenRefresher), DatabaseError>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions,
+{
+    let (mut host, mut port) = base.address();
+    if let Some(resource) = settings.iam.resource() {
+        let config = match aws.take() {
+            Some(config) => config,
+            None => load_aws_config(settings.iam.region.as_deref()).await,
+        };
+        let endpoint = discover(&config, &resource).await?;
+        aws = Some(config);
+        tracing::info!(%resource, host = endpoint.host, port = endpoint.port, "database endpoint discovered");
+        base = base.at(&endpoint.host, endpoint.port);
+        (host, port) = (endpoint.host, endpoint.port);
+    }
+    if let Some((tunnel_host, tunnel_port)) = settings.iam.tunnel() {
+        base = base.at(tunnel_host, tunnel_port);
+    }
     let target = TokenTarget {
         host: settings.iam.signing_host.clone().unwrap_or(host),
         port: settings.iam.signing_port.unwrap_or(port),
@@ -272,19 +321,19 @@ async fn connect_with_iam<DB: sqlx::Database>(
         let base = base.clone();
         move |token: &crate::iam::IamToken| {
             if let Some(pool) = pool_cell.get() {
-                pool.set_connect_options(with_token(base.clone(), token.secret().expose_secret()));
+                pool.set_connect_options(base.clone().with_token(token.secret().expose_secret()));
             }
         }
     };
     let refresher = TokenRefresher::start(source, RefreshPolicy::from_settings(&settings.iam), installer).await?;
     let first = refresher.current();
     let pool = pool_options(settings)
-        .connect_with(with_token(base.clone(), first.secret().expose_secret()))
+        .connect_with(base.clone().with_token(first.secret().expose_secret()))
         .await
         .map_err(|source| connect_error(settings, source))?;
     let _ = pool_cell.set(pool.clone());
     // A renewal between reading `first` and filling the cell would otherwise be lost.
-    pool.set_connect_options(with_token(base, refresher.current().secret().expose_secret()));
+    pool.set_connect_options(base.with_token(refresher.current().secret().expose_secret()));
     Ok((pool, refresher))
 }
 

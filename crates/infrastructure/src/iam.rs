@@ -53,6 +53,15 @@ impl std::fmt::Display for TokenTarget {
     }
 }
 
+/// The SDK's default configuration (credential chain, `AWS_ENDPOINT_URL`, ...), in `region` when it is known.
+pub async fn load_aws_config(region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    loader.load().await
+}
+
 /// The AWS region in an RDS endpoint name: `db.cluster-abc.eu-west-1.rds.amazonaws.com`,
 /// `db.proxy-abc.us-east-1.rds.amazonaws.com`, `db.abc.cn-north-1.rds.amazonaws.com.cn`.
 #[must_use]
@@ -122,13 +131,7 @@ impl IamTokenSource {
         let known_region = region.or_else(|| region_from_host(&target.host).map(str::to_owned));
         let sdk_config = match sdk_config {
             Some(config) => config,
-            None => {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest());
-                if let Some(region) = &known_region {
-                    loader = loader.region(Region::new(region.clone()));
-                }
-                loader.load().await
-            }
+            None => load_aws_config(known_region.as_deref()).await,
         };
         let region = known_region
             .map(Region::new)

@@ -2,6 +2,7 @@
 //! implementation of the domain's [`domain::TaskRepository`].
 
 mod database;
+pub mod discovery;
 pub mod iam;
 mod repository;
 pub mod settings;

@@ -11,6 +11,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::discovery::DatabaseResource;
+
 /// Every setting of the service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,9 +108,38 @@ pub struct IamSettings {
     pub external_id: Option<String>,
     /// The role session's name, as CloudTrail shows it.
     pub session_name: String,
+    /// An Aurora cluster whose endpoint is looked up with `DescribeDBClusters`.
+    pub cluster_id: Option<String>,
+    /// An RDS instance whose endpoint is looked up with `DescribeDBInstances`.
+    pub instance_id: Option<String>,
+    /// With `cluster_id`: the cluster's reader endpoint rather than its writer endpoint.
+    pub use_reader_endpoint: bool,
+    /// `host:port` to connect to instead of the endpoint (an SSH or SSM port forward, a local proxy); tokens still
+    /// name the endpoint.
+    pub tunnel: Option<String>,
 }
 
 impl IamSettings {
+    /// Where to connect instead of the endpoint, when through a tunnel.
+    #[must_use]
+    pub fn tunnel(&self) -> Option<(&str, u16)> {
+        let (host, port) = self.tunnel.as_deref()?.rsplit_once(':')?;
+        Some((host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok()?))
+    }
+
+    /// The RDS resource whose endpoint is to be discovered, when one is named.
+    #[must_use]
+    pub fn resource(&self) -> Option<DatabaseResource> {
+        match (&self.cluster_id, &self.instance_id) {
+            (Some(id), _) => Some(DatabaseResource::Cluster {
+                id: id.clone(),
+                reader: self.use_reader_endpoint,
+            }),
+            (None, Some(id)) => Some(DatabaseResource::Instance { id: id.clone() }),
+            (None, None) => None,
+        }
+    }
+
     /// The role to assume, when one is configured.
     #[must_use]
     pub fn assume_role(&self) -> Option<AssumeRole> {
@@ -217,6 +248,7 @@ refresh_percent = 80
 retry_max_secs = 30
 allow_without_tls = false
 session_name = "tasks-api"
+use_reader_endpoint = false
 
 [database.tls]
 
@@ -332,6 +364,28 @@ impl DatabaseSettings {
             return Err(SettingsError::invalid(
                 "database.iam.assume_role_arn",
                 "must be a role ARN: arn:aws:iam::123456789012:role/name",
+            ));
+        }
+        if self.iam.cluster_id.is_some() && self.iam.instance_id.is_some() {
+            return Err(SettingsError::invalid(
+                "database.iam.instance_id",
+                "name either database.iam.cluster_id or database.iam.instance_id, not both",
+            ));
+        }
+        if let Some(tunnel) = &self.iam.tunnel
+            && !tunnel
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(SettingsError::invalid(
+                "database.iam.tunnel",
+                "must be host:port, such as 127.0.0.1:15432 for a local port forward",
+            ));
+        }
+        if self.iam.use_reader_endpoint && self.iam.cluster_id.is_none() {
+            return Err(SettingsError::invalid(
+                "database.iam.use_reader_endpoint",
+                "only means something with database.iam.cluster_id (instances have one endpoint)",
             ));
         }
         if self.iam.external_id.is_some() && self.iam.assume_role_arn.is_none() {
@@ -662,6 +716,54 @@ mod tests {
             let error = load(&variables).expect_err("refused");
             assert!(error.to_string().contains(key), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn discovery_and_tunnel_settings_are_checked_by_name() {
+        let iam = [
+            ("APP__DATABASE__AUTH", "iam"),
+            ("APP__DATABASE__URL", "mysql://db_iam_user@tasks/tasksmanager"),
+        ];
+        let cluster = load(&[
+            iam[0],
+            iam[1],
+            ("APP__DATABASE__IAM__CLUSTER_ID", "tasks"),
+            ("APP__DATABASE__IAM__TUNNEL", "127.0.0.1:15432"),
+        ])
+        .expect("loads");
+        assert_eq!(
+            cluster.database.iam.resource(),
+            Some(DatabaseResource::Cluster {
+                id: "tasks".to_owned(),
+                reader: false
+            })
+        );
+        assert_eq!(cluster.database.iam.tunnel(), Some(("127.0.0.1", 15432)));
+        let refused = [
+            ("APP__DATABASE__IAM__TUNNEL", "localhost", "APP__DATABASE__IAM__TUNNEL"),
+            (
+                "APP__DATABASE__IAM__TUNNEL",
+                "localhost:99999",
+                "APP__DATABASE__IAM__TUNNEL",
+            ),
+            (
+                "APP__DATABASE__IAM__USE_READER_ENDPOINT",
+                "true",
+                "APP__DATABASE__IAM__USE_READER_ENDPOINT",
+            ),
+        ];
+        for (variable, value, named) in refused {
+            let error = load(&[iam[0], iam[1], (variable, value)]).expect_err(value);
+            assert!(error.to_string().contains(named), "{error}");
+        }
+        let both = [
+            iam[0],
+            iam[1],
+            ("APP__DATABASE__IAM__CLUSTER_ID", "tasks"),
+            ("APP__DATABASE__IAM__INSTANCE_ID", "tasks-1"),
+        ];
+        let error = load(&both).expect_err("ambiguous");
+        assert!(error.to_string().contains("APP__DATABASE__IAM__INSTANCE_ID"), "{error}");
     }
 
     #[test]

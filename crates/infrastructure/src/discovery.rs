@@ -1,0 +1,142 @@
+//! Finding a database's endpoint from its RDS identifier (`DescribeDBClusters` / `DescribeDBInstances`) instead of
+//! hard-coding host names, and refusing databases whose IAM authentication is off before any token is signed.
+
+use aws_config::SdkConfig;
+use aws_sdk_rds::Client;
+use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata};
+
+/// Which RDS resource the service talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseResource {
+    /// An Aurora cluster, through its writer endpoint or, with `reader`, its reader endpoint.
+    Cluster { id: String, reader: bool },
+    /// A single RDS instance.
+    Instance { id: String },
+}
+
+impl std::fmt::Display for DatabaseResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cluster { id, .. } => write!(f, "DB cluster `{id}`"),
+            Self::Instance { id } => write!(f, "DB instance `{id}`"),
+        }
+    }
+}
+
+/// Where a resource answers, and what RDS says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredEndpoint {
+    pub host: String,
+    pub port: u16,
+    /// `DbClusterResourceId` or `DbiResourceId`: what `rds-db:connect` policies name.
+    pub resource_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("{0} was not found in this account and region (check the identifier and AWS_REGION)")]
+    NotFound(DatabaseResource),
+    #[error(
+        "{resource} has IAM database authentication turned off, so RDS would refuse every token; turn it on with \
+         `aws rds {command} --{flag} {id} --enable-iam-database-authentication --apply-immediately`"
+    )]
+    IamDisabled {
+        resource: DatabaseResource,
+        command: &'static str,
+        flag: &'static str,
+        id: String,
+    },
+    #[error("{0} has no endpoint yet (is it still being created?)")]
+    NoEndpoint(DatabaseResource),
+    #[error("cannot describe {resource}: {reason}")]
+    Api { resource: DatabaseResource, reason: String },
+}
+
+/// Looks `resource` up and returns the endpoint to sign tokens for.
+pub async fn discover(aws: &SdkConfig, resource: &DatabaseResource) -> Result<DiscoveredEndpoint, DiscoveryError> {
+    let client = Client::new(aws);
+    let endpoint = match resource {
+        DatabaseResource::Cluster { id, reader } => {
+            let output = client
+                .describe_db_clusters()
+                .db_cluster_identifier(id)
+                .send()
+                .await
+                .map_err(|error| api_error(resource, &error, "DBClusterNotFoundFault"))?;
+            let cluster = output
+                .db_clusters()
+                .first()
+                .ok_or_else(|| DiscoveryError::NotFound(resource.clone()))?;
+            if cluster.iam_database_authentication_enabled() != Some(true) {
+                return Err(iam_disabled(resource, "modify-db-cluster", "db-cluster-identifier", id));
+            }
+            let host = if *reader {
+                cluster.reader_endpoint()
+            } else {
+                cluster.endpoint()
+            };
+            (
+                host.map(str::to_owned),
+                cluster.port(),
+                cluster.db_cluster_resource_id().map(str::to_owned),
+            )
+        }
+        DatabaseResource::Instance { id } => {
+            let output = client
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .map_err(|error| api_error(resource, &error, "DBInstanceNotFound"))?;
+            let instance = output
+                .db_instances()
+                .first()
+                .ok_or_else(|| DiscoveryError::NotFound(resource.clone()))?;
+            if !instance.iam_database_authentication_enabled().unwrap_or(false) {
+                return Err(iam_disabled(
+                    resource,
+                    "modify-db-instance",
+                    "db-instance-identifier",
+                    id,
+                ));
+            }
+            let address = instance.endpoint();
+            (
+                address.and_then(|endpoint| endpoint.address()).map(str::to_owned),
+                address.and_then(|endpoint| endpoint.port()),
+                instance.dbi_resource_id().map(str::to_owned),
+            )
+        }
+    };
+    match endpoint {
+        (Some(host), Some(port), Some(resource_id)) if !host.is_empty() => Ok(DiscoveredEndpoint {
+            host,
+            port: u16::try_from(port).map_err(|_| DiscoveryError::NoEndpoint(resource.clone()))?,
+            resource_id,
+        }),
+        _ => Err(DiscoveryError::NoEndpoint(resource.clone())),
+    }
+}
+
+fn iam_disabled(resource: &DatabaseResource, command: &'static str, flag: &'static str, id: &str) -> DiscoveryError {
+    DiscoveryError::IamDisabled {
+        resource: resource.clone(),
+        command,
+        flag,
+        id: id.to_owned(),
+    }
+}
+
+fn api_error<E>(resource: &DatabaseResource, error: &E, not_found_code: &str) -> DiscoveryError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    if error.code() == Some(not_found_code) {
+        DiscoveryError::NotFound(resource.clone())
+    } else {
+        DiscoveryError::Api {
+            resource: resource.clone(),
+            reason: DisplayErrorContext(error).to_string(),
+        }
+    }
+}
