@@ -1,6 +1,8 @@
 //! The AWS side against moto: tokens signed with an assumed role's temporary credentials and verified by the RDS IAM
-//! emulator, and endpoints discovered from cluster and instance identifiers.
+//! emulator, endpoints discovered from cluster and instance identifiers, and the provisioning commands' AWS half.
 
+use infrastructure::admin::{self, AdminError, IamSwitch};
+use infrastructure::discovery::DatabaseResource;
 use infrastructure::iam::{IamTokenSource, TokenTarget};
 use infrastructure::settings::AssumeRole;
 use secrecy::ExposeSecret;
@@ -130,7 +132,7 @@ async fn the_clusters_writer_endpoint_is_discovered_and_named_in_every_token(bac
 #[tokio::test]
 async fn an_instances_endpoint_is_discovered_too() {
     let moto = moto().await;
-    let endpoint = moto.create_instance("tasks-instance").await;
+    let endpoint = moto.create_instance("tasks-instance", true).await;
     let stack = stack_for_endpoint(Backend::PostgresIam, endpoint).await;
 
     let app = start_discovering(&moto, stack, ("APP__DATABASE__IAM__INSTANCE_ID", "tasks-instance")).await;
@@ -163,4 +165,77 @@ async fn a_cluster_without_iam_authentication_or_an_unknown_one_is_refused_by_na
     let counts = &stack.emulator().counts;
     assert_eq!(counts.accepted() + counts.refused(), 0, "no token was ever sent");
     assert_eq!(stack.database.count_tables().await, 0);
+}
+
+#[tokio::test]
+async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_can_be_created_once() {
+    let moto = moto().await;
+    moto.create_cluster("tasks-policy", Backend::PostgresIam, false).await;
+    let aws = moto.sdk_config().await;
+    let cluster = DatabaseResource::Cluster {
+        id: "tasks-policy".to_owned(),
+        reader: false,
+    };
+
+    let policy = admin::connect_policy(&aws, &cluster, "db_iam_user")
+        .await
+        .expect("a policy");
+    let created = admin::create_policy(&aws, "tasks-db-connect", &policy)
+        .await
+        .expect("created");
+    let again = admin::create_policy(&aws, "tasks-db-connect", &policy).await;
+
+    let resource_id = moto.cluster_resource_id("tasks-policy").await;
+    let expected = format!("arn:aws:rds-db:us-east-1:{ACCOUNT_ID}:dbuser:{resource_id}/db_iam_user");
+    assert_eq!(policy.resource_arn, expected);
+    let statements = policy.document["Statement"].as_array().expect("statements");
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Effect"], "Allow");
+    assert_eq!(statements[0]["Action"], "rds-db:connect");
+    assert_eq!(statements[0]["Resource"], expected.as_str());
+    assert_eq!(created, format!("arn:aws:iam::{ACCOUNT_ID}:policy/tasks-db-connect"));
+    let again = again.expect_err("the name is taken").to_string();
+    assert!(
+        again.contains("iam:CreatePolicy") && again.contains("EntityAlreadyExists"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn enabling_iam_authentication_turns_it_on_once() {
+    let moto = moto().await;
+    moto.create_instance("tasks-switch", false).await;
+    let aws = moto.sdk_config().await;
+    let instance = DatabaseResource::Instance {
+        id: "tasks-switch".to_owned(),
+    };
+    let discovered_before = infrastructure::discovery::discover(&aws, &instance).await;
+
+    let first = admin::enable_iam(&aws, &instance).await.expect("enabled");
+    let second = admin::enable_iam(&aws, &instance).await.expect("idempotent");
+
+    assert!(discovered_before.is_err(), "refused while IAM authentication was off");
+    assert_eq!(first, IamSwitch::TurnedOn);
+    assert_eq!(second, IamSwitch::AlreadyOn);
+    infrastructure::discovery::discover(&aws, &instance)
+        .await
+        .expect("discoverable now");
+    // moto accepts ModifyDBCluster but leaves the cluster's IAM flag as it was: the command must say it asked,
+    // not claim success.
+    moto.create_cluster("tasks-switch-cluster", Backend::PostgresIam, false)
+        .await;
+    let cluster = DatabaseResource::Cluster {
+        id: "tasks-switch-cluster".to_owned(),
+        reader: false,
+    };
+    assert_eq!(
+        admin::enable_iam(&aws, &cluster).await.expect("requested"),
+        IamSwitch::Requested
+    );
+    let unknown = DatabaseResource::Cluster {
+        id: "tasks-nowhere".to_owned(),
+        reader: false,
+    };
+    let error = admin::enable_iam(&aws, &unknown).await.expect_err("unknown");
+    assert!(matches!(error, AdminError::Discovery(_)) && error.to_string().contains("`tasks-nowhere` was not found"));
 }

@@ -41,4 +41,5 @@ mod health;
 mod iam;
 mod migrations;
 mod pagination;
+mod provisioning;
 mod tasks;

@@ -101,9 +101,9 @@ impl Moto {
         )
     }
 
-    /// Creates an RDS PostgreSQL instance with IAM database authentication on, and returns its endpoint as
+    /// Creates an RDS PostgreSQL instance with IAM database authentication on or off, and returns its endpoint as
     /// `host:port`.
-    pub async fn create_instance(&self, id: &str) -> String {
+    pub async fn create_instance(&self, id: &str, iam: bool) -> String {
         let instance = self
             .rds()
             .await
@@ -114,7 +114,7 @@ impl Moto {
             .allocated_storage(20)
             .master_username("admin")
             .master_user_password("admin-password-1")
-            .enable_iam_database_authentication(true)
+            .enable_iam_database_authentication(iam)
             .send()
             .await
             .expect("moto creates the instance")
@@ -126,6 +126,21 @@ impl Moto {
             endpoint.address().expect("an address"),
             endpoint.port().expect("a port")
         )
+    }
+
+    /// The `DbClusterResourceId` RDS gave a cluster: what IAM policies name.
+    pub async fn cluster_resource_id(&self, id: &str) -> String {
+        self.rds()
+            .await
+            .describe_db_clusters()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+            .expect("moto describes the cluster")
+            .db_clusters()[0]
+            .db_cluster_resource_id()
+            .expect("a resource id")
+            .to_owned()
     }
 
     /// The roles moto's STS has handed out credentials for: each with `role_arn`, `session_name`, `external_id`

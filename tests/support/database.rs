@@ -153,9 +153,9 @@ impl TestDatabase {
     }
 
     /// A single number from a query of the test's own, read directly, not through the service.
-    pub async fn scalar(&self, query: &'static str) -> i64 {
+    pub async fn scalar(&self, query: impl Into<String>) -> i64 {
         let mut connection = self.connect().await;
-        sqlx::query_scalar(query)
+        sqlx::query_scalar(AssertSqlSafe(query.into()))
             .fetch_one(&mut connection)
             .await
             .expect("a number")

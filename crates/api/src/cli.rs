@@ -1,9 +1,12 @@
-//! The `tasks-api` command line: serve (the default) and manage the schema.
+//! The `tasks-api` command line: serve (the default), manage the schema, print tokens, and provision IAM database
+//! authentication.
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use infrastructure::iam::{IamTokenSource, TokenTarget};
+use infrastructure::admin::{self, IamSwitch};
+use infrastructure::discovery::DatabaseResource;
+use infrastructure::iam::{IamTokenSource, TokenTarget, load_aws_config};
 use infrastructure::{Database, Settings};
 use secrecy::ExposeSecret;
 
@@ -46,6 +49,71 @@ enum Command {
         #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900))]
         lifetime_secs: u64,
     },
+    /// Provision IAM database authentication: the IAM policy, IAM authentication on the database, the database user.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Print the least-privilege IAM policy that lets DB_USER connect (rds-db:connect on the database's resource id,
+    /// the account from sts:GetCallerIdentity).
+    IamPolicy {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The database user the policy is for.
+        #[arg(long)]
+        db_user: String,
+        /// Also create the policy in IAM under this name, and print its ARN after the document.
+        #[arg(long, value_name = "NAME")]
+        create: Option<String>,
+    },
+    /// Turn IAM database authentication on (rds:ModifyDBCluster or rds:ModifyDBInstance); nothing when it is on.
+    EnableIam {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Create the database user if missing, GRANT rds_iam where that role exists (RDS PostgreSQL) or identify it
+    /// with AWSAuthenticationPlugin (RDS MySQL/MariaDB), and grant it only SELECT, INSERT, UPDATE and DELETE on tasks.
+    /// Safe to run again.
+    ProvisionDbUser {
+        #[arg(long)]
+        db_user: String,
+        /// An administrator's URL for the service's database (postgres:// or mysql://); TASKS_ADMIN_URL keeps it out
+        /// of the process list.
+        #[arg(long, env = "TASKS_ADMIN_URL", hide_env_values = true)]
+        admin_url: String,
+    },
+}
+
+/// Which RDS database a command is about.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct DatabaseArgs {
+    /// An Aurora cluster identifier.
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// An RDS instance identifier.
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// The region; the AWS region chain when omitted.
+    #[arg(long)]
+    region: Option<String>,
+}
+
+impl DatabaseArgs {
+    fn resource(&self) -> DatabaseResource {
+        match (&self.cluster_id, &self.instance_id) {
+            (Some(id), _) => DatabaseResource::Cluster {
+                id: id.clone(),
+                reader: false,
+            },
+            (None, Some(id)) => DatabaseResource::Instance { id: id.clone() },
+            (None, None) => unreachable!("clap requires one of --cluster-id and --instance-id"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,8 +150,45 @@ impl Cli {
                 region,
                 lifetime_secs,
             } => print_token(TokenTarget { host, port, user }, region, lifetime_secs).await,
+            Command::Admin { action } => run_admin(action).await,
         }
     }
+}
+
+/// Results go to standard output, so that the policy document can be piped into other tools.
+async fn run_admin(action: AdminAction) -> anyhow::Result<()> {
+    match action {
+        AdminAction::IamPolicy {
+            database,
+            db_user,
+            create,
+        } => {
+            let aws = load_aws_config(database.region.as_deref()).await;
+            let policy = admin::connect_policy(&aws, &database.resource(), &db_user).await?;
+            println!("{}", serde_json::to_string_pretty(&policy.document)?);
+            if let Some(name) = create {
+                println!("{}", admin::create_policy(&aws, &name, &policy).await?);
+            }
+        }
+        AdminAction::EnableIam { database } => {
+            let aws = load_aws_config(database.region.as_deref()).await;
+            let resource = database.resource();
+            match admin::enable_iam(&aws, &resource).await? {
+                IamSwitch::AlreadyOn => println!("{resource}: IAM database authentication was already on"),
+                IamSwitch::TurnedOn => println!("{resource}: IAM database authentication is now on"),
+                IamSwitch::Requested => println!(
+                    "{resource}: IAM database authentication requested; RDS applies it in the background, check \
+                     again in a minute"
+                ),
+            }
+        }
+        AdminAction::ProvisionDbUser { db_user, admin_url } => {
+            for step in admin::provision_db_user(&admin_url, &db_user).await? {
+                println!("{step}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn settings_with_logs() -> anyhow::Result<Settings> {

@@ -52,10 +52,33 @@ pub enum DiscoveryError {
     Api { resource: DatabaseResource, reason: String },
 }
 
-/// Looks `resource` up and returns the endpoint to sign tokens for.
+/// What RDS says about a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    pub endpoint: DiscoveredEndpoint,
+    pub iam_enabled: bool,
+}
+
+/// Looks `resource` up and returns the endpoint to sign tokens for, refusing one whose IAM authentication is off.
 pub async fn discover(aws: &SdkConfig, resource: &DatabaseResource) -> Result<DiscoveredEndpoint, DiscoveryError> {
+    let description = describe(aws, resource).await?;
+    if !description.iam_enabled {
+        return Err(match resource {
+            DatabaseResource::Cluster { id, .. } => {
+                iam_disabled(resource, "modify-db-cluster", "db-cluster-identifier", id)
+            }
+            DatabaseResource::Instance { id } => {
+                iam_disabled(resource, "modify-db-instance", "db-instance-identifier", id)
+            }
+        });
+    }
+    Ok(description.endpoint)
+}
+
+/// Looks `resource` up with `DescribeDBClusters` or `DescribeDBInstances`.
+pub async fn describe(aws: &SdkConfig, resource: &DatabaseResource) -> Result<Description, DiscoveryError> {
     let client = Client::new(aws);
-    let endpoint = match resource {
+    let (host, port, resource_id, iam_enabled) = match resource {
         DatabaseResource::Cluster { id, reader } => {
             let output = client
                 .describe_db_clusters()
@@ -67,9 +90,6 @@ pub async fn discover(aws: &SdkConfig, resource: &DatabaseResource) -> Result<Di
                 .db_clusters()
                 .first()
                 .ok_or_else(|| DiscoveryError::NotFound(resource.clone()))?;
-            if cluster.iam_database_authentication_enabled() != Some(true) {
-                return Err(iam_disabled(resource, "modify-db-cluster", "db-cluster-identifier", id));
-            }
             let host = if *reader {
                 cluster.reader_endpoint()
             } else {
@@ -79,6 +99,7 @@ pub async fn discover(aws: &SdkConfig, resource: &DatabaseResource) -> Result<Di
                 host.map(str::to_owned),
                 cluster.port(),
                 cluster.db_cluster_resource_id().map(str::to_owned),
+                cluster.iam_database_authentication_enabled() == Some(true),
             )
         }
         DatabaseResource::Instance { id } => {
@@ -92,27 +113,23 @@ pub async fn discover(aws: &SdkConfig, resource: &DatabaseResource) -> Result<Di
                 .db_instances()
                 .first()
                 .ok_or_else(|| DiscoveryError::NotFound(resource.clone()))?;
-            if !instance.iam_database_authentication_enabled().unwrap_or(false) {
-                return Err(iam_disabled(
-                    resource,
-                    "modify-db-instance",
-                    "db-instance-identifier",
-                    id,
-                ));
-            }
             let address = instance.endpoint();
             (
                 address.and_then(|endpoint| endpoint.address()).map(str::to_owned),
                 address.and_then(|endpoint| endpoint.port()),
                 instance.dbi_resource_id().map(str::to_owned),
+                instance.iam_database_authentication_enabled() == Some(true),
             )
         }
     };
-    match endpoint {
-        (Some(host), Some(port), Some(resource_id)) if !host.is_empty() => Ok(DiscoveredEndpoint {
-            host,
-            port: u16::try_from(port).map_err(|_| DiscoveryError::NoEndpoint(resource.clone()))?,
-            resource_id,
+    match (host, port.and_then(|port| u16::try_from(port).ok()), resource_id) {
+        (Some(host), Some(port), Some(resource_id)) if !host.is_empty() => Ok(Description {
+            endpoint: DiscoveredEndpoint {
+                host,
+                port,
+                resource_id,
+            },
+            iam_enabled,
         }),
         _ => Err(DiscoveryError::NoEndpoint(resource.clone())),
     }

@@ -1,6 +1,7 @@
 //! Everything the tasks service needs from the outside world: its settings, its database pool, and the SeaORM
 //! implementation of the domain's [`domain::TaskRepository`].
 
+pub mod admin;
 mod database;
 pub mod discovery;
 pub mod iam;

@@ -270,3 +270,36 @@ async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
     assert!(emulator.counts.accepted() >= 5, "every session came in with a token");
     assert_eq!(emulator.counts.refused(), 0);
 }
+
+#[tokio::test]
+async fn every_admin_command_explains_itself_and_takes_exactly_one_database() {
+    let home = std::env::temp_dir();
+    for command in ["iam-policy", "enable-iam", "provision-db-user"] {
+        let output = tasks_api(&home)
+            .args(["admin", command, "--help"])
+            .output()
+            .await
+            .expect("tasks-api runs");
+        let help = succeeded(command, &output);
+        assert!(help.contains("Usage: tasks-api admin"), "{help}");
+    }
+    let both = tasks_api(&home)
+        .args(["admin", "enable-iam", "--cluster-id", "a", "--instance-id", "b"])
+        .output()
+        .await
+        .expect("tasks-api runs");
+    let neither = tasks_api(&home)
+        .args(["admin", "iam-policy", "--db-user", "u"])
+        .output()
+        .await
+        .expect("tasks-api runs");
+
+    for refused in [both, neither] {
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("--cluster-id") && stderr.contains("--instance-id"),
+            "{stderr}"
+        );
+    }
+}
