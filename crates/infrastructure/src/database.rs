@@ -247,33 +247,28 @@ trait IamConnectOptions: Clone + Send + Sync + 'static {
     fn with_token(self, token: &str) -> Self;
 }
 
-impl IamConnectOptions for PgConnectOptions {
-    fn address(&self) -> (String, u16) {
-        (self.get_host().to_owned(), self.get_port())
-    }
+/// Both drivers spell these the same way, but share no trait that has them.
+macro_rules! iam_connect_options {
+    ($($options:ty),+) => {
+        $(
+            impl IamConnectOptions for $options {
+                fn address(&self) -> (String, u16) {
+                    (self.get_host().to_owned(), self.get_port())
+                }
 
-    fn at(self, host: &str, port: u16) -> Self {
-        self.host(host).port(port)
-    }
+                fn at(self, host: &str, port: u16) -> Self {
+                    self.host(host).port(port)
+                }
 
-    fn with_token(self, token: &str) -> Self {
-        self.password(token)
-    }
+                fn with_token(self, token: &str) -> Self {
+                    self.password(token)
+                }
+            }
+        )+
+    };
 }
 
-impl IamConnectOptions for MySqlConnectOptions {
-    fn address(&self) -> (String, u16) {
-        (self.get_host().to_owned(), self.get_port())
-    }
-
-    fn at(self, host: &str, port: u16) -> Self {
-        self.host(host).port(port)
-    }
-
-    fn with_token(self, token: &str) -> Self {
-        self.password(token)
-    }
-}
+iam_connect_options!(PgConnectOptions, MySqlConnectOptions);
 
 /// Signs the first token, opens the pool with it, and has every later token installed as the password of the
 /// connections the pool opens from then on (`Pool::set_connect_options`); open connections keep running, as on RDS.
