@@ -31,6 +31,10 @@ case $engine in
   *) echo "bench: BENCH_ENGINE is postgres or mariadb, not $engine" >&2; exit 1 ;;
 esac
 server_url=${admin_url%/*}
+# mariadb and mysqlslap take the server as options, not as a URL.
+server_address=${server_url#*://}   # user@host:port
+server_host_port=${server_address#*@}
+server_options=(-h "${server_host_port%:*}" -P "${server_host_port##*:}" -u "${server_address%%@*}")
 seconds=${BENCH_SECONDS:-10}
 connections=${BENCH_CONNECTIONS:-64}
 pool=${BENCH_POOL:-16}
@@ -53,9 +57,7 @@ admin_sql() {
   if [[ $engine == postgres ]]; then
     psql -Atq "$admin_url" "$@"
   else
-    local rest=${server_url#*://}
-    local host_port=${rest#*@}
-    mariadb -N -h "${host_port%:*}" -P "${host_port##*:}" -u "${rest%%@*}" "$@"
+    mariadb -N "${server_options[@]}" "$@"
   fi
 }
 
@@ -178,9 +180,7 @@ run_ceiling() {
 
 # Seconds mysqlslap takes to run $2 statements of file $1 over $pool connections.
 slap_seconds() {
-  local rest=${server_url#*://}
-  local host_port=${rest#*@}
-  mysqlslap -h "${host_port%:*}" -P "${host_port##*:}" -u "${rest%%@*}" --create-schema="$database" \
+  mysqlslap "${server_options[@]}" --create-schema="$database" \
     --query="$1" --delimiter=";" --concurrency="$pool" --iterations=1 --number-of-queries="$2" \
     | awk '/Average number of seconds/ {print $(NF - 1)}'
 }

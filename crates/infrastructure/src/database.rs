@@ -285,7 +285,7 @@ where
 {
     let (mut host, mut port) = base.address();
     if let Some(resource) = settings.iam.resource() {
-        let config = match aws.take() {
+        let config = match aws {
             Some(config) => config,
             None => load_aws_config(settings.iam.region.as_deref()).await,
         };

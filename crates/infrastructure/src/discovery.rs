@@ -14,6 +14,18 @@ pub enum DatabaseResource {
     Instance { id: String },
 }
 
+impl DatabaseResource {
+    /// The AWS CLI command that turns IAM database authentication on for this resource.
+    #[must_use]
+    pub fn enable_iam_command(&self) -> String {
+        let (command, flag, id) = match self {
+            Self::Cluster { id, .. } => ("modify-db-cluster", "db-cluster-identifier", id),
+            Self::Instance { id } => ("modify-db-instance", "db-instance-identifier", id),
+        };
+        format!("aws rds {command} --{flag} {id} --enable-iam-database-authentication --apply-immediately")
+    }
+}
+
 impl std::fmt::Display for DatabaseResource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -37,15 +49,10 @@ pub enum DiscoveryError {
     #[error("{0} was not found in this account and region (check the identifier and AWS_REGION)")]
     NotFound(DatabaseResource),
     #[error(
-        "{resource} has IAM database authentication turned off, so RDS would refuse every token; turn it on with \
-         `aws rds {command} --{flag} {id} --enable-iam-database-authentication --apply-immediately`"
+        "{0} has IAM database authentication turned off, so RDS would refuse every token; turn it on with `{cmd}`",
+        cmd = .0.enable_iam_command()
     )]
-    IamDisabled {
-        resource: DatabaseResource,
-        command: &'static str,
-        flag: &'static str,
-        id: String,
-    },
+    IamDisabled(DatabaseResource),
     #[error("{0} has no endpoint yet (is it still being created?)")]
     NoEndpoint(DatabaseResource),
     #[error("cannot describe {resource}: {reason}")]
@@ -63,14 +70,7 @@ pub struct Description {
 pub async fn discover(aws: &SdkConfig, resource: &DatabaseResource) -> Result<DiscoveredEndpoint, DiscoveryError> {
     let description = describe(aws, resource).await?;
     if !description.iam_enabled {
-        return Err(match resource {
-            DatabaseResource::Cluster { id, .. } => {
-                iam_disabled(resource, "modify-db-cluster", "db-cluster-identifier", id)
-            }
-            DatabaseResource::Instance { id } => {
-                iam_disabled(resource, "modify-db-instance", "db-instance-identifier", id)
-            }
-        });
+        return Err(DiscoveryError::IamDisabled(resource.clone()));
     }
     Ok(description.endpoint)
 }
@@ -132,15 +132,6 @@ pub async fn describe(aws: &SdkConfig, resource: &DatabaseResource) -> Result<De
             iam_enabled,
         }),
         _ => Err(DiscoveryError::NoEndpoint(resource.clone())),
-    }
-}
-
-fn iam_disabled(resource: &DatabaseResource, command: &'static str, flag: &'static str, id: &str) -> DiscoveryError {
-    DiscoveryError::IamDisabled {
-        resource: resource.clone(),
-        command,
-        flag,
-        id: id.to_owned(),
     }
 }
 

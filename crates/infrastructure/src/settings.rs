@@ -124,7 +124,9 @@ impl IamSettings {
     #[must_use]
     pub fn tunnel(&self) -> Option<(&str, u16)> {
         let (host, port) = self.tunnel.as_deref()?.rsplit_once(':')?;
-        Some((host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok()?))
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty()).then_some(())?;
+        Some((host, port.parse().ok()?))
     }
 
     /// The RDS resource whose endpoint is to be discovered, when one is named.
@@ -372,11 +374,7 @@ impl DatabaseSettings {
                 "name either database.iam.cluster_id or database.iam.instance_id, not both",
             ));
         }
-        if let Some(tunnel) = &self.iam.tunnel
-            && !tunnel
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        {
+        if self.iam.tunnel.is_some() && self.iam.tunnel().is_none() {
             return Err(SettingsError::invalid(
                 "database.iam.tunnel",
                 "must be host:port, such as 127.0.0.1:15432 for a local port forward",

@@ -158,7 +158,10 @@ where
     } else {
         wire::write_packet(client, response_packet.next(), &wire::auth_switch(CLEAR_PASSWORD, &[])).await?;
         match wire::read_packet(client).await {
-            Ok(packet) => (packet.payload.clone(), packet.next()),
+            Ok(packet) => {
+                let next = packet.next();
+                (packet.payload, next)
+            }
             Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
                 tracing::warn!(
                     %peer,
