@@ -1,70 +1,111 @@
-//! The AWS side against moto: tokens signed with an assumed role's temporary credentials and verified by the RDS IAM
-//! emulator, endpoints discovered from cluster and instance identifiers, and the provisioning commands' AWS half.
+//! The AWS side: tokens signed with an assumed role's temporary credentials and verified by the RDS IAM emulator,
+//! endpoints discovered from cluster and instance identifiers, and the provisioning commands' AWS half. What uses STS
+//! and IAM runs against moto and against LocalStack; what needs RDS runs against moto, as LocalStack's free edition
+//! has no RDS.
 
 use infrastructure::admin::{self, AdminError, IamSwitch};
 use infrastructure::discovery::DatabaseResource;
 use infrastructure::iam::{IamTokenSource, TokenTarget};
 use infrastructure::settings::AssumeRole;
 use secrecy::ExposeSecret;
-use test_support::aws::{ACCOUNT_ID, BASE_ACCESS_KEY_ID, Moto, moto};
+use test_support::aws::{Aws, AwsApi, aws, moto};
 use test_support::iam::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
-use test_support::{Backend, EmulatorOptions, Stack};
+use test_support::{Backend, EmulatorOptions, Stack, TestEmulator};
 
-on_iam_backends!(
-    the_service_signs_its_tokens_with_the_role_it_assumes,
-    the_clusters_writer_endpoint_is_discovered_and_named_in_every_token,
-);
+on_iam_backends!(the_clusters_writer_endpoint_is_discovered_and_named_in_every_token);
 
-const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tasks-db-access";
+/// Generates the STS and IAM tests for one AWS API emulator.
+macro_rules! sts_and_iam_tests {
+    ($module:ident, $api:ident) => {
+        mod $module {
+            use test_support::Backend;
+            use test_support::aws::AwsApi;
 
-/// A stack whose emulator knows only the credentials moto's STS issues.
-async fn stack_trusting(moto: &Moto, backend: Backend) -> Stack {
-    let options = EmulatorOptions {
-        moto_sts: Some(moto.endpoint.clone()),
-        ..EmulatorOptions::default()
+            #[tokio::test]
+            async fn the_service_signs_its_tokens_with_the_role_it_assumes_on_postgres() {
+                super::the_service_signs_its_tokens_with_the_role_it_assumes(AwsApi::$api, Backend::PostgresIam).await;
+            }
+
+            #[tokio::test]
+            async fn the_service_signs_its_tokens_with_the_role_it_assumes_on_mariadb() {
+                super::the_service_signs_its_tokens_with_the_role_it_assumes(AwsApi::$api, Backend::MariaDbIam).await;
+            }
+
+            #[tokio::test]
+            async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key() {
+                super::an_assumed_roles_token_carries_its_session_token_and_temporary_key(AwsApi::$api).await;
+            }
+
+            #[tokio::test]
+            async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_can_be_created_once() {
+                super::the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_can_be_created_once(
+                    AwsApi::$api,
+                )
+                .await;
+            }
+        }
     };
-    Stack::with_emulator(backend, options).await
 }
 
-async fn the_service_signs_its_tokens_with_the_role_it_assumes(backend: Backend) {
-    let moto = moto().await;
-    let stack = stack_trusting(&moto, backend).await;
+sts_and_iam_tests!(moto, Moto);
+sts_and_iam_tests!(localstack, LocalStack);
+
+const ROLE: &str = "tasks-db-access";
+
+/// Options for an emulator that also accepts the credentials `aws`'s STS issues through it.
+fn trusting_sts_of(aws: &Aws) -> EmulatorOptions {
+    EmulatorOptions {
+        sts_upstream: Some(aws.endpoint.clone()),
+        ..EmulatorOptions::default()
+    }
+}
+
+async fn the_service_signs_its_tokens_with_the_role_it_assumes(api: AwsApi, backend: Backend) {
+    let aws = aws(api).await;
+    let stack = Stack::with_emulator(backend, trusting_sts_of(&aws)).await;
+    let role_arn = aws.role_arn(ROLE);
     let settings = stack.settings(&[
-        ("APP__DATABASE__IAM__ASSUME_ROLE_ARN", ROLE_ARN),
+        ("APP__DATABASE__IAM__ASSUME_ROLE_ARN", role_arn.as_str()),
         ("APP__DATABASE__IAM__EXTERNAL_ID", "tasks-external-id"),
         ("APP__DATABASE__IAM__SESSION_NAME", "tasks-api-test"),
     ]);
+    let sdk_config = aws.sdk_config_through(stack.emulator()).await;
 
     let app = stack
-        .start(settings, Some(moto.sdk_config().await))
+        .start(settings, Some(sdk_config))
         .await
         .map_err(|(error, _)| error)
         .expect("starts with the assumed role's credentials");
 
     let id = app.create_task("written as the assumed role").await;
     assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
-    let counts = &app.emulator.as_ref().expect("an emulator").counts;
-    assert!(counts.accepted() >= 1);
-    assert_eq!(counts.refused(), 0, "no token was signed with the base credentials");
-    let assumed = moto.assumed_roles().await;
-    assert!(!assumed.is_empty());
-    for role in assumed {
-        assert_eq!(role["role_arn"], ROLE_ARN);
-        assert_eq!(role["session_name"], "tasks-api-test");
-        assert_eq!(role["external_id"], "tasks-external-id");
+    let emulator = app.emulator.as_ref().expect("an emulator");
+    assert!(emulator.counts.accepted() >= 1);
+    assert_eq!(
+        emulator.counts.refused(),
+        0,
+        "no token was signed with the base credentials"
+    );
+    let issued = emulator.issued.list();
+    assert!(!issued.is_empty());
+    for credentials in issued {
+        assert_eq!(credentials.action, "AssumeRole");
+        assert_eq!(credentials.role_arn.as_deref(), Some(role_arn.as_str()));
+        assert_eq!(credentials.role_session_name.as_deref(), Some("tasks-api-test"));
+        assert_eq!(credentials.external_id.as_deref(), Some("tasks-external-id"));
     }
 }
 
-#[tokio::test]
-async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key() {
-    let moto = moto().await;
+async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key(api: AwsApi) {
+    let aws = aws(api).await;
+    let emulator = TestEmulator::start(Backend::PostgresIam, trusting_sts_of(&aws)).await;
     let target = TokenTarget {
         host: "tasks.cluster-c9di9qmu8xqw.us-east-1.rds.amazonaws.com".to_owned(),
         port: 5432,
         user: "db_iam_user".to_owned(),
     };
     let role = AssumeRole {
-        arn: ROLE_ARN.to_owned(),
+        arn: aws.role_arn(ROLE),
         external_id: None,
         session_name: "tasks-api".to_owned(),
     };
@@ -72,7 +113,7 @@ async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key() {
         target,
         None,
         std::time::Duration::from_secs(900),
-        Some(moto.sdk_config().await),
+        Some(aws.sdk_config_through(&emulator).await),
     )
     .await
     .expect("a token source")
@@ -83,21 +124,19 @@ async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key() {
 
     let token = token.secret().expose_secret();
     let access_key_id = rds_iam_emulator::sigv4::access_key_id(token).expect("a credential");
-    assert!(access_key_id.starts_with("ASIA"), "{access_key_id} is temporary");
-    assert_ne!(access_key_id, BASE_ACCESS_KEY_ID);
+    assert_ne!(access_key_id, aws.access_key_id, "not the base credentials");
     assert!(token.contains("X-Amz-Security-Token="));
-    let issued = moto.assumed_roles().await;
+    let issued = emulator.issued.list();
     assert_eq!(issued.len(), 1);
-    assert_eq!(issued[0]["access_key_id"], access_key_id.as_str());
-    assert_eq!(
-        issued[0]["arn"],
-        format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/tasks-db-access/tasks-api")
-    );
+    assert_eq!(issued[0].access_key_id, access_key_id);
+    assert_eq!(issued[0].role_arn.as_deref(), Some(role.arn.as_str()));
+    assert_eq!(issued[0].role_session_name.as_deref(), Some("tasks-api"));
+    assert_eq!(issued[0].external_id, None);
 }
 
 /// The service behind `stack`, told only an RDS identifier (`..._CLUSTER_ID` or `..._INSTANCE_ID`): it reaches the
 /// emulator standing in for the endpoint through a "tunnel", and must name the endpoint RDS reports.
-async fn start_discovering(moto: &Moto, stack: Stack, identifier: (&str, &str)) -> test_support::TestApp {
+async fn start_discovering(moto: &Aws, stack: Stack, identifier: (&str, &str)) -> test_support::TestApp {
     let tunnel = stack.emulator().address.to_string();
     let settings = stack.settings(&[identifier, ("APP__DATABASE__IAM__TUNNEL", tunnel.as_str())]);
     let aws = moto.sdk_config_signing_as(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
@@ -167,33 +206,33 @@ async fn a_cluster_without_iam_authentication_or_an_unknown_one_is_refused_by_na
     assert_eq!(stack.database.count_tables().await, 0);
 }
 
-#[tokio::test]
-async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_can_be_created_once() {
-    let moto = moto().await;
-    moto.create_cluster("tasks-policy", Backend::PostgresIam, false).await;
-    let aws = moto.sdk_config().await;
+async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_can_be_created_once(api: AwsApi) {
+    let aws = aws(api).await;
+    aws.create_cluster("tasks-policy", Backend::PostgresIam, false).await;
+    let sdk_config = aws.sdk_config().await;
     let cluster = DatabaseResource::Cluster {
         id: "tasks-policy".to_owned(),
         reader: false,
     };
 
-    let policy = admin::connect_policy(&aws, &cluster, "db_iam_user")
+    let policy = admin::connect_policy(&sdk_config, &cluster, "db_iam_user")
         .await
         .expect("a policy");
-    let created = admin::create_policy(&aws, "tasks-db-connect", &policy)
+    let created = admin::create_policy(&sdk_config, "tasks-db-connect", &policy)
         .await
         .expect("created");
-    let again = admin::create_policy(&aws, "tasks-db-connect", &policy).await;
+    let again = admin::create_policy(&sdk_config, "tasks-db-connect", &policy).await;
 
-    let resource_id = moto.cluster_resource_id("tasks-policy").await;
-    let expected = format!("arn:aws:rds-db:us-east-1:{ACCOUNT_ID}:dbuser:{resource_id}/db_iam_user");
+    let resource_id = aws.cluster_resource_id("tasks-policy").await;
+    let account_id = &aws.account_id;
+    let expected = format!("arn:aws:rds-db:us-east-1:{account_id}:dbuser:{resource_id}/db_iam_user");
     assert_eq!(policy.resource_arn, expected);
     let statements = policy.document["Statement"].as_array().expect("statements");
     assert_eq!(statements.len(), 1);
     assert_eq!(statements[0]["Effect"], "Allow");
     assert_eq!(statements[0]["Action"], "rds-db:connect");
     assert_eq!(statements[0]["Resource"], expected.as_str());
-    assert_eq!(created, format!("arn:aws:iam::{ACCOUNT_ID}:policy/tasks-db-connect"));
+    assert_eq!(created, format!("arn:aws:iam::{account_id}:policy/tasks-db-connect"));
     let again = again.expect_err("the name is taken").to_string();
     assert!(
         again.contains("iam:CreatePolicy") && again.contains("EntityAlreadyExists"),

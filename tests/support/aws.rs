@@ -1,71 +1,169 @@
-//! The suite's AWS: moto in server mode (`AWS_ENDPOINT_URL`, default `http://127.0.0.1:5000`), which `.ci/run`
-//! installs and starts. Tests that reset its state hold a lock, so that they do not wipe each other's.
+//! The suite's AWS. RDS always comes from moto in server mode (`AWS_ENDPOINT_URL`, default `http://127.0.0.1:5000`),
+//! since LocalStack's free edition has none. STS and IAM come from moto or from LocalStack (`TEST_LOCALSTACK_URL`,
+//! default `http://127.0.0.1:4566`), and the tests that use them run once against each. `.ci/run` installs and
+//! starts both.
+//!
+//! Isolation: moto is reset before each test, under a lock so that tests do not wipe each other's state. LocalStack
+//! cannot be reset without its paid edition, so each test gets an AWS account of its own there instead: LocalStack
+//! files everything under the account that a 12-digit access key id names.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
 
-use crate::Backend;
 use crate::iam::REGION;
+use crate::{Backend, TestEmulator};
 
 /// The account moto puts everything in.
-pub const ACCOUNT_ID: &str = "123456789012";
+const MOTO_ACCOUNT_ID: &str = "123456789012";
 /// Long-term credentials that moto accepts and the RDS IAM emulator does not know: a token the emulator accepts was
 /// not signed with these.
-pub const BASE_ACCESS_KEY_ID: &str = "AKIAMOTOBASEKEY00001";
-pub const BASE_SECRET_ACCESS_KEY: &str = "moto/base+secret=never-logged";
+const MOTO_ACCESS_KEY_ID: &str = "AKIAMOTOBASEKEY00001";
+/// The secret of the base credentials; neither emulator checks it, and the RDS IAM emulator never learns it.
+const BASE_SECRET_ACCESS_KEY: &str = "aws/base+secret=never-logged";
+
+/// Which AWS API emulator answers STS and IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsApi {
+    Moto,
+    LocalStack,
+}
 
 static MOTO: Mutex<()> = Mutex::const_new(());
 
-/// Exclusive use of a freshly reset moto.
+/// Exclusive use of a freshly reset moto for RDS, and a clean account on the emulator answering STS and IAM.
 #[derive(Debug)]
-pub struct Moto {
+pub struct Aws {
+    /// Where STS and IAM are answered.
     pub endpoint: String,
-    client: reqwest::Client,
+    /// The account the base credentials belong to.
+    pub account_id: String,
+    /// The base credentials' access key id.
+    pub access_key_id: String,
+    moto: String,
     _exclusive: MutexGuard<'static, ()>,
 }
 
-/// Waits for moto to be free, resets it, and hands it over; fails loudly when moto is not running.
-pub async fn moto() -> Moto {
+fn moto_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+fn localstack_endpoint() -> String {
+    std::env::var("TEST_LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+}
+
+/// moto for everything.
+pub async fn moto() -> Aws {
+    aws(AwsApi::Moto).await
+}
+
+/// moto for RDS and `api` for STS and IAM; fails loudly when either is not running.
+pub async fn aws(api: AwsApi) -> Aws {
     let exclusive = MOTO.lock().await;
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let moto = moto_endpoint();
     let client = reqwest::Client::new();
-    let reset = client.post(format!("{endpoint}/moto-api/reset")).send().await;
+    let reset = client.post(format!("{moto}/moto-api/reset")).send().await;
     if let Err(error) = reset.and_then(reqwest::Response::error_for_status) {
         panic!(
-            "moto must be running at {endpoint} for this test (.ci/run starts it; by hand: pip install \
+            "moto must be running at {moto} for this test (.ci/run starts it; by hand: pip install \
              'moto[server]' && moto_server -H 127.0.0.1 -p 5000): {error}"
         );
     }
-    Moto {
+    let (endpoint, account_id, access_key_id) = match api {
+        AwsApi::Moto => (moto.clone(), MOTO_ACCOUNT_ID.to_owned(), MOTO_ACCESS_KEY_ID.to_owned()),
+        AwsApi::LocalStack => {
+            let endpoint = localstack_endpoint();
+            require_localstack(&client, &endpoint).await;
+            let random = u64::from_be_bytes(Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
+            let account_id = format!("{}", 100_000_000_000 + random % 900_000_000_000);
+            (endpoint, account_id.clone(), account_id)
+        }
+    };
+    Aws {
         endpoint,
-        client,
+        account_id,
+        access_key_id,
+        moto,
         _exclusive: exclusive,
     }
 }
 
-impl Moto {
-    /// An AWS configuration whose every service is moto, with [`BASE_ACCESS_KEY_ID`] as credentials.
+/// Panics with how to start LocalStack unless it answers with STS and IAM available.
+async fn require_localstack(client: &reqwest::Client, endpoint: &str) {
+    let health: Result<Value, _> = async {
+        client
+            .get(format!("{endpoint}/_localstack/health"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+    .await;
+    let ready =
+        |health: &Value, service: &str| matches!(health["services"][service].as_str(), Some("available" | "running"));
+    match health {
+        Ok(health) if ready(&health, "sts") && ready(&health, "iam") => {}
+        outcome => panic!(
+            "LocalStack must be running at {endpoint} with STS and IAM for this test (.ci/run starts it; with \
+             Docker: docker run -p 4566:4566 -e SERVICES=sts,iam localstack/localstack); it answered {outcome:?}"
+        ),
+    }
+}
+
+impl Aws {
+    /// The ARN of role `name` in this test's account.
+    #[must_use]
+    pub fn role_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:role/{name}", self.account_id)
+    }
+
+    /// An AWS configuration for the base credentials.
     pub async fn sdk_config(&self) -> SdkConfig {
-        self.sdk_config_signing_as(BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY)
+        self.load(&self.access_key_id, BASE_SECRET_ACCESS_KEY, &self.endpoint)
             .await
     }
 
-    /// An AWS configuration whose every service is moto, with the given credentials (moto accepts any).
+    /// An AWS configuration for the base credentials whose STS requests go through `emulator`'s STS pass-through,
+    /// so that the emulator learns the credentials STS issues.
+    pub async fn sdk_config_through(&self, emulator: &TestEmulator) -> SdkConfig {
+        let sts = emulator
+            .sts
+            .as_deref()
+            .expect("an emulator started with an STS upstream");
+        self.load(&self.access_key_id, BASE_SECRET_ACCESS_KEY, sts).await
+    }
+
+    /// An AWS configuration with the given credentials.
     pub async fn sdk_config_signing_as(&self, access_key_id: &str, secret_access_key: &str) -> SdkConfig {
+        self.load(access_key_id, secret_access_key, &self.endpoint).await
+    }
+
+    /// Gives each service its endpoint, so that every client the service builds from the configuration goes to the
+    /// right emulator.
+    async fn load(&self, access_key_id: &str, secret_access_key: &str, sts: &str) -> SdkConfig {
+        let endpoints = ServiceEndpoints {
+            rds: self.moto.clone(),
+            sts: sts.to_owned(),
+            iam: self.endpoint.clone(),
+        };
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .endpoint_url(&self.endpoint)
             .credentials_provider(Credentials::new(
                 access_key_id,
                 secret_access_key,
                 None,
                 None,
-                "moto-tests",
+                "aws-tests",
             ))
             .load()
             .await
+            .to_builder()
+            .service_config(endpoints)
+            .build()
     }
 
     async fn rds(&self) -> aws_sdk_rds::Client {
@@ -142,20 +240,27 @@ impl Moto {
             .expect("a resource id")
             .to_owned()
     }
+}
 
-    /// The roles moto's STS has handed out credentials for: each with `role_arn`, `session_name`, `external_id`
-    /// and `access_key_id`.
-    pub async fn assumed_roles(&self) -> Vec<Value> {
-        let state: Value = self
-            .client
-            .get(format!("{}/moto-api/data.json", self.endpoint))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .expect("moto's state")
-            .json()
-            .await
-            .expect("moto's state is JSON");
-        state["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default()
+/// Service-specific endpoints, which the SDK's clients prefer to a global endpoint URL unless one was set in code:
+/// what `AWS_ENDPOINT_URL_STS` or a config file's `services` section give users.
+#[derive(Debug)]
+struct ServiceEndpoints {
+    rds: String,
+    sts: String,
+    iam: String,
+}
+
+impl LoadServiceConfig for ServiceEndpoints {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        if key.profile() != "endpoint_url" {
+            return None;
+        }
+        match key.service_id() {
+            "RDS" => Some(self.rds.clone()),
+            "STS" => Some(self.sts.clone()),
+            "IAM" => Some(self.iam.clone()),
+            _ => None,
+        }
     }
 }

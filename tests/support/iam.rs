@@ -11,7 +11,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{AuthCounts, Emulator, Options};
+use rds_iam_emulator::{AuthCounts, Emulator, IssuedLog, Options, StsPassThrough};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -31,8 +31,8 @@ pub struct EmulatorOptions {
     /// The `host:port` tokens must name; the listen address when `None`.
     pub endpoint: Option<String>,
     pub max_token_age: Duration,
-    /// A moto server whose STS-issued credentials the emulator accepts as well.
-    pub moto_sts: Option<String>,
+    /// The STS that the emulator's STS pass-through forwards to; the emulator accepts the credentials it issues.
+    pub sts_upstream: Option<String>,
 }
 
 impl Default for EmulatorOptions {
@@ -41,7 +41,7 @@ impl Default for EmulatorOptions {
             region: REGION.to_owned(),
             endpoint: None,
             max_token_age: Duration::from_secs(900),
-            moto_sts: None,
+            sts_upstream: None,
         }
     }
 }
@@ -53,6 +53,10 @@ pub struct TestEmulator {
     pub ca_pem: PathBuf,
     /// Tokens accepted and refused so far.
     pub counts: Arc<AuthCounts>,
+    /// The STS pass-through's URL, when the emulator has one.
+    pub sts: Option<String>,
+    /// The temporary credentials learned through the STS pass-through.
+    pub issued: Arc<IssuedLog>,
     /// The upstream server's administrator URL, whose user the suite logs in as.
     upstream_admin: url::Url,
     directory: PathBuf,
@@ -89,7 +93,10 @@ impl TestEmulator {
             tls_dir: directory.clone(),
             endpoint: options.endpoint,
             max_token_age: options.max_token_age,
-            moto_sts: options.moto_sts.map(|url| url.parse().expect("moto's URL")),
+            sts: options.sts_upstream.map(|upstream| StsPassThrough {
+                listen: "127.0.0.1:0".parse().expect("an address"),
+                upstream: upstream.parse().expect("the STS upstream's URL"),
+            }),
         })
         .await
         .expect("the emulator starts");
@@ -97,6 +104,8 @@ impl TestEmulator {
             address: emulator.local_addr(),
             ca_pem: emulator.ca_pem_path().to_owned(),
             counts: emulator.counts(),
+            sts: emulator.sts_addr().map(|address| format!("http://{address}")),
+            issued: emulator.issued(),
             upstream_admin,
             directory,
             task: tokio::spawn(emulator.run()),

@@ -6,12 +6,13 @@
 //! the real upstream server and relays bytes both ways.
 
 pub mod credentials;
-mod moto;
 mod mysql;
 mod postgres;
 mod server;
 pub mod sigv4;
+mod sts;
 mod tls;
 
 pub use server::{AuthCounts, Emulator, Options, StartError};
+pub use sts::{IssuedCredentials, IssuedLog, StsPassThrough};
 pub use tls::TlsError;

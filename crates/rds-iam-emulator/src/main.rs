@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{Emulator, Options};
+use rds_iam_emulator::{Emulator, Options, StsPassThrough};
 use tracing_subscriber::EnvFilter;
 
 /// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
@@ -34,10 +34,14 @@ struct Cli {
     /// Refuse tokens older than this many seconds (at most 900), for rotation tests.
     #[arg(long, default_value_t = 900)]
     max_token_age: u64,
-    /// Also accept temporary credentials that the STS of the moto server at this URL issued (looked up in its
-    /// /moto-api/data.json when a token names an access key the emulator does not know).
+    /// Also accept temporary credentials issued by the STS at this URL (moto, LocalStack): the emulator forwards STS
+    /// requests sent to --sts-listen there and learns the credentials in the answers. Point the client's STS
+    /// endpoint (AWS_ENDPOINT_URL_STS) at --sts-listen.
     #[arg(long, value_name = "URL")]
-    moto_sts: Option<url::Url>,
+    sts_upstream: Option<url::Url>,
+    /// Where the STS pass-through listens, with --sts-upstream.
+    #[arg(long, default_value = "127.0.0.1:5434", requires = "sts_upstream")]
+    sts_listen: SocketAddr,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let credentials = CredentialStore::load(&cli.credentials)
         .with_context(|| format!("reading --credentials {}", cli.credentials.display()))?;
     anyhow::ensure!(
-        !credentials.is_empty() || cli.moto_sts.is_some(),
+        !credentials.is_empty() || cli.sts_upstream.is_some(),
         "--credentials {} has no profile with both aws_access_key_id and aws_secret_access_key",
         cli.credentials.display()
     );
@@ -61,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
         tls_dir: cli.tls_dir,
         endpoint: cli.endpoint,
         max_token_age: Duration::from_secs(cli.max_token_age),
-        moto_sts: cli.moto_sts,
+        sts: cli.sts_upstream.map(|upstream| StsPassThrough {
+            listen: cli.sts_listen,
+            upstream,
+        }),
     })
     .await?;
     tokio::select! {

@@ -105,7 +105,7 @@ pub(crate) async fn serve(
     let Some((token, next)) = read_token(&mut client, &response, &response_packet, peer).await? else {
         return Ok(());
     };
-    if !shared.check_token(&token, &response.user, peer).await {
+    if !shared.check_token(&token, &response.user, peer) {
         let refusal = wire::error_packet(
             ACCESS_DENIED,
             INVALID_AUTHORIZATION,

@@ -68,7 +68,7 @@ where
         return wire::send_fatal(&mut client, INVALID_AUTHORIZATION, "no PostgreSQL user name specified").await;
     };
     let token = wire::request_password(&mut client).await?;
-    if !shared.check_token(&token, &user, peer).await {
+    if !shared.check_token(&token, &user, peer) {
         return wire::send_fatal(
             &mut client,
             INVALID_PASSWORD,

@@ -11,10 +11,10 @@ use tokio_rustls::TlsAcceptor;
 use url::Url;
 
 use crate::credentials::CredentialStore;
-use crate::moto::MotoSts;
 use crate::mysql::{self, MySqlUpstream};
 use crate::postgres;
-use crate::sigv4::{self, Verifier};
+use crate::sigv4::Verifier;
+use crate::sts::{IssuedLog, StsPassThrough, StsTap};
 use crate::tls;
 
 /// How the emulator is set up.
@@ -32,8 +32,8 @@ pub struct Options {
     /// The `host:port` tokens must be signed for; the address actually listened on when `None`.
     pub endpoint: Option<String>,
     pub max_token_age: Duration,
-    /// A moto server whose STS-issued temporary credentials are accepted too, with their session tokens.
-    pub moto_sts: Option<Url>,
+    /// An STS pass-through: temporary credentials issued through it are accepted too, bound to their session tokens.
+    pub sts: Option<StsPassThrough>,
 }
 
 /// Why the emulator could not start.
@@ -47,8 +47,12 @@ pub enum StartError {
     },
     #[error("--upstream {0} must be postgres://host:port or mysql://[user[:password]@]host:port")]
     Upstream(String),
-    #[error("--moto-sts {0} is not a base URL")]
-    MotoSts(Url),
+    #[error("cannot listen for STS on {address}: {source}")]
+    StsListen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
@@ -104,21 +108,13 @@ impl Upstream {
 pub(crate) struct Shared {
     counts: Arc<AuthCounts>,
     verifier: Verifier,
-    moto_sts: Option<MotoSts>,
     upstream: Upstream,
     pub(crate) acceptor: TlsAcceptor,
 }
 
 impl Shared {
     /// Verifies `token` as `user`'s password, counting and logging the outcome (never the token itself).
-    pub(crate) async fn check_token(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
-        if let Some(moto) = &self.moto_sts
-            && let Some(access_key_id) = sigv4::access_key_id(token)
-            && !self.verifier.knows(&access_key_id)
-            && let Err(error) = moto.learn_issued_credentials(&self.verifier).await
-        {
-            tracing::warn!(%error, "cannot read the credentials moto's STS issued");
-        }
+    pub(crate) fn check_token(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
         match self.verifier.verify(token, user, SystemTime::now()) {
             Ok(verified) => {
                 self.counts.accepted.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +136,7 @@ pub struct Emulator {
     local_addr: SocketAddr,
     ca_pem_path: PathBuf,
     shared: Arc<Shared>,
+    sts: Option<StsTap>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -178,10 +175,16 @@ impl Emulator {
         names.dedup();
         let tls = tls::create(&names, &options.tls_dir)?;
         let verifier = Verifier::new(options.credentials, &options.region, &endpoint, options.max_token_age);
-        let moto_sts = options
-            .moto_sts
-            .map(|moto| MotoSts::new(&moto).map_err(|_| StartError::MotoSts(moto)))
-            .transpose()?;
+        let sts = match options.sts {
+            Some(sts) => {
+                let address = sts.listen;
+                let tap = StsTap::bind(sts, verifier.clone())
+                    .await
+                    .map_err(|source| StartError::StsListen { address, source })?;
+                Some(tap)
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -189,10 +192,10 @@ impl Emulator {
             shared: Arc::new(Shared {
                 counts: Arc::default(),
                 verifier,
-                moto_sts,
                 upstream,
                 acceptor: tls.acceptor,
             }),
+            sts,
         })
     }
 
@@ -219,8 +222,29 @@ impl Emulator {
         Arc::clone(&self.shared.counts)
     }
 
-    /// Serves clients until the task is dropped.
-    pub async fn run(self) {
+    /// Where the STS pass-through listens, when there is one.
+    #[must_use]
+    pub fn sts_addr(&self) -> Option<SocketAddr> {
+        self.sts.as_ref().map(StsTap::local_addr)
+    }
+
+    /// The credentials learned through the STS pass-through, readable while [`Emulator::run`] owns the emulator.
+    #[must_use]
+    pub fn issued(&self) -> Arc<IssuedLog> {
+        self.sts.as_ref().map_or_else(Arc::default, StsTap::issued)
+    }
+
+    /// Serves clients (and the STS pass-through) until the task is dropped.
+    pub async fn run(mut self) {
+        match self.sts.take() {
+            Some(tap) => {
+                tokio::join!(self.serve_clients(), tap.run());
+            }
+            None => self.serve_clients().await,
+        }
+    }
+
+    async fn serve_clients(self) {
         tracing::info!(
             listen = %self.local_addr,
             endpoint = self.shared.verifier.endpoint(),

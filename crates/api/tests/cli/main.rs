@@ -1,14 +1,14 @@
 //! The `tasks-api` binary as operators use it, next to the database clients they already have: a token printed by
 //! `tasks-api token` logs `psql` and `mariadb` in through the RDS IAM emulator, `tasks-api migrate` runs through the
-//! same IAM provider as the service, and a shared-profile role (`role_arn` + `source_profile`, assumed through moto's
-//! STS) works through the SDK's default chain with no code of ours.
+//! same IAM provider as the service, and a shared-profile role (`role_arn` + `source_profile`, assumed through the STS
+//! of moto and of LocalStack) works through the SDK's default chain with no code of ours.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{AuthCounts, Emulator, Options};
+use rds_iam_emulator::{AuthCounts, Emulator, Options, StsPassThrough};
 use tokio::process::Command;
 
 const ACCESS_KEY_ID: &str = "AKIACLITESTKEY000001";
@@ -20,6 +20,8 @@ struct TestEmulator {
     address: SocketAddr,
     ca_pem: PathBuf,
     counts: std::sync::Arc<AuthCounts>,
+    /// The URL of the STS pass-through, when there is one.
+    sts: Option<String>,
     directory: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
@@ -29,8 +31,8 @@ impl TestEmulator {
         Self::start_trusting(upstream, None).await
     }
 
-    /// An emulator that also accepts the temporary credentials the moto server at `moto_sts` issues.
-    async fn start_trusting(upstream: &str, moto_sts: Option<&str>) -> Self {
+    /// An emulator that also accepts the temporary credentials the STS at `sts_upstream` issues through it.
+    async fn start_trusting(upstream: &str, sts_upstream: Option<&str>) -> Self {
         let directory = std::env::temp_dir().join(format!("tasks-cli-{}", uuid::Uuid::new_v4().simple()));
         let credentials = CredentialStore::parse(&format!(
             "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
@@ -43,7 +45,10 @@ impl TestEmulator {
             tls_dir: directory.clone(),
             endpoint: None,
             max_token_age: std::time::Duration::from_secs(900),
-            moto_sts: moto_sts.map(|url| url.parse().expect("moto's URL")),
+            sts: sts_upstream.map(|url| StsPassThrough {
+                listen: "127.0.0.1:0".parse().expect("an address"),
+                upstream: url.parse().expect("the STS upstream's URL"),
+            }),
         })
         .await
         .expect("the emulator starts");
@@ -51,6 +56,7 @@ impl TestEmulator {
             address: emulator.local_addr(),
             ca_pem: emulator.ca_pem_path().to_owned(),
             counts: emulator.counts(),
+            sts: emulator.sts_addr().map(|address| format!("http://{address}")),
             directory,
             task: tokio::spawn(emulator.run()),
         }
@@ -166,31 +172,41 @@ fn postgres_upstream() -> (url::Url, String) {
 }
 
 #[tokio::test]
-async fn a_shared_profile_role_signs_tokens_through_the_default_chain() {
+async fn a_shared_profile_role_signs_tokens_through_the_default_chain_with_motos_sts() {
     let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    // moto's state API, which the emulator reads the issued credentials from, fails once RDS resources exist, and the
-    // HTTP suite leaves some behind: start from an empty moto.
-    let reset = client("curl")
-        .args(["-fsS", "-X", "POST", &format!("{moto}/moto-api/reset")])
-        .output()
-        .await
-        .expect("curl runs");
-    succeeded("resetting moto (is it running? .ci/run starts it)", &reset);
+    a_shared_profile_role_signs_tokens_through_the_default_chain(&moto, "AKIAPROFILEBASE00001", "123456789012").await;
+}
+
+#[tokio::test]
+async fn a_shared_profile_role_signs_tokens_through_the_default_chain_with_localstacks_sts() {
+    let localstack = std::env::var("TEST_LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned());
+    // LocalStack files requests under the account a 12-digit access key id names.
+    a_shared_profile_role_signs_tokens_through_the_default_chain(&localstack, "210987654321", "210987654321").await;
+}
+
+/// `tasks-api token` with a profile that assumes a role of `account` from a source profile whose key is
+/// `base_access_key_id`, with STS at `sts` (reached through the emulator's STS pass-through).
+async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
+    sts: &str,
+    base_access_key_id: &str,
+    account: &str,
+) {
     let (upstream, address) = postgres_upstream();
-    let emulator = TestEmulator::start_trusting(&address, Some(&moto)).await;
+    let emulator = TestEmulator::start_trusting(&address, Some(sts)).await;
+    let through = emulator.sts.as_deref().expect("an STS pass-through");
     let config = emulator.directory.join("config");
     let credentials = emulator.directory.join("credentials");
     std::fs::write(
         &config,
         format!(
-            "[profile tasks]\nrole_arn = arn:aws:iam::123456789012:role/tasks-db-access\nsource_profile = base\n\
-             role_session_name = from-shared-profile\nendpoint_url = {moto}\n\n[profile base]\nendpoint_url = {moto}\n"
+            "[profile tasks]\nrole_arn = arn:aws:iam::{account}:role/tasks-db-access\nsource_profile = base\n\
+             role_session_name = from-shared-profile\nendpoint_url = {through}\n\n[profile base]\nendpoint_url = {through}\n"
         ),
     )
     .expect("write the config file");
     std::fs::write(
         &credentials,
-        "[base]\naws_access_key_id = AKIAPROFILEBASE00001\naws_secret_access_key = profile/base+secret\n",
+        format!("[base]\naws_access_key_id = {base_access_key_id}\naws_secret_access_key = profile/base+secret\n"),
     )
     .expect("write the credentials file");
     let mut command = tasks_api_without_credentials(&emulator.directory);
@@ -207,14 +223,14 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain() {
         "signed with temporary credentials"
     );
     assert!(
-        !token.contains("AKIAPROFILEBASE00001"),
+        !token.contains(base_access_key_id),
         "not with the source profile's own key"
     );
     assert_eq!(psql_current_user(&emulator, user, &token).await, user);
     assert_eq!(
         emulator.counts.accepted(),
         1,
-        "the emulator verified it with moto's issued secret"
+        "the emulator verified it with the secret STS issued"
     );
 }
 
