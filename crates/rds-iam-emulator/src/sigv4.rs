@@ -86,12 +86,6 @@ impl Verifier {
         &self.endpoint
     }
 
-    /// Whether the secret of `access_key_id` is known.
-    #[must_use]
-    pub fn knows(&self, access_key_id: &str) -> bool {
-        self.store().secret_for(access_key_id).is_some()
-    }
-
     /// Accepts tokens signed with these credentials from now on.
     pub fn learn(&self, access_key_id: String, secret_access_key: String, session_token: Option<String>) {
         self.credentials.write().unwrap_or_else(PoisonError::into_inner).insert(
