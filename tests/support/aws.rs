@@ -7,14 +7,13 @@
 //! cannot be reset without its paid edition, so each test gets an AWS account of its own there instead: LocalStack
 //! files everything under the account that a 12-digit access key id names.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use crate::iam::REGION;
+use crate::iam::aws_config;
 use crate::{Backend, TestEmulator};
 
 /// The account moto puts everything in.
@@ -150,16 +149,7 @@ impl Aws {
             sts: sts.to_owned(),
             iam: self.endpoint.clone(),
         };
-        aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(
-                access_key_id,
-                secret_access_key,
-                None,
-                None,
-                "aws-tests",
-            ))
-            .load()
+        aws_config(access_key_id, secret_access_key)
             .await
             .to_builder()
             .service_config(endpoints)

@@ -184,10 +184,12 @@ impl StsTap {
             tracing::warn!("STS pass-through: an answer's Credentials lack a key id, secret or session token");
             return;
         };
+        let parameters: Vec<_> = url::form_urlencoded::parse(request).collect();
         let parameter = |name: &str| {
-            url::form_urlencoded::parse(request)
+            parameters
+                .iter()
                 .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
+                .map(|(_, value)| value.clone().into_owned())
         };
         let issued = IssuedCredentials {
             access_key_id: unescape(access_key_id),
