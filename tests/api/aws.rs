@@ -3,10 +3,8 @@
 //! and IAM runs against moto and against LocalStack; what needs RDS runs against moto, as LocalStack's free edition
 //! has no RDS.
 
-use infrastructure::admin::{self, AdminError, IamSwitch};
-use infrastructure::discovery::DatabaseResource;
-use infrastructure::iam::{IamTokenSource, TokenTarget};
-use infrastructure::settings::AssumeRole;
+use admin::{AdminError, IamSwitch};
+use rds_iam::{AssumeRole, DatabaseResource, RdsTokenSigner, TokenLifetime, TokenTarget};
 use secrecy::ExposeSecret;
 use test_support::aws::{Aws, AwsApi, aws, moto};
 use test_support::iam::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
@@ -105,22 +103,21 @@ async fn an_assumed_roles_token_carries_its_session_token_and_temporary_key(api:
         user: "db_iam_user".to_owned(),
     };
     let role = AssumeRole {
-        arn: aws.role_arn(ROLE),
-        external_id: None,
-        session_name: "tasks-api".to_owned(),
+        session_name: "tasks-api".parse().expect("a session name"),
+        ..AssumeRole::new(aws.role_arn(ROLE).parse().expect("a role ARN"))
     };
-    let source = IamTokenSource::new(
+    let signer = RdsTokenSigner::new(
         target,
         None,
-        std::time::Duration::from_secs(900),
+        TokenLifetime::MAX,
         Some(aws.sdk_config_through(&emulator).await),
     )
     .await
-    .expect("a token source")
+    .expect("a token signer")
     .assuming(&role)
     .await;
 
-    let token = source.generate().await.expect("a token");
+    let token = signer.sign().await.expect("a token");
 
     let token = token.secret().expose_secret();
     let access_key_id = rds_iam_emulator::sigv4::access_key_id(token).expect("a credential");
@@ -248,7 +245,7 @@ async fn enabling_iam_authentication_turns_it_on_once() {
     let instance = DatabaseResource::Instance {
         id: "tasks-switch".to_owned(),
     };
-    let discovered_before = infrastructure::discovery::discover(&aws, &instance).await;
+    let discovered_before = rds_iam::discovery::discover(&aws, &instance).await;
 
     let first = admin::enable_iam(&aws, &instance).await.expect("enabled");
     let second = admin::enable_iam(&aws, &instance).await.expect("idempotent");
@@ -256,7 +253,7 @@ async fn enabling_iam_authentication_turns_it_on_once() {
     assert!(discovered_before.is_err(), "refused while IAM authentication was off");
     assert_eq!(first, IamSwitch::TurnedOn);
     assert_eq!(second, IamSwitch::AlreadyOn);
-    infrastructure::discovery::discover(&aws, &instance)
+    rds_iam::discovery::discover(&aws, &instance)
         .await
         .expect("discoverable now");
     // moto accepts ModifyDBCluster but leaves the cluster's IAM flag as it was: the command must say it asked,

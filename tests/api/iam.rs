@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use infrastructure::iam::{IamToken, IamTokenSource, TokenTarget};
+use rds_iam::{IamToken, RdsTokenSigner, TokenLifetime, TokenTarget};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
@@ -51,7 +51,7 @@ fn refusal_sqlstate(backend: Backend) -> &'static str {
 pub(crate) async fn refused_start(
     stack: Stack,
     overrides: &[(&str, &str)],
-    aws: Option<infrastructure::SdkConfig>,
+    aws: Option<aws_config::SdkConfig>,
 ) -> (String, Stack) {
     let settings = stack.settings(overrides);
     match stack.start(settings, aws).await {
@@ -103,7 +103,7 @@ async fn without_credentials_the_service_refuses_to_start_and_says_where_they_co
 async fn without_a_region_the_service_refuses_to_start_and_says_how_to_set_one(backend: Backend) {
     let stack = Stack::new(backend).await;
     // Built by hand: the SDK's loader would look for a region on the instance metadata service.
-    let no_region = infrastructure::SdkConfig::builder()
+    let no_region = aws_config::SdkConfig::builder()
         .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
             aws_credential_types::Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "tests"),
         ))
@@ -197,10 +197,11 @@ async fn token_for(emulator: &TestEmulator, user: &str, lifetime: Duration) -> I
         user: user.to_owned(),
     };
     let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
-    let source = IamTokenSource::new(target, None, lifetime, Some(aws))
+    let lifetime = TokenLifetime::new(lifetime).expect("a lifetime RDS accepts");
+    let signer = RdsTokenSigner::new(target, None, lifetime, Some(aws))
         .await
-        .expect("a token source");
-    source.generate().await.expect("a token")
+        .expect("a token signer");
+    signer.sign().await.expect("a token")
 }
 
 /// Logs in to the emulator as its upstream's administrator with `token`, verifying its certificate and name, the

@@ -37,6 +37,7 @@ mod aws;
 mod concurrency;
 mod docs;
 mod errors;
+mod examples;
 mod health;
 mod iam;
 mod migrations;

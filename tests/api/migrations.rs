@@ -1,4 +1,5 @@
-use infrastructure::{Database, Settings};
+use infrastructure::Database;
+use tasks_api::Settings;
 use test_support::{Backend, TestDatabase};
 
 on_every_backend!(migrations_apply_revert_and_reapply_cleanly);

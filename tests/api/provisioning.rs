@@ -1,7 +1,7 @@
 //! `admin provision-db-user` against the real servers: the user gets exactly what the service needs on `tasks`, RDS-only
 //! steps are skipped with a word where the server is not RDS, and running it again changes nothing.
 
-use infrastructure::admin::{self, AdminError};
+use admin::AdminError;
 use test_support::{Backend, TestDatabase, spawn_app};
 
 /// A user name of the test's own, as roles and MySQL accounts are server-wide.

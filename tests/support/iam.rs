@@ -169,7 +169,7 @@ pub async fn aws_config_with_credential_process(directory: &Path, outage: &Path)
         format!(
             "#!/bin/sh\n\
              [ -e '{outage}' ] && {{ echo 'credential source unavailable' >&2; exit 1; }}\n\
-             expiration=$(date -u -d '+1 second' +%Y-%m-%dT%H:%M:%SZ)\n\
+             expiration=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\n\
              printf '{{\"Version\": 1, \"AccessKeyId\": \"%s\", \"SecretAccessKey\": \"%s\", \"Expiration\": \"%s\"}}' \
              '{ACCESS_KEY_ID}' '{SECRET_ACCESS_KEY}' \"$expiration\"\n",
             outage = outage.display()

@@ -9,9 +9,10 @@ mod logs;
 use std::path::Path;
 use std::sync::LazyLock;
 
-use infrastructure::{LogFormat, LogSettings, SdkConfig};
+use aws_config::SdkConfig;
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
+use tasks_api::settings::{LogFormat, LogSettings};
 use tasks_api::startup::ServerHandle;
 use tasks_api::{Application, Settings, StartupError, telemetry};
 

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use admin::IamSwitch;
 use clap::{Parser, Subcommand};
-use infrastructure::admin::{self, IamSwitch};
-use infrastructure::discovery::DatabaseResource;
-use infrastructure::iam::{IamTokenSource, TokenTarget, load_aws_config};
-use infrastructure::{Database, Settings};
+use infrastructure::Database;
+use rds_iam::{DatabaseResource, RdsTokenSigner, TokenLifetime, TokenTarget, load_aws_config};
 use secrecy::ExposeSecret;
 
+use crate::settings::Settings;
 use crate::startup::Application;
 use crate::telemetry;
 
@@ -46,8 +46,8 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
         /// Seconds the token stays valid, at most 900.
-        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900))]
-        lifetime_secs: u64,
+        #[arg(long, default_value = "900", value_parser = parse_lifetime)]
+        lifetime_secs: TokenLifetime,
     },
     /// Provision IAM database authentication: the IAM policy, IAM authentication on the database, the database user.
     Admin {
@@ -197,10 +197,16 @@ fn settings_with_logs() -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// The token's lifetime, by the same rule as the service's.
+fn parse_lifetime(seconds: &str) -> Result<TokenLifetime, String> {
+    let seconds: u64 = seconds.parse().map_err(|error| format!("{error}"))?;
+    TokenLifetime::new(Duration::from_secs(seconds)).map_err(|error| error.to_string())
+}
+
 /// The token goes to standard output and nothing else does, so the command can feed `PGPASSWORD`.
-async fn print_token(target: TokenTarget, region: Option<String>, lifetime_secs: u64) -> anyhow::Result<()> {
-    let source = IamTokenSource::new(target, region, Duration::from_secs(lifetime_secs), None).await?;
-    let token = source.generate().await?;
+async fn print_token(target: TokenTarget, region: Option<String>, lifetime: TokenLifetime) -> anyhow::Result<()> {
+    let signer = RdsTokenSigner::new(target, region, lifetime, None).await?;
+    let token = signer.sign().await?;
     println!("{}", token.secret().expose_secret());
     Ok(())
 }

@@ -4,9 +4,10 @@ pub mod cli;
 mod error;
 mod openapi;
 mod routes;
+pub mod settings;
 pub mod startup;
 pub mod telemetry;
 
 pub use error::Problem;
-pub use infrastructure::Settings;
+pub use settings::Settings;
 pub use startup::{Application, BODY_LIMIT, StartupError};

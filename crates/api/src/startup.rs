@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 pub use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
-use infrastructure::{Database, DatabaseError, SdkConfig, SeaOrmTaskRepository, ServerSettings, Settings};
+use infrastructure::{Database, DatabaseError, SdkConfig, SeaOrmTaskRepository};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -14,6 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::json_error;
 use crate::openapi::ApiDoc;
 use crate::routes::{self, health, tasks};
+use crate::settings::{ServerSettings, Settings};
 use crate::telemetry::RequestSpan;
 
 /// The largest request body accepted: a name is at most 255 characters, so 16 KiB is generous.
@@ -115,7 +116,7 @@ fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) 
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
             .default_service(web::to(routes::route_not_found))
     })
-    .shutdown_timeout(settings.shutdown_timeout_secs)
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
     .listen(listener)?;
     if let Some(workers) = settings.workers {
         server = server.workers(workers);

@@ -3,9 +3,9 @@
 
 use std::io::IsTerminal;
 
+use crate::settings::{LogFormat, LogSettings};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use infrastructure::{LogFormat, LogSettings};
 use tracing::{Span, Subscriber};
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 use tracing_subscriber::fmt::MakeWriter;

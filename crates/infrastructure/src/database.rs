@@ -1,51 +1,67 @@
-//! Opening the connection pool, checking that it is alive, and running migrations through it.
+//! Opening the connection pool, with a password or through `rds-iam`, checking that it is alive, and running
+//! migrations through it.
 
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
-use secrecy::ExposeSecret;
+use rds_iam::{IamConnectOptions, IamDatabase, IamPoolBuilder, IamSettings, TokenRefresher, TokenStatus};
+use sea_orm::{DatabaseConnection, DbErr, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
-use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
-use sqlx::pool::{Pool, PoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use crate::discovery::{DiscoveryError, discover};
-use crate::iam::{IamError, IamTokenSource, RefreshPolicy, TokenRefresher, TokenStatus, TokenTarget, load_aws_config};
-use crate::settings::{AuthMode, DatabaseBackend, DatabaseSettings, TlsMode};
+use crate::settings::{Auth, DatabaseBackend, DatabaseSettings, PoolSettings, key_and_variable};
 
-/// Why the database could not be opened or migrated.
+/// Why the database could not be opened or migrated. The text names the settings to change; the cause is the
+/// error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}")]
     Connect {
         url: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error(
-        "cannot connect to {url}: the server asks for the IAM token in clear text (mysql_clear_password), which the \
-         service only sends over TLS; set database.tls.mode (APP__DATABASE__TLS__MODE) to verify-full, verify-ca or \
-         require"
-    )]
-    CleartextNeedsTls { url: String },
-    #[error("database.url `{url}` is not usable: {source}")]
+    #[error("database.url `{url}` is not usable")]
     Options {
         url: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migration(#[source] DbErr),
-    #[error(transparent)]
-    Iam(#[from] IamError),
-    #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
+    #[error("{}", iam_hint(.0))]
+    Iam(#[source] rds_iam::Error),
+}
+
+/// What to change in this service's settings for each way IAM authentication can fail to start.
+fn iam_hint(error: &rds_iam::Error) -> String {
+    match error {
+        rds_iam::Error::NoRegion => format!(
+            "IAM authentication has no region: set {}",
+            key_and_variable("database.iam.region")
+        ),
+        rds_iam::Error::TlsRequired => format!(
+            "IAM authentication without TLS: set {} to verify-full, or {} = true for a local experiment",
+            key_and_variable("database.tls.mode"),
+            key_and_variable("database.iam.allow_without_tls")
+        ),
+        rds_iam::Error::CleartextNeedsTls { .. } => format!(
+            "IAM tokens are only sent over TLS: set {} to verify-full, verify-ca or require",
+            key_and_variable("database.tls.mode")
+        ),
+        rds_iam::Error::InvalidSetting { setting, .. } => {
+            format!("IAM setting {}", key_and_variable(&format!("database.iam.{setting}")))
+        }
+        _ => "IAM authentication could not start".to_owned(),
+    }
 }
 
 /// One migration and whether it has been applied.
@@ -63,6 +79,15 @@ pub struct Database {
     refresher: Option<Arc<TokenRefresher>>,
 }
 
+impl From<IamDatabase> for Database {
+    fn from(database: IamDatabase) -> Self {
+        Self {
+            connection: database.connection().clone(),
+            refresher: Some(Arc::clone(database.refresher())),
+        }
+    }
+}
+
 impl Database {
     /// Opens the pool and proves it works by opening its first connection, so that a wrong host, password, token or
     /// database name stops the service at start with the driver's own explanation. IAM credentials come from the
@@ -73,70 +98,64 @@ impl Database {
 
     /// Like [`Database::connect`], with the AWS configuration (credentials, region) given by the caller, for
     /// applications that already load one.
-    #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, auth = ?settings.auth))]
+    #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, backend = ?settings.backend()))]
     pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
-        let connect_error = |source| connect_error(settings, source);
-        let (connection, refresher) = match (settings.backend(), settings.auth) {
-            (DatabaseBackend::Postgres, AuthMode::Password) => {
-                let options = with_password(postgres_options(settings)?, settings, PgConnectOptions::password);
-                let pool = pool_options(settings)
-                    .connect_with(options)
-                    .await
-                    .map_err(connect_error)?;
-                (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), None)
+        let database = match (settings.backend(), &settings.auth) {
+            (DatabaseBackend::Postgres, Auth::Password(password)) => {
+                let pool = connect_with_password(settings, postgres_options(settings)?, password).await?;
+                Self::without_iam(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
             }
-            (DatabaseBackend::Postgres, AuthMode::Iam) => {
-                let (pool, refresher) = connect_with_iam(settings, aws, postgres_options(settings)?).await?;
-                (
-                    SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
-                    Some(Arc::new(refresher)),
-                )
+            (DatabaseBackend::MySql, Auth::Password(password)) => {
+                let pool = connect_with_password(settings, mysql_options(settings)?, password).await?;
+                Self::without_iam(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
             }
-            (DatabaseBackend::MySql, AuthMode::Iam) => {
-                let (pool, refresher) = connect_with_iam(settings, aws, mysql_options(settings)?).await?;
-                (
-                    SqlxMySqlConnector::from_sqlx_mysql_pool(pool),
-                    Some(Arc::new(refresher)),
-                )
+            (DatabaseBackend::Postgres, Auth::Iam(iam)) => {
+                Box::pin(connect_with_iam::<sqlx::Postgres>(
+                    settings,
+                    iam,
+                    aws,
+                    postgres_options(settings)?,
+                ))
+                .await?
             }
-            (DatabaseBackend::MySql, AuthMode::Password) => {
-                let options = with_password(mysql_options(settings)?, settings, MySqlConnectOptions::password);
-                let pool = pool_options(settings)
-                    .connect_with(options)
-                    .await
-                    .map_err(connect_error)?;
-                (SqlxMySqlConnector::from_sqlx_mysql_pool(pool), None)
+            (DatabaseBackend::MySql, Auth::Iam(iam)) => {
+                Box::pin(connect_with_iam::<sqlx::MySql>(
+                    settings,
+                    iam,
+                    aws,
+                    mysql_options(settings)?,
+                ))
+                .await?
             }
             (DatabaseBackend::Sqlite, _) => {
-                let pool = pool_options(settings)
+                let pool = pool_options(&settings.pool)
                     .connect_with(sqlite_options(settings)?)
                     .await
-                    .map_err(connect_error)?;
-                (SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), None)
+                    .map_err(|source| connect_error(settings, source))?;
+                Self::without_iam(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
             }
         };
         tracing::info!(backend = ?settings.backend(), "database pool open");
-        Ok(Self { connection, refresher })
+        Ok(database)
     }
 
-    /// Runs one database operation; when it fails because the server refused a new connection's credentials (an
-    /// expired or revoked IAM token), renews the token at once and runs it once more, as the AWS JDBC wrapper does.
-    /// The operation must not have had any effect when its connection was refused, which holds for every statement:
-    /// the failure happens before it is sent.
+    fn without_iam(connection: DatabaseConnection) -> Self {
+        Self {
+            connection,
+            refresher: None,
+        }
+    }
+
+    /// Runs one database operation; with IAM, once more with a renewed token when the server refused a new
+    /// connection's token (see [`TokenRefresher::retry_once_on_auth_failure`]).
     pub async fn run<T, F, Fut>(&self, operation: F) -> Result<T, DbErr>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        match (operation().await, &self.refresher) {
-            (Err(error), Some(refresher)) if is_authentication_failure(&error) => {
-                tracing::warn!(%error, "the server refused a new connection's token; renewing it and retrying once");
-                if let Err(renewal) = refresher.refresh_now().await {
-                    tracing::warn!(error = %renewal, "could not renew the token for the retry");
-                }
-                operation().await
-            }
-            (result, _) => result,
+        match &self.refresher {
+            Some(refresher) => refresher.retry_once_on_auth_failure(operation).await,
+            None => operation().await,
         }
     }
 
@@ -203,9 +222,12 @@ const RECENTLY_USED: Duration = Duration::from_millis(500);
 /// runtime thread down with it (sqlx issue 3645, fixed upstream after 0.9.0). Under churn that is not rare: the
 /// token-rotation test, whose connections live 3 seconds, hit it. Idle connections are therefore closed when next
 /// checked out rather than on a timer.
-fn pool_options<DB: sqlx::Database>(settings: &DatabaseSettings) -> PoolOptions<DB> {
-    let max_lifetime = settings.max_lifetime();
-    let idle_timeout = settings.idle_timeout();
+fn pool_options<DB: sqlx::Database>(settings: &PoolSettings) -> PoolOptions<DB> {
+    let PoolSettings {
+        max_lifetime,
+        idle_timeout,
+        ..
+    } = *settings;
     PoolOptions::new()
         .max_lifetime(None)
         .idle_timeout(None)
@@ -225,151 +247,79 @@ fn pool_options<DB: sqlx::Database>(settings: &DatabaseSettings) -> PoolOptions<
         .after_release(move |_, metadata| Box::pin(async move { Ok(metadata.age < max_lifetime) }))
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
-        .acquire_timeout(settings.acquire_timeout())
+        .acquire_timeout(settings.acquire_timeout)
 }
 
 /// What a driver's connection is configured with.
 type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;
 
 fn connect_error(settings: &DatabaseSettings, source: sqlx::Error) -> DatabaseError {
-    let url = settings.url.to_string();
-    // sqlx's own text for a switch to mysql_clear_password it was not allowed to follow; it says nothing of the fix.
-    if matches!(&source, sqlx::Error::Protocol(message) if message.contains("mysql_cleartext_plugin disabled")) {
-        return DatabaseError::CleartextNeedsTls { url };
+    DatabaseError::Connect {
+        url: settings.url.to_string(),
+        source,
     }
-    DatabaseError::Connect { url, source }
 }
 
-/// What IAM authentication needs from a driver's connect options.
-trait IamConnectOptions: Clone + Send + Sync + 'static {
-    fn address(&self) -> (String, u16);
-    fn at(self, host: &str, port: u16) -> Self;
-    fn with_token(self, token: &str) -> Self;
-}
-
-/// Both drivers spell these the same way, but share no trait that has them.
-macro_rules! iam_connect_options {
-    ($($options:ty),+) => {
-        $(
-            impl IamConnectOptions for $options {
-                fn address(&self) -> (String, u16) {
-                    (self.get_host().to_owned(), self.get_port())
-                }
-
-                fn at(self, host: &str, port: u16) -> Self {
-                    self.host(host).port(port)
-                }
-
-                fn with_token(self, token: &str) -> Self {
-                    self.password(token)
-                }
-            }
-        )+
-    };
-}
-
-iam_connect_options!(PgConnectOptions, MySqlConnectOptions);
-
-/// Signs the first token, opens the pool with it, and has every later token installed as the password of the
-/// connections the pool opens from then on (`Pool::set_connect_options`); open connections keep running, as on RDS.
-///
-/// With a cluster or instance id, the endpoint comes from RDS (`DescribeDBClusters`/`DescribeDBInstances`) rather
-/// than from the URL. Through a tunnel the pool connects to the tunnel, while tokens still name the endpoint.
-async fn connect_with_iam<DB: sqlx::Database>(
+/// Opens a pool that logs in with the configured static password, if any.
+async fn connect_with_password<DB: sqlx::Database>(
     settings: &DatabaseSettings,
-    mut aws: Option<SdkConfig>,
-    mut base: ConnectOptionsOf<DB>,
-) -> Result<(Pool<DB>, TokenRefresher), DatabaseError>
+    options: ConnectOptionsOf<DB>,
+    password: &Option<SecretString>,
+) -> Result<sqlx::Pool<DB>, DatabaseError>
 where
     ConnectOptionsOf<DB>: IamConnectOptions,
 {
-    let (mut host, mut port) = base.address();
-    if let Some(resource) = settings.iam.resource() {
-        let config = match aws {
-            Some(config) => config,
-            None => load_aws_config(settings.iam.region.as_deref()).await,
-        };
-        let endpoint = discover(&config, &resource).await?;
-        aws = Some(config);
-        tracing::info!(%resource, host = endpoint.host, port = endpoint.port, "database endpoint discovered");
-        base = base.at(&endpoint.host, endpoint.port);
-        (host, port) = (endpoint.host, endpoint.port);
-    }
-    if let Some((tunnel_host, tunnel_port)) = settings.iam.tunnel() {
-        base = base.at(tunnel_host, tunnel_port);
-    }
-    let target = TokenTarget {
-        host: settings.iam.signing_host.clone().unwrap_or(host),
-        port: settings.iam.signing_port.unwrap_or(port),
-        user: percent_encoding::percent_decode_str(settings.url.as_url().username())
-            .decode_utf8_lossy()
-            .into_owned(),
+    // `with_token` is the driver's password setter; a static password goes in the same way.
+    let options = match password {
+        Some(password) => options.with_token(password.expose_secret()),
+        None => options,
     };
-    let lifetime = Duration::from_secs(settings.iam.token_lifetime_secs);
-    let mut source = IamTokenSource::new(target, settings.iam.region.clone(), lifetime, aws).await?;
-    if let Some(role) = settings.iam.assume_role() {
-        source = source.assuming(&role).await;
-    }
-    let pool_cell: Arc<OnceLock<Pool<DB>>> = Arc::new(OnceLock::new());
-    let installer = {
-        let pool_cell = Arc::clone(&pool_cell);
-        let base = base.clone();
-        move |token: &crate::iam::IamToken| {
-            if let Some(pool) = pool_cell.get() {
-                pool.set_connect_options(base.clone().with_token(token.secret().expose_secret()));
-            }
-        }
-    };
-    let refresher = TokenRefresher::start(source, RefreshPolicy::from_settings(&settings.iam), installer).await?;
-    let first = refresher.current();
-    let pool = pool_options(settings)
-        .connect_with(base.clone().with_token(first.secret().expose_secret()))
+    pool_options(&settings.pool)
+        .connect_with(options)
         .await
-        .map_err(|source| connect_error(settings, source))?;
-    let _ = pool_cell.set(pool.clone());
-    // A renewal between reading `first` and filling the cell would otherwise be lost.
-    pool.set_connect_options(base.with_token(refresher.current().secret().expose_secret()));
-    Ok((pool, refresher))
+        .map_err(|source| connect_error(settings, source))
+}
+
+/// Opens a pool whose connections log in with IAM tokens that `rds-iam` signs and renews. Callers box this future:
+/// discovery, role assumption and the first connection nest deep enough to exceed the compiler's layout depth in
+/// the binary's `main`, and a start-up path has no use for it inline.
+async fn connect_with_iam<DB: sqlx::Database>(
+    settings: &DatabaseSettings,
+    iam: &IamSettings,
+    aws: Option<SdkConfig>,
+    options: ConnectOptionsOf<DB>,
+) -> Result<Database, DatabaseError>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions,
+    IamDatabase: From<rds_iam::IamPool<DB>>,
+{
+    // The options already carry the TLS settings; the builder checks the mode is fit for tokens.
+    let mut builder = IamPoolBuilder::<DB>::new(options)
+        .pool_options(pool_options(&settings.pool))
+        .settings(iam)
+        .tls_mode(settings.tls.mode);
+    if let Some(aws) = aws {
+        builder = builder.sdk_config(aws);
+    }
+    let pool = builder.connect().await.map_err(DatabaseError::Iam)?;
+    Ok(IamDatabase::from(pool).into())
 }
 
 /// The driver options from the URL and the TLS settings, without any password.
 fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
     let options: PgConnectOptions = options_from_url(settings)?;
-    warn_unless_fully_verified(settings);
-    let options = options.ssl_mode(match settings.tls_mode() {
-        TlsMode::Disable => PgSslMode::Disable,
-        TlsMode::Prefer => PgSslMode::Prefer,
-        TlsMode::Require => PgSslMode::Require,
-        TlsMode::VerifyCa => PgSslMode::VerifyCa,
-        TlsMode::VerifyFull => PgSslMode::VerifyFull,
-    });
-    let options = match &settings.tls.root_cert {
-        Some(path) => options.ssl_root_cert(path),
-        None => options,
-    };
-    Ok(options.application_name("tasks-api"))
+    Ok(options
+        .application_name("tasks-api")
+        .with_tls(settings.tls.mode, settings.tls.root_cert.as_deref()))
 }
 
-fn warn_unless_fully_verified(settings: &DatabaseSettings) {
-    let mode = settings.tls_mode();
-    if settings.auth == AuthMode::Iam && mode != TlsMode::VerifyFull {
-        tracing::warn!(
-            ?mode,
-            "IAM tokens are sent without full certificate and host name verification; use database.tls.mode = \
-             verify-full outside local experiments"
-        );
-    }
-}
-
-/// SQLSTATE class 28, invalid authorization: the server refused the credentials of a new connection.
-fn is_authentication_failure(error: &DbErr) -> bool {
-    let (DbErr::Conn(RuntimeErr::SqlxError(error))
-    | DbErr::Exec(RuntimeErr::SqlxError(error))
-    | DbErr::Query(RuntimeErr::SqlxError(error))) = error
-    else {
-        return false;
-    };
-    matches!(error.as_ref(), sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("28")))
+/// The driver options from the URL and the TLS settings, without any password.
+fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
+    let options: MySqlConnectOptions = options_from_url(settings)?;
+    // 4-byte UTF-8 on the connection too, or emoji are mangled before they reach the utf8mb4 column.
+    Ok(options
+        .charset("utf8mb4")
+        .with_tls(settings.tls.mode, settings.tls.root_cert.as_deref()))
 }
 
 /// The driver's options parsed from `database.url`.
@@ -380,46 +330,12 @@ fn options_from_url<O: FromStr<Err = sqlx::Error>>(settings: &DatabaseSettings) 
     })
 }
 
-/// The configured static password, if any, set with the driver's own setter.
-fn with_password<O>(options: O, settings: &DatabaseSettings, set: impl FnOnce(O, &str) -> O) -> O {
-    match settings.password() {
-        Some(password) => set(options, password.expose_secret()),
-        None => options,
-    }
-}
-
-/// The driver options from the URL and the TLS settings, without any password; with IAM, the cleartext plugin the
-/// token is sent with.
-fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
-    let options: MySqlConnectOptions = options_from_url(settings)?;
-    warn_unless_fully_verified(settings);
-    let mode = settings.tls_mode();
-    // IAM tokens travel in clear text inside the TLS session, so the plugin is allowed only when TLS is required.
-    let cleartext_token =
-        settings.auth == AuthMode::Iam && matches!(mode, TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull);
-    let options = options
-        .enable_cleartext_plugin(cleartext_token)
-        .ssl_mode(match mode {
-            TlsMode::Disable => MySqlSslMode::Disabled,
-            TlsMode::Prefer => MySqlSslMode::Preferred,
-            TlsMode::Require => MySqlSslMode::Required,
-            TlsMode::VerifyCa => MySqlSslMode::VerifyCa,
-            TlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
-        })
-        // 4-byte UTF-8 on the connection too, or emoji are mangled before they reach the utf8mb4 column.
-        .charset("utf8mb4");
-    Ok(match &settings.tls.root_cert {
-        Some(path) => options.ssl_ca(path),
-        None => options,
-    })
-}
-
 fn sqlite_options(settings: &DatabaseSettings) -> Result<SqliteConnectOptions, DatabaseError> {
     let options: SqliteConnectOptions = options_from_url(settings)?;
     // WAL lets readers proceed while one connection writes; the busy timeout makes concurrent writers queue for the
     // lock instead of failing with SQLITE_BUSY.
     Ok(options
         .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(settings.acquire_timeout())
+        .busy_timeout(settings.pool.acquire_timeout)
         .foreign_keys(true))
 }

@@ -1,16 +1,11 @@
-//! Everything the tasks service needs from the outside world: its settings, its database pool, and the SeaORM
-//! implementation of the domain's [`domain::TaskRepository`].
+//! Everything the tasks service needs from the outside world at run time: its database settings, its database pool
+//! (with a password or through `rds-iam`), and the SeaORM implementation of the domain's [`domain::TaskRepository`].
 
-pub mod admin;
 mod database;
-pub mod discovery;
-pub mod iam;
 mod repository;
 pub mod settings;
 
 pub use aws_config::SdkConfig;
 pub use database::{Database, DatabaseError, MigrationState};
 pub use repository::SeaOrmTaskRepository;
-pub use settings::{
-    DatabaseBackend, DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, SettingsError,
-};
+pub use settings::{Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, TlsSettings};

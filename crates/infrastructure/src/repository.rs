@@ -3,8 +3,9 @@
 
 use domain::{DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use entity::tasks;
+use rds_iam::{Classify, ErrorClass};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, SqlErr};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr};
 
 use crate::Database;
 
@@ -131,28 +132,8 @@ fn storage_error(error: DbErr) -> DomainError {
     }
 }
 
+/// The server could not be reached, dropped the session or refused the connection's credentials: the classes
+/// `rds-iam` sorts errors into, shared with its retry logic.
 fn is_unavailable(error: &DbErr) -> bool {
-    match error {
-        // Any failure to obtain a connection, whether the pool is exhausted or a new connection is refused.
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
-            match error.as_ref() {
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(error) => error.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// SQLSTATEs that mean the server refused or dropped the session, not that the statement was wrong: connection
-/// exceptions (08), insufficient resources (53), operator intervention such as a shutdown or a dropped database (57P),
-/// and failed authentication (28).
-fn is_unavailable_sqlstate(code: &str) -> bool {
-    ["08", "53", "57P", "28"].iter().any(|class| code.starts_with(class))
+    matches!(error.class(), ErrorClass::Unavailable | ErrorClass::AuthFailure)
 }

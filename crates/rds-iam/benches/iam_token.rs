@@ -1,13 +1,12 @@
 //! What IAM authentication costs: signing a token (once per renewal, never on the request path) and reading the
-//! current one (once per new connection). `cargo bench -p infrastructure`.
+//! current one (once per new connection). `cargo bench -p rds-iam`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use criterion::{Criterion, criterion_group, criterion_main};
-use infrastructure::iam::{IamTokenSource, RefreshPolicy, TokenRefresher, TokenTarget};
+use rds_iam::{RdsTokenSigner, RefreshPolicy, TokenLifetime, TokenRefresher, TokenTarget};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -17,7 +16,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-async fn source() -> IamTokenSource {
+async fn signer() -> RdsTokenSigner {
     let aws = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
@@ -34,30 +33,24 @@ async fn source() -> IamTokenSource {
         port: 5432,
         user: "db_iam_user".to_owned(),
     };
-    IamTokenSource::new(target, None, Duration::from_secs(900), Some(aws))
+    RdsTokenSigner::new(target, None, TokenLifetime::MAX, Some(aws))
         .await
-        .expect("a token source")
+        .expect("a token signer")
 }
 
 fn token_generation(c: &mut Criterion) {
     let runtime = runtime();
-    let source = runtime.block_on(source());
+    let signer = runtime.block_on(signer());
     c.bench_function("sign a new IAM token", |b| {
         b.to_async(&runtime)
-            .iter(|| async { black_box(source.generate().await.expect("a token")) });
+            .iter(|| async { black_box(signer.sign().await.expect("a token")) });
     });
 }
 
 fn current_token(c: &mut Criterion) {
     let runtime = runtime();
-    let policy = RefreshPolicy {
-        refresh_fraction: 0.8,
-        jitter_fraction: 0.05,
-        retry_min: Duration::from_millis(200),
-        retry_max: Duration::from_secs(30),
-    };
     let refresher = runtime.block_on(async {
-        TokenRefresher::start(source().await, policy, |_| {})
+        TokenRefresher::start(signer().await, RefreshPolicy::default(), |_| {})
             .await
             .expect("a refresher")
     });

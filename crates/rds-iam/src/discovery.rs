@@ -1,39 +1,13 @@
 //! Finding a database's endpoint from its RDS identifier (`DescribeDBClusters` / `DescribeDBInstances`) instead of
 //! hard-coding host names, and refusing databases whose IAM authentication is off before any token is signed.
+//! Needs the `discovery` feature and the `rds:DescribeDBClusters` or `rds:DescribeDBInstances` permission.
 
 use aws_config::SdkConfig;
 use aws_sdk_rds::Client;
-use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_rds::error::ProvideErrorMetadata;
 
-/// Which RDS resource the service talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseResource {
-    /// An Aurora cluster, through its writer endpoint or, with `reader`, its reader endpoint.
-    Cluster { id: String, reader: bool },
-    /// A single RDS instance.
-    Instance { id: String },
-}
-
-impl DatabaseResource {
-    /// The AWS CLI command that turns IAM database authentication on for this resource.
-    #[must_use]
-    pub fn enable_iam_command(&self) -> String {
-        let (command, flag, id) = match self {
-            Self::Cluster { id, .. } => ("modify-db-cluster", "db-cluster-identifier", id),
-            Self::Instance { id } => ("modify-db-instance", "db-instance-identifier", id),
-        };
-        format!("aws rds {command} --{flag} {id} --enable-iam-database-authentication --apply-immediately")
-    }
-}
-
-impl std::fmt::Display for DatabaseResource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cluster { id, .. } => write!(f, "DB cluster `{id}`"),
-            Self::Instance { id } => write!(f, "DB instance `{id}`"),
-        }
-    }
-}
+use crate::error::BoxError;
+pub use crate::settings::DatabaseResource;
 
 /// Where a resource answers, and what RDS says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +18,9 @@ pub struct DiscoveredEndpoint {
     pub resource_id: String,
 }
 
+/// Why no endpoint could be had for a resource.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     #[error("{0} was not found in this account and region (check the identifier and AWS_REGION)")]
     NotFound(DatabaseResource),
@@ -55,8 +31,12 @@ pub enum DiscoveryError {
     IamDisabled(DatabaseResource),
     #[error("{0} has no endpoint yet (is it still being created?)")]
     NoEndpoint(DatabaseResource),
-    #[error("cannot describe {resource}: {reason}")]
-    Api { resource: DatabaseResource, reason: String },
+    #[error("cannot describe {resource}")]
+    Api {
+        resource: DatabaseResource,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// What RDS says about a resource.
@@ -85,7 +65,7 @@ pub async fn describe(aws: &SdkConfig, resource: &DatabaseResource) -> Result<De
                 .db_cluster_identifier(id)
                 .send()
                 .await
-                .map_err(|error| api_error(resource, &error, "DBClusterNotFoundFault"))?;
+                .map_err(|error| api_error(resource, error, "DBClusterNotFoundFault"))?;
             let cluster = output
                 .db_clusters()
                 .first()
@@ -108,7 +88,7 @@ pub async fn describe(aws: &SdkConfig, resource: &DatabaseResource) -> Result<De
                 .db_instance_identifier(id)
                 .send()
                 .await
-                .map_err(|error| api_error(resource, &error, "DBInstanceNotFound"))?;
+                .map_err(|error| api_error(resource, error, "DBInstanceNotFound"))?;
             let instance = output
                 .db_instances()
                 .first()
@@ -135,16 +115,16 @@ pub async fn describe(aws: &SdkConfig, resource: &DatabaseResource) -> Result<De
     }
 }
 
-fn api_error<E>(resource: &DatabaseResource, error: &E, not_found_code: &str) -> DiscoveryError
+fn api_error<E>(resource: &DatabaseResource, error: E, not_found_code: &str) -> DiscoveryError
 where
-    E: ProvideErrorMetadata + std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     if error.code() == Some(not_found_code) {
         DiscoveryError::NotFound(resource.clone())
     } else {
         DiscoveryError::Api {
             resource: resource.clone(),
-            reason: DisplayErrorContext(error).to_string(),
+            source: error.into(),
         }
     }
 }

@@ -2,13 +2,14 @@
 //! IAM policy, turning IAM authentication on, and the database user with only what the service needs.
 
 use aws_config::SdkConfig;
-use aws_sdk_rds::error::DisplayErrorContext;
+use infrastructure::{DatabaseBackend, DatabaseUrl};
+use rds_iam::BoxError;
+use rds_iam::discovery::{DatabaseResource, DiscoveryError, describe};
+use secrecy::ExposeSecret;
 use serde_json::json;
 use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
-
-use crate::discovery::{DatabaseResource, DiscoveryError, describe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -16,12 +17,16 @@ pub enum AdminError {
     Discovery(#[from] DiscoveryError),
     #[error("no AWS region: pass --region or set AWS_REGION")]
     NoRegion,
-    #[error("{action} failed: {reason}")]
-    Aws { action: &'static str, reason: String },
-    #[error("cannot connect with --admin-url: {0}")]
+    #[error("{action} failed")]
+    Aws {
+        action: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("cannot connect with --admin-url")]
     Connect(#[source] sqlx::Error),
-    #[error("--admin-url must be postgres:// or mysql://")]
-    Scheme,
+    #[error("--admin-url must be postgres:// or mysql://: {0}")]
+    AdminUrl(String),
     #[error("--db-user must be 1 to 63 characters without quotes, backslashes or control characters")]
     UserName,
     #[error("the `tasks` table does not exist yet: run `tasks-api migrate up` with the administrator URL first")]
@@ -31,14 +36,14 @@ pub enum AdminError {
          IAM emulator, one without a password), then run this again to grant it what the service needs"
     )]
     NoAwsPlugin(String),
-    #[error("{0}")]
+    #[error("a provisioning statement failed")]
     Sql(#[source] sqlx::Error),
 }
 
-fn aws_error(action: &'static str, error: &(impl std::error::Error + 'static)) -> AdminError {
+fn aws_error(action: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> AdminError {
     AdminError::Aws {
         action,
-        reason: DisplayErrorContext(error).to_string(),
+        source: error.into(),
     }
 }
 
@@ -62,7 +67,7 @@ pub async fn connect_policy(
         .get_caller_identity()
         .send()
         .await
-        .map_err(|error| aws_error("sts:GetCallerIdentity", &error))?;
+        .map_err(|error| aws_error("sts:GetCallerIdentity", error))?;
     let caller_arn = identity.arn().unwrap_or_default();
     let partition = caller_arn
         .split(':')
@@ -95,7 +100,7 @@ pub async fn create_policy(aws: &SdkConfig, name: &str, policy: &ConnectPolicy) 
         .policy_document(policy.document.to_string())
         .send()
         .await
-        .map_err(|error| aws_error("iam:CreatePolicy", &error))?;
+        .map_err(|error| aws_error("iam:CreatePolicy", error))?;
     Ok(created
         .policy()
         .and_then(|policy| policy.arn())
@@ -127,7 +132,7 @@ pub async fn enable_iam(aws: &SdkConfig, resource: &DatabaseResource) -> Result<
                 .apply_immediately(true)
                 .send()
                 .await
-                .map_err(|error| aws_error("rds:ModifyDBCluster", &error))?;
+                .map_err(|error| aws_error("rds:ModifyDBCluster", error))?;
         }
         DatabaseResource::Instance { id } => {
             client
@@ -137,7 +142,7 @@ pub async fn enable_iam(aws: &SdkConfig, resource: &DatabaseResource) -> Result<
                 .apply_immediately(true)
                 .send()
                 .await
-                .map_err(|error| aws_error("rds:ModifyDBInstance", &error))?;
+                .map_err(|error| aws_error("rds:ModifyDBInstance", error))?;
         }
     }
     Ok(if describe(aws, resource).await?.iam_enabled {
@@ -159,19 +164,27 @@ pub async fn provision_db_user(admin_url: &str, db_user: &str) -> Result<Vec<Str
     {
         return Err(AdminError::UserName);
     }
-    let scheme = admin_url.split_once("://").map(|(scheme, _)| scheme);
-    match scheme {
-        Some("postgres" | "postgresql") => {
-            let mut connection = PgConnection::connect(admin_url).await.map_err(AdminError::Connect)?;
+    let url = DatabaseUrl::parse(admin_url).map_err(AdminError::AdminUrl)?;
+    // The URL's password, when it has one, is back in the string sqlx parses; it never reaches a message.
+    let mut with_password = url.as_url().clone();
+    if let Some(password) = url.password() {
+        let _ = with_password.set_password(Some(password.expose_secret()));
+    }
+    match url.backend() {
+        DatabaseBackend::Postgres => {
+            let mut connection = PgConnection::connect(with_password.as_str())
+                .await
+                .map_err(AdminError::Connect)?;
             provision_postgres(&mut connection, db_user).await
         }
-        Some("mysql" | "mariadb") => {
-            let mut connection = MySqlConnection::connect(&admin_url.replacen("mariadb://", "mysql://", 1))
+        DatabaseBackend::MySql => {
+            let _ = with_password.set_scheme("mysql");
+            let mut connection = MySqlConnection::connect(with_password.as_str())
                 .await
                 .map_err(AdminError::Connect)?;
             provision_mysql(&mut connection, db_user).await
         }
-        _ => Err(AdminError::Scheme),
+        DatabaseBackend::Sqlite => Err(AdminError::AdminUrl("SQLite has no users to provision".to_owned())),
     }
 }
 

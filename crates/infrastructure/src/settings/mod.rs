@@ -1,0 +1,211 @@
+//! The database settings, parsed into types as they are read: durations are `Duration`s, the TLS mode is resolved
+//! once, a password is a secret wherever it was written, and IAM settings exist only with IAM authentication.
+
+mod url;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rds_iam::{IamSettings, TlsMode};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use self::url::{DatabaseBackend, DatabaseUrl};
+
+/// The environment variable that sets a key: `database.max_connections` is `APP__DATABASE__MAX_CONNECTIONS`.
+#[must_use]
+pub fn environment_variable_for(key: &str) -> String {
+    format!("APP__{}", key.replace('.', "__").to_uppercase())
+}
+
+/// A key and the variable that sets it, for messages: `database.password (APP__DATABASE__PASSWORD)`.
+#[must_use]
+pub fn key_and_variable(key: &str) -> String {
+    format!("{key} ({})", environment_variable_for(key))
+}
+
+/// The database, how the service authenticates to it, and the pool of connections to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawDatabaseSettings")]
+pub struct DatabaseSettings {
+    /// Where the database is, without any password.
+    pub url: DatabaseUrl,
+    pub pool: PoolSettings,
+    /// Apply pending migrations when the service starts.
+    pub migrate_on_start: bool,
+    pub auth: Auth,
+    pub tls: TlsSettings,
+}
+
+/// How the service proves who it is.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// The password in the URL or in `database.password`, if any.
+    Password(Option<SecretString>),
+    /// A fresh RDS IAM token for every new connection; no stored password. Boxed: it is large, and read once.
+    Iam(Box<IamSettings>),
+}
+
+/// The connection pool's size and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a request waits for a free connection before it is answered with 503.
+    pub acquire_timeout: Duration,
+    /// Connections idle this long are closed when next handed out.
+    pub idle_timeout: Duration,
+    /// Connections this old are replaced when handed out or returned.
+    pub max_lifetime: Duration,
+}
+
+/// TLS to the database server, resolved once from `database.tls.mode`, the URL's `sslmode` and the auth mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    /// The CA certificates to trust, such as the RDS `global-bundle.pem`; the built-in web PKI roots when unset.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl DatabaseSettings {
+    #[must_use]
+    pub fn backend(&self) -> DatabaseBackend {
+        self.url.backend()
+    }
+}
+
+/// The settings as written, one key each.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabaseSettings {
+    url: DatabaseUrl,
+    password: Option<SecretString>,
+    max_connections: u32,
+    min_connections: u32,
+    #[serde(deserialize_with = "seconds")]
+    acquire_timeout_secs: Duration,
+    #[serde(deserialize_with = "seconds")]
+    idle_timeout_secs: Duration,
+    #[serde(deserialize_with = "seconds")]
+    max_lifetime_secs: Duration,
+    migrate_on_start: bool,
+    auth: AuthMode,
+    iam: IamSettings,
+    tls: RawTlsSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthMode {
+    Password,
+    Iam,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsSettings {
+    mode: Option<TlsMode>,
+    root_cert: Option<PathBuf>,
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_secs)
+}
+
+/// A problem with the `database` settings, naming the key and its variable.
+fn invalid(key: &str, problem: &str) -> String {
+    format!("{}: {problem}", key_and_variable(key))
+}
+
+impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
+    type Error = String;
+
+    fn try_from(raw: RawDatabaseSettings) -> Result<Self, String> {
+        if raw.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if raw.min_connections > raw.max_connections {
+            return Err(invalid(
+                "database.min_connections",
+                &format!("must not exceed database.max_connections ({})", raw.max_connections),
+            ));
+        }
+        let password = match (raw.password, raw.url.password()) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "database.password",
+                    "a password is also written in database.url; keep only one of them",
+                ));
+            }
+            (password, in_url) => password.or_else(|| in_url.cloned()),
+        };
+        let tls = TlsSettings {
+            mode: resolve_tls_mode(raw.tls.mode, &raw.url, raw.auth),
+            root_cert: raw.tls.root_cert,
+        };
+        let auth = match raw.auth {
+            AuthMode::Password => Auth::Password(password),
+            AuthMode::Iam => {
+                check_iam_url(&raw.url, password.is_some())?;
+                Auth::Iam(Box::new(raw.iam))
+            }
+        };
+        Ok(Self {
+            url: raw.url,
+            pool: PoolSettings {
+                max_connections: raw.max_connections,
+                min_connections: raw.min_connections,
+                acquire_timeout: raw.acquire_timeout_secs,
+                idle_timeout: raw.idle_timeout_secs,
+                max_lifetime: raw.max_lifetime_secs,
+            },
+            migrate_on_start: raw.migrate_on_start,
+            auth,
+            tls,
+        })
+    }
+}
+
+/// What IAM authentication needs from the URL: a server that has it, a user, and no password.
+fn check_iam_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
+    if url.backend() == DatabaseBackend::Sqlite {
+        return Err(invalid(
+            "database.auth",
+            "IAM authentication needs a postgres:// or mysql:// database.url (RDS, Aurora PostgreSQL or MySQL, RDS \
+             MariaDB)",
+        ));
+    }
+    if url.as_url().username().is_empty() {
+        return Err(invalid(
+            "database.url",
+            "IAM authentication needs the database user in the URL: postgres://db_iam_user@host:5432/db or \
+             mysql://db_iam_user@host:3306/db",
+        ));
+    }
+    if has_password {
+        return Err(invalid(
+            "database.password",
+            "must not be set with database.auth = iam: the token is the password (remove it from the URL too)",
+        ));
+    }
+    Ok(())
+}
+
+/// `database.tls.mode`, else the URL's `sslmode` (PostgreSQL) or `ssl-mode` (MySQL), else `verify-full` with IAM
+/// and `prefer` with a password.
+fn resolve_tls_mode(configured: Option<TlsMode>, url: &DatabaseUrl, auth: AuthMode) -> TlsMode {
+    let from_url = url.as_url().query_pairs().find_map(|(name, value)| {
+        (name == "sslmode" || name == "ssl-mode").then(|| match value.to_ascii_lowercase().replace('_', "-").as_str() {
+            "disable" | "disabled" => TlsMode::Disable,
+            "require" | "required" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" | "verify-identity" => TlsMode::VerifyFull,
+            _ => TlsMode::Prefer,
+        })
+    });
+    match (configured.or(from_url), auth) {
+        (Some(mode), _) => mode,
+        (None, AuthMode::Iam) => TlsMode::VerifyFull,
+        (None, AuthMode::Password) => TlsMode::Prefer,
+    }
+}

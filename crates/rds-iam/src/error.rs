@@ -1,0 +1,79 @@
+//! What can go wrong, as enums to match on. Messages name this crate's settings; each keeps its cause as
+//! `source()`, so print the whole chain once, where the error is reported.
+
+use crate::token::TokenTarget;
+
+/// A boxed cause from the AWS SDK or another signer.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why no token could be signed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot sign an IAM token for {target} (AWS credentials come from the SDK's default chain: \
+     AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, SSO, web identity, ECS or EC2 instance roles)"
+)]
+pub struct SignError {
+    target: String,
+    #[source]
+    source: BoxError,
+}
+
+impl SignError {
+    /// A signing failure for `target`, caused by `source`.
+    pub fn new(target: &TokenTarget, source: impl Into<BoxError>) -> Self {
+        Self {
+            target: target.to_string(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Why an IAM-authenticated pool could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No region was given, none is in the host name, and the AWS region chain has none.
+    #[error(
+        "no AWS region to sign IAM tokens for: set the region (IamPoolBuilder::region, or `region` in IamSettings), \
+         use an RDS host name (name.id.region.rds.amazonaws.com), or set AWS_REGION"
+    )]
+    NoRegion,
+    /// A setting has a value that cannot work.
+    #[error("`{setting}` {problem}")]
+    InvalidSetting {
+        /// The setting's name, as in [`crate::IamSettings`].
+        setting: &'static str,
+        /// What is wrong with it and how to fix it.
+        problem: String,
+    },
+    /// IAM tokens would travel without TLS.
+    #[error(
+        "IAM tokens must not travel without TLS: use TlsMode::VerifyFull (the default), or allow_without_tls for a \
+         local experiment"
+    )]
+    TlsRequired,
+    /// The first token could not be signed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The first connection was refused or failed.
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        /// Where the pool connected: `host:port` (the tunnel's, when there is one).
+        endpoint: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A MySQL server asked for the token in clear text while TLS was not required.
+    #[error(
+        "cannot connect to {endpoint}: the server asks for the IAM token in clear text (mysql_clear_password), which \
+         is only sent over TLS; use TlsMode::VerifyFull (the default), VerifyCa or Require"
+    )]
+    CleartextNeedsTls {
+        /// Where the pool connected.
+        endpoint: String,
+    },
+    /// Looking up the endpoint of a cluster or instance failed.
+    #[cfg(feature = "discovery")]
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
+}

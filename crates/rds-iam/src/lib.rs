@@ -1,0 +1,131 @@
+//! IAM database authentication for Amazon RDS and Aurora (PostgreSQL, MySQL, MariaDB) in sqlx and SeaORM pools.
+//!
+//! With IAM authentication there is no database password: every new connection presents a token, a SigV4-signed
+//! request valid for up to 15 minutes, signed with whatever AWS credentials the process has. This crate gives you a
+//! sqlx pool (or a SeaORM connection) that does this for you:
+//!
+//! - the first token is signed before the pool opens anything, so missing credentials or region stop you at start;
+//! - a background task renews it at 80 % of its life (with jitter), never on the request path, and never later than
+//!   30 s before the signing credentials themselves expire; reading the current token is a read lock and an `Arc`
+//!   clone;
+//! - when renewing fails it retries with capped exponential back-off and keeps the last good token until it expires;
+//! - a connection refused for its token triggers one renewal and one retry ([`IamPool::run`]);
+//! - TLS is verify-full unless you say otherwise, and MySQL's cleartext plugin (which RDS requires for tokens) is only
+//!   enabled when TLS is required;
+//! - the region comes from the RDS host name or the AWS region chain, never a silent `us-east-1`;
+//! - tunnels, RDS Proxy and other front ends: sign for the endpoint, connect elsewhere; roles to assume; cluster and
+//!   instance endpoints looked up by identifier.
+//!
+//! # sqlx
+//!
+//! ```no_run
+//! use std::str::FromStr;
+//!
+//! use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! // The user is the database user that was granted `rds_iam`; no password.
+//! let options = PgConnectOptions::from_str(
+//!     "postgres://db_iam_user@tasks.cluster-c9di9qmu8xqw.eu-west-1.rds.amazonaws.com:5432/tasksmanager",
+//! )?;
+//! let database = rds_iam::PgIamPool::builder(options)
+//!     .root_cert("/etc/ssl/rds/global-bundle.pem")
+//!     .pool_options(PgPoolOptions::new().max_connections(16))
+//!     .connect()
+//!     .await?;
+//! let user: String = sqlx::query_scalar("SELECT current_user").fetch_one(database.pool()).await?;
+//! println!("connected as {user}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Keep the [`IamPool`] (or a clone) for as long as you use its pool: it owns the renewal.
+//!
+//! # SeaORM
+//!
+//! ```no_run
+//! use std::str::FromStr;
+//!
+//! use sea_orm::{ConnectionTrait, Statement};
+//! use sqlx::mysql::MySqlConnectOptions;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = MySqlConnectOptions::from_str("mysql://db_iam_user@tasks.cluster-c9di9qmu8xqw.eu-west-1.rds.amazonaws.com:3306/tasksmanager")?;
+//! let database: rds_iam::IamDatabase = rds_iam::MySqlIamPool::builder(options).connect().await?.into();
+//! let backend = database.connection().get_database_backend();
+//! let row = database
+//!     .connection()
+//!     .query_one_raw(Statement::from_string(backend, "SELECT CURRENT_USER()"))
+//!     .await?;
+//! println!("{row:?}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `postgres` | [`PgIamPool`], for RDS PostgreSQL and Aurora PostgreSQL |
+//! | `mysql` | [`MySqlIamPool`], for RDS MySQL, Aurora MySQL and RDS MariaDB |
+//! | `sea-orm` | [`IamDatabase`], a SeaORM `DatabaseConnection` over either pool |
+//! | `discovery` | [`IamPoolBuilder::discover`] and [`discovery`]: the endpoint from a cluster or instance identifier |
+//! | `serde` | [`IamSettings`], every setting as one deserialisable struct, and `Deserialize` for [`TlsMode`] |
+//!
+//! None is on by default. The pieces underneath work on their own too: [`RdsTokenSigner`] signs tokens (for `psql`,
+//! say), [`TokenRefresher`] keeps one fresh for any client, and [`TokenSigner`] lets tests or other token services
+//! plug in.
+//!
+//! # What AWS needs
+//!
+//! IAM authentication switched on for the cluster or instance; a database user created for it (PostgreSQL:
+//! `CREATE USER db_iam_user; GRANT rds_iam TO db_iam_user;`, MySQL: `CREATE USER db_iam_user IDENTIFIED WITH
+//! AWSAuthenticationPlugin AS 'RDS';`); and a policy allowing `rds-db:connect` on
+//! `arn:aws:rds-db:REGION:ACCOUNT:dbuser:RESOURCE_ID/db_iam_user` for the credentials the process runs with.
+
+mod classify;
+#[cfg(feature = "discovery")]
+pub mod discovery;
+mod error;
+mod pool;
+mod refresher;
+mod region;
+#[cfg(feature = "sea-orm")]
+mod sea_orm;
+mod settings;
+mod signer;
+mod token;
+
+pub use classify::{Classify, ErrorClass, classify, classify_sqlstate};
+pub use error::{BoxError, Error, SignError};
+pub use pool::{ConnectOptionsOf, IamConnectOptions, IamPool, IamPoolBuilder, TlsMode};
+pub use refresher::{RefreshPolicy, TokenListener, TokenRefresher, TokenStatus};
+pub use region::region_from_host;
+#[cfg(feature = "sea-orm")]
+pub use sea_orm::IamDatabase;
+#[cfg(feature = "serde")]
+pub use settings::IamSettings;
+pub use settings::{AssumeRole, DatabaseResource, HostPort, InvalidValue, RoleArn, SessionName, TokenLifetime};
+pub use signer::{RdsTokenSigner, SignFuture, TokenSigner, load_aws_config};
+pub use token::{IamToken, TokenTarget};
+
+/// An IAM-authenticated PostgreSQL pool.
+#[cfg(feature = "postgres")]
+pub type PgIamPool = IamPool<sqlx::Postgres>;
+
+/// An IAM-authenticated MySQL or MariaDB pool.
+#[cfg(feature = "mysql")]
+pub type MySqlIamPool = IamPool<sqlx::MySql>;
+
+/// An error and all its causes on one line (`outer: cause: root cause`), for logs and status reports.
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    use std::fmt::Write as _;
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}

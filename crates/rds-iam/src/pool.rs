@@ -1,0 +1,514 @@
+//! An IAM-authenticated sqlx pool: the builder that sets it up and the pool that keeps itself supplied with tokens.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use secrecy::ExposeSecret;
+use sqlx::pool::{Pool, PoolOptions};
+
+use crate::classify::Classify;
+use crate::error::Error;
+use crate::refresher::{RefreshPolicy, TokenRefresher, TokenStatus};
+use crate::settings::{AssumeRole, DatabaseResource, HostPort, TokenLifetime};
+use crate::signer::{RdsTokenSigner, TokenSigner};
+use crate::token::{IamToken, TokenTarget};
+
+/// What a driver's connection is configured with: `PgConnectOptions`, `MySqlConnectOptions`.
+pub type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as sqlx::Connection>::Options;
+
+/// How the connection to the server is protected. IAM tokens are bearer credentials for up to 15 minutes, so the
+/// default is [`TlsMode::VerifyFull`]: encrypted, certificate chain and host name checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize), serde(rename_all = "kebab-case"))]
+pub enum TlsMode {
+    /// No TLS: refused with IAM unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
+    Disable,
+    /// TLS when the server offers it.
+    Prefer,
+    /// TLS, without checking the certificate.
+    Require,
+    /// TLS with the certificate chain checked, not the host name.
+    VerifyCa,
+    /// TLS with the certificate chain and the host name checked (MySQL's `VERIFY_IDENTITY`).
+    #[default]
+    VerifyFull,
+}
+
+/// What IAM authentication needs from a driver's connect options. Implemented for `PgConnectOptions` (feature
+/// `postgres`) and `MySqlConnectOptions` (feature `mysql`).
+pub trait IamConnectOptions: sqlx::ConnectOptions + Clone + Send + Sync + 'static {
+    /// The host and port the options connect to.
+    fn address(&self) -> (String, u16);
+    /// The database user.
+    fn user(&self) -> String;
+    /// The same options, connecting to `host:port`.
+    #[must_use]
+    fn at(self, host: &str, port: u16) -> Self;
+    /// The same options, logging in as `user`.
+    #[must_use]
+    fn with_user(self, user: &str) -> Self;
+    /// The same options, presenting `token` as the password.
+    #[must_use]
+    fn with_token(self, token: &str) -> Self;
+    /// The same options with TLS set to `mode`, trusting `root_cert` when given.
+    #[must_use]
+    fn with_tls(self, mode: TlsMode, root_cert: Option<&Path>) -> Self;
+    /// The same options, sending the token in clear text when the server asks for it that way (MySQL's
+    /// `mysql_clear_password`, which RDS uses) only if `mode` requires TLS. PostgreSQL has nothing to set.
+    #[must_use]
+    fn with_cleartext_token_under(self, mode: TlsMode) -> Self;
+}
+
+/// Both drivers spell these the same way, but share no trait that has them.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! endpoint_and_password {
+    () => {
+        fn address(&self) -> (String, u16) {
+            (self.get_host().to_owned(), self.get_port())
+        }
+
+        fn user(&self) -> String {
+            self.get_username().to_owned()
+        }
+
+        fn at(self, host: &str, port: u16) -> Self {
+            self.host(host).port(port)
+        }
+
+        fn with_user(self, user: &str) -> Self {
+            self.username(user)
+        }
+
+        fn with_token(self, token: &str) -> Self {
+            self.password(token)
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+impl IamConnectOptions for sqlx::postgres::PgConnectOptions {
+    endpoint_and_password!();
+
+    fn with_cleartext_token_under(self, _: TlsMode) -> Self {
+        self
+    }
+
+    fn with_tls(self, mode: TlsMode, root_cert: Option<&Path>) -> Self {
+        use sqlx::postgres::PgSslMode;
+        let options = self.ssl_mode(match mode {
+            TlsMode::Disable => PgSslMode::Disable,
+            TlsMode::Prefer => PgSslMode::Prefer,
+            TlsMode::Require => PgSslMode::Require,
+            TlsMode::VerifyCa => PgSslMode::VerifyCa,
+            TlsMode::VerifyFull => PgSslMode::VerifyFull,
+        });
+        match root_cert {
+            Some(path) => options.ssl_root_cert(path),
+            None => options,
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl IamConnectOptions for sqlx::mysql::MySqlConnectOptions {
+    endpoint_and_password!();
+
+    /// RDS asks MySQL clients for the token with `mysql_clear_password`, so the token crosses the wire as typed.
+    fn with_cleartext_token_under(self, mode: TlsMode) -> Self {
+        self.enable_cleartext_plugin(matches!(
+            mode,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull
+        ))
+    }
+
+    fn with_tls(self, mode: TlsMode, root_cert: Option<&Path>) -> Self {
+        use sqlx::mysql::MySqlSslMode;
+        let options = self.ssl_mode(match mode {
+            TlsMode::Disable => MySqlSslMode::Disabled,
+            TlsMode::Prefer => MySqlSslMode::Preferred,
+            TlsMode::Require => MySqlSslMode::Required,
+            TlsMode::VerifyCa => MySqlSslMode::VerifyCa,
+            TlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        });
+        match root_cert {
+            Some(path) => options.ssl_ca(path),
+            None => options,
+        }
+    }
+}
+
+/// Sets up an [`IamPool`]: where to connect, whom tokens are signed for, and how they are renewed.
+///
+/// Start from the driver's connect options (host, port, user, database); everything else has a default: the region
+/// from the host name or the AWS region chain, 15-minute tokens renewed at 80 % of their life, TLS verify-full.
+pub struct IamPoolBuilder<DB: sqlx::Database> {
+    options: ConnectOptionsOf<DB>,
+    pool_options: PoolOptions<DB>,
+    region: Option<String>,
+    signing_host: Option<String>,
+    signing_port: Option<u16>,
+    tunnel: Option<HostPort>,
+    assume_role: Option<AssumeRole>,
+    lifetime: TokenLifetime,
+    policy: RefreshPolicy,
+    tls_mode: TlsMode,
+    root_cert: Option<PathBuf>,
+    allow_without_tls: bool,
+    sdk_config: Option<SdkConfig>,
+    signer: Option<Box<dyn TokenSigner>>,
+    resource: Option<DatabaseResource>,
+}
+
+impl<DB: sqlx::Database> fmt::Debug for IamPoolBuilder<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IamPoolBuilder")
+            .field("region", &self.region)
+            .field("tunnel", &self.tunnel)
+            .field("lifetime", &self.lifetime)
+            .field("tls_mode", &self.tls_mode)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: sqlx::Database> IamPoolBuilder<DB>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions,
+{
+    /// A builder for a pool connecting with `options`, whose user is the database user tokens are signed for. A
+    /// password in them is ignored: the token replaces it.
+    #[must_use]
+    pub fn new(options: ConnectOptionsOf<DB>) -> Self {
+        Self {
+            options,
+            pool_options: PoolOptions::new(),
+            region: None,
+            signing_host: None,
+            signing_port: None,
+            tunnel: None,
+            assume_role: None,
+            lifetime: TokenLifetime::default(),
+            policy: RefreshPolicy::default(),
+            tls_mode: TlsMode::default(),
+            root_cert: None,
+            allow_without_tls: false,
+            sdk_config: None,
+            signer: None,
+            resource: None,
+        }
+    }
+
+    /// The pool's own options: size, timeouts, callbacks.
+    #[must_use]
+    pub fn pool_options(mut self, pool_options: PoolOptions<DB>) -> Self {
+        self.pool_options = pool_options;
+        self
+    }
+
+    /// The endpoint to connect to and sign for, replacing the connect options' host and port.
+    #[must_use]
+    pub fn endpoint(mut self, host: &str, port: u16) -> Self {
+        self.options = self.options.at(host, port);
+        self
+    }
+
+    /// The database user tokens are signed for and connections log in as.
+    #[must_use]
+    pub fn user(mut self, user: &str) -> Self {
+        self.options = self.options.with_user(user);
+        self
+    }
+
+    /// The region tokens are signed for; by default read from an RDS host name, else the AWS region chain.
+    #[must_use]
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The host the token names, when it differs from the one connected to (a proxy or tunnel in front of RDS).
+    #[must_use]
+    pub fn signing_host(mut self, host: impl Into<String>) -> Self {
+        self.signing_host = Some(host.into());
+        self
+    }
+
+    /// The port the token names, likewise.
+    #[must_use]
+    pub fn signing_port(mut self, port: u16) -> Self {
+        self.signing_port = Some(port);
+        self
+    }
+
+    /// Connect to `tunnel` (an SSH or SSM port forward, a local proxy) while tokens still name the endpoint.
+    #[must_use]
+    pub fn tunnel(mut self, tunnel: HostPort) -> Self {
+        self.tunnel = Some(tunnel);
+        self
+    }
+
+    /// Sign with a role's temporary credentials, assumed through STS with the process's own.
+    #[must_use]
+    pub fn assume_role(mut self, role: AssumeRole) -> Self {
+        self.assume_role = Some(role);
+        self
+    }
+
+    /// How long each token is signed to live (15 minutes by default).
+    #[must_use]
+    pub fn token_lifetime(mut self, lifetime: TokenLifetime) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// When tokens are renewed and how failed renewals are retried.
+    #[must_use]
+    pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// TLS to the server; [`TlsMode::VerifyFull`] by default.
+    #[must_use]
+    pub fn tls_mode(mut self, mode: TlsMode) -> Self {
+        self.tls_mode = mode;
+        self
+    }
+
+    /// The CA certificates to trust, such as RDS's `global-bundle.pem`.
+    #[must_use]
+    pub fn root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.root_cert = Some(path.into());
+        self
+    }
+
+    /// Permit [`TlsMode::Disable`], for local experiments only.
+    #[must_use]
+    pub fn allow_without_tls(mut self, allow: bool) -> Self {
+        self.allow_without_tls = allow;
+        self
+    }
+
+    /// The AWS configuration whose credentials sign tokens; the SDK's default chain when not given.
+    #[must_use]
+    pub fn sdk_config(mut self, config: SdkConfig) -> Self {
+        self.sdk_config = Some(config);
+        self
+    }
+
+    /// A signer of your own instead of [`RdsTokenSigner`]: tests, or another token service. The region, role,
+    /// lifetime and AWS configuration settings are then not used.
+    #[must_use]
+    pub fn signer(mut self, signer: impl TokenSigner) -> Self {
+        self.signer = Some(Box::new(signer));
+        self
+    }
+
+    /// Look the endpoint up from a cluster or instance identifier when the pool is built.
+    #[cfg(feature = "discovery")]
+    #[must_use]
+    pub fn discover(mut self, resource: DatabaseResource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// Every setting in `settings`.
+    #[cfg(feature = "serde")]
+    #[must_use]
+    pub fn settings(mut self, settings: &crate::IamSettings) -> Self {
+        self.region.clone_from(&settings.region);
+        self.signing_host.clone_from(&settings.signing_host);
+        self.signing_port = settings.signing_port;
+        self.tunnel.clone_from(&settings.tunnel);
+        self.assume_role.clone_from(&settings.assume_role);
+        self.lifetime = settings.token_lifetime;
+        self.policy = settings.refresh;
+        self.allow_without_tls = settings.allow_without_tls;
+        self.resource.clone_from(&settings.resource);
+        self
+    }
+
+    /// Signs the first token and creates the pool, which opens connections when they are first needed: a
+    /// configuration or credential problem shows here, a server that refuses them at the first query. Use
+    /// [`IamPoolBuilder::connect`] to find out at once.
+    pub async fn build(self) -> Result<IamPool<DB>, Error> {
+        if self.tls_mode == TlsMode::Disable && !self.allow_without_tls {
+            return Err(Error::TlsRequired);
+        }
+        if self.tls_mode != TlsMode::VerifyFull {
+            tracing::warn!(
+                mode = ?self.tls_mode,
+                "IAM tokens are sent without full certificate and host name verification; use TlsMode::VerifyFull \
+                 outside local experiments"
+            );
+        }
+        let mut options = self.options;
+        let mut sdk_config = self.sdk_config;
+        if let Some(resource) = &self.resource {
+            let (endpoint, config) = discover_endpoint(resource, self.region.as_deref(), sdk_config).await?;
+            options = options.at(&endpoint.0, endpoint.1);
+            sdk_config = Some(config);
+        }
+        let (host, port) = options.address();
+        let target = TokenTarget {
+            host: self.signing_host.unwrap_or(host),
+            port: self.signing_port.unwrap_or(port),
+            user: options.user(),
+        };
+        if let Some(tunnel) = &self.tunnel {
+            options = options.at(&tunnel.host, tunnel.port);
+        }
+        let options = options
+            .with_tls(self.tls_mode, self.root_cert.as_deref())
+            .with_cleartext_token_under(self.tls_mode);
+        let signer = match self.signer {
+            Some(signer) => signer,
+            None => {
+                let mut signer = RdsTokenSigner::new(target, self.region, self.lifetime, sdk_config).await?;
+                if let Some(role) = &self.assume_role {
+                    signer = signer.assuming(role).await;
+                }
+                Box::new(signer)
+            }
+        };
+        let first = signer.sign().await?;
+        let (host, port) = options.address();
+        let pool = self
+            .pool_options
+            .connect_lazy_with(options.clone().with_token(first.secret().expose_secret()));
+        // The refresher owns a handle on the pool, so each renewed token is installed for the connections opened
+        // from then on; open ones carry on, as RDS allows.
+        let installer = {
+            let pool = pool.clone();
+            move |token: &IamToken| pool.set_connect_options(options.clone().with_token(token.secret().expose_secret()))
+        };
+        let refresher = TokenRefresher::with_first_token(signer, first, self.policy, installer);
+        Ok(IamPool {
+            pool,
+            refresher: Arc::new(refresher),
+            endpoint: format!("{host}:{port}"),
+        })
+    }
+
+    /// Like [`IamPoolBuilder::build`], then opens the first connection, so that a wrong host, token, user or
+    /// database shows at once with the server's own explanation.
+    pub async fn connect(self) -> Result<IamPool<DB>, Error> {
+        let pool = self.build().await?;
+        pool.pool.acquire().await.map_err(|source| pool.connect_error(source))?;
+        Ok(pool)
+    }
+}
+
+/// The endpoint RDS gives for `resource`, and the AWS configuration it was asked with.
+#[cfg(feature = "discovery")]
+async fn discover_endpoint(
+    resource: &DatabaseResource,
+    region: Option<&str>,
+    sdk_config: Option<SdkConfig>,
+) -> Result<((String, u16), SdkConfig), Error> {
+    let config = match sdk_config {
+        Some(config) => config,
+        None => crate::signer::load_aws_config(region).await,
+    };
+    let endpoint = crate::discovery::discover(&config, resource).await?;
+    tracing::info!(%resource, host = endpoint.host, port = endpoint.port, "database endpoint discovered");
+    Ok(((endpoint.host, endpoint.port), config))
+}
+
+/// Without the `discovery` feature a resource can still come from [`crate::IamSettings`], and cannot be looked up.
+#[cfg(not(feature = "discovery"))]
+async fn discover_endpoint(
+    resource: &DatabaseResource,
+    _: Option<&str>,
+    _: Option<SdkConfig>,
+) -> Result<((String, u16), SdkConfig), Error> {
+    Err(Error::InvalidSetting {
+        setting: match resource {
+            DatabaseResource::Cluster { .. } => "cluster_id",
+            DatabaseResource::Instance { .. } => "instance_id",
+        },
+        problem: "needs rds-iam's `discovery` feature to look the endpoint up".to_owned(),
+    })
+}
+
+/// A sqlx pool whose new connections authenticate with IAM tokens kept fresh by a [`TokenRefresher`].
+///
+/// Cheap to clone; clones share the pool and the refresher. Renewal stops when the last clone is dropped.
+#[derive(Debug)]
+pub struct IamPool<DB: sqlx::Database> {
+    pool: Pool<DB>,
+    refresher: Arc<TokenRefresher>,
+    endpoint: String,
+}
+
+impl<DB: sqlx::Database> Clone for IamPool<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            refresher: Arc::clone(&self.refresher),
+            endpoint: self.endpoint.clone(),
+        }
+    }
+}
+
+impl<DB: sqlx::Database> IamPool<DB>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions,
+{
+    /// Starts a builder from the driver's connect options.
+    #[must_use]
+    pub fn builder(options: ConnectOptionsOf<DB>) -> IamPoolBuilder<DB> {
+        IamPoolBuilder::new(options)
+    }
+}
+
+impl<DB: sqlx::Database> IamPool<DB> {
+    /// The sqlx pool, for queries.
+    #[must_use]
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// The refresher behind the pool: the current token, renewal on demand.
+    #[must_use]
+    pub fn refresher(&self) -> &Arc<TokenRefresher> {
+        &self.refresher
+    }
+
+    /// The token's state and the renewal counters.
+    #[must_use]
+    pub fn token_status(&self) -> TokenStatus {
+        self.refresher.status()
+    }
+
+    /// The pool and its refresher, for wrapping in another client (as [`crate::IamDatabase`] does for SeaORM).
+    /// Keep the refresher alive as long as the pool: dropping it stops renewal.
+    #[must_use]
+    pub fn into_parts(self) -> (Pool<DB>, Arc<TokenRefresher>) {
+        (self.pool, self.refresher)
+    }
+
+    /// Runs `operation`, and once more with a renewed token if the server refused the connection's token; see
+    /// [`TokenRefresher::retry_once_on_auth_failure`].
+    pub async fn run<T, E, F, Fut>(&self, operation: F) -> Result<T, E>
+    where
+        E: Classify + std::error::Error + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.refresher.retry_once_on_auth_failure(operation).await
+    }
+
+    fn connect_error(&self, source: sqlx::Error) -> Error {
+        let endpoint = self.endpoint.clone();
+        // sqlx's own text for a switch to mysql_clear_password it was not allowed to follow; it says nothing of the
+        // fix.
+        if matches!(&source, sqlx::Error::Protocol(message) if message.contains("mysql_cleartext_plugin disabled")) {
+            return Error::CleartextNeedsTls { endpoint };
+        }
+        Error::Connect { endpoint, source }
+    }
+}

@@ -1,0 +1,175 @@
+//! Signing tokens: the [`TokenSigner`] seam and its AWS implementation for RDS, [`RdsTokenSigner`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_rds::auth_token::{AuthTokenGenerator, Config as TokenConfig};
+use aws_sdk_rds::config::Region;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use secrecy::SecretString;
+use tokio::time::Instant;
+
+use crate::error::{Error, SignError};
+use crate::region::region_from_host;
+use crate::settings::{AssumeRole, TokenLifetime};
+use crate::token::{IamToken, TokenTarget};
+
+/// A future a [`TokenSigner`] returns.
+pub type SignFuture<'a> = Pin<Box<dyn Future<Output = Result<IamToken, SignError>> + Send + 'a>>;
+
+/// Something that signs tokens for one endpoint and user: [`RdsTokenSigner`] with AWS credentials, or a test double.
+///
+/// The [`TokenRefresher`](crate::TokenRefresher) calls it when a token is due, never on the request path, and never
+/// twice at once.
+pub trait TokenSigner: fmt::Debug + Send + Sync + 'static {
+    /// What the tokens are for.
+    fn target(&self) -> &TokenTarget;
+
+    /// Signs a fresh token. Its expiry is capped at the signing credentials' own, when they have one.
+    fn sign(&self) -> SignFuture<'_>;
+}
+
+impl<S: TokenSigner + ?Sized> TokenSigner for Box<S> {
+    fn target(&self) -> &TokenTarget {
+        (**self).target()
+    }
+
+    fn sign(&self) -> SignFuture<'_> {
+        (**self).sign()
+    }
+}
+
+/// Characters RFC 3986 leaves unencoded; everything else in a user name is percent-encoded, because the SDK copies the
+/// name into the URL it signs as it is, where `@`, `+`, `&` or a space would change its meaning.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// The SDK's default configuration (credential chain, `AWS_ENDPOINT_URL`, ...), in `region` when it is known.
+pub async fn load_aws_config(region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    loader.load().await
+}
+
+/// Signs RDS IAM tokens (`rds-db:connect`) with `aws-sdk-rds`'s generator and whatever credentials the AWS
+/// configuration resolves: environment, profiles (SSO, `role_arn`, `credential_process`), web identity, ECS, EC2.
+#[derive(Debug)]
+pub struct RdsTokenSigner {
+    sdk_config: SdkConfig,
+    region: Region,
+    target: TokenTarget,
+    lifetime: TokenLifetime,
+}
+
+impl RdsTokenSigner {
+    /// Resolves the region (`region`, then the host name, then the AWS region chain) and loads the default
+    /// credential chain, unless `sdk_config` is given.
+    pub async fn new(
+        target: TokenTarget,
+        region: Option<String>,
+        lifetime: TokenLifetime,
+        sdk_config: Option<SdkConfig>,
+    ) -> Result<Self, Error> {
+        let known_region = region.or_else(|| region_from_host(&target.host).map(str::to_owned));
+        let sdk_config = match sdk_config {
+            Some(config) => config,
+            None => load_aws_config(known_region.as_deref()).await,
+        };
+        let region = known_region
+            .map(Region::new)
+            .or_else(|| sdk_config.region().cloned())
+            .ok_or(Error::NoRegion)?;
+        Ok(Self {
+            sdk_config,
+            region,
+            target,
+            lifetime,
+        })
+    }
+
+    /// Signs with `role`'s temporary credentials from now on, assumed with the credentials configured so far (STS in
+    /// the token's region, at `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL` when set). Each token is signed with
+    /// freshly assumed credentials, so a withdrawn trust shows at the next renewal rather than an hour later.
+    pub async fn assuming(mut self, role: &AssumeRole) -> Self {
+        let mut builder = AssumeRoleProvider::builder(role.arn.as_str())
+            .session_name(role.session_name.as_str())
+            .region(self.region.clone())
+            .configure(&self.sdk_config);
+        if let Some(external_id) = &role.external_id {
+            builder = builder.external_id(external_id);
+        }
+        let provider = builder.build().await;
+        tracing::info!(role = %role.arn, "IAM tokens are signed with the assumed role's credentials");
+        self.sdk_config = self
+            .sdk_config
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        self
+    }
+
+    /// The region tokens are signed for.
+    #[must_use]
+    pub fn region(&self) -> &str {
+        self.region.as_ref()
+    }
+
+    /// Signs a fresh token: resolves the credentials (no network call unless they must be fetched or renewed) and
+    /// signs locally.
+    pub async fn sign(&self) -> Result<IamToken, SignError> {
+        // X-Amz-Date has whole seconds, and servers count the lifetime from it: the token expires up to a second
+        // before `now + lifetime`, so count from the start of the current second.
+        let into_second = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|since_epoch| Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
+            .unwrap_or_default();
+        let issued_at = Instant::now().checked_sub(into_second).unwrap_or_else(Instant::now);
+        let fail = |source| SignError::new(&self.target, source);
+        let provider = self
+            .sdk_config
+            .credentials_provider()
+            .ok_or_else(|| fail("no credentials provider is configured".into()))?;
+        // Resolved here rather than inside the generator, so that their expiry is known and caps the token's.
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|error| fail(error.into()))?;
+        let credentials_expire_in = credentials
+            .expiry()
+            .map(|expiry| expiry.duration_since(SystemTime::now()).unwrap_or_default());
+        let config = TokenConfig::builder()
+            .hostname(self.target.host.clone())
+            .port(u64::from(self.target.port))
+            .username(utf8_percent_encode(&self.target.user, QUERY_VALUE).to_string())
+            .region(self.region.clone())
+            .expires_in(self.lifetime.get().as_secs())
+            .credentials(credentials)
+            .build()
+            .map_err(fail)?;
+        let token = AuthTokenGenerator::new(config)
+            .auth_token(&self.sdk_config)
+            .await
+            .map_err(fail)?;
+        let token = IamToken::new(SecretString::from(token.as_str()), issued_at, self.lifetime.get());
+        Ok(match credentials_expire_in {
+            Some(left) => token.valid_until_at_most(Instant::now() + left),
+            None => token,
+        })
+    }
+}
+
+impl TokenSigner for RdsTokenSigner {
+    fn target(&self) -> &TokenTarget {
+        &self.target
+    }
+
+    fn sign(&self) -> SignFuture<'_> {
+        Box::pin(RdsTokenSigner::sign(self))
+    }
+}
