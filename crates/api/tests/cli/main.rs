@@ -36,7 +36,8 @@ impl TestEmulator {
         let directory = std::env::temp_dir().join(format!("tasks-cli-{}", uuid::Uuid::new_v4().simple()));
         let credentials = CredentialStore::parse(&format!(
             "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
-        ));
+        ))
+        .expect("INI");
         let emulator = Emulator::bind(Options {
             listen: "127.0.0.1:0".parse().expect("an address"),
             upstream: upstream.parse().expect("an upstream URL"),
