@@ -10,9 +10,11 @@ mod mysql;
 mod postgres;
 mod server;
 pub mod sigv4;
+mod state;
 mod sts;
 mod tls;
 
-pub use server::{AuthCounts, Emulator, Options, StartError};
+pub use server::{Emulator, Options, StartError};
+pub use state::AuthCounts;
 pub use sts::{IssuedCredentials, IssuedLog, StsPassThrough};
 pub use tls::TlsError;
