@@ -1,19 +1,16 @@
 //! The IAM side of the suite: the RDS IAM emulator in front of the local PostgreSQL or MariaDB, and AWS
 //! configurations whose credentials the emulator knows (or, on purpose, does not).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::ops::Deref;
+use std::path::Path;
 
 use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{AuthCounts, Emulator, IssuedLog, Options, StsPassThrough};
-use tokio::task::JoinHandle;
-use uuid::Uuid;
+use rds_iam_emulator::testing;
+pub use rds_iam_emulator::testing::EmulatorOptions;
 
 use crate::Backend;
 use crate::database::{mysql_admin_url, postgres_admin_url};
@@ -24,44 +21,10 @@ pub const SECRET_ACCESS_KEY: &str = "tasks/test+secret=never-to-be-logged";
 pub const OTHER_SECRET_ACCESS_KEY: &str = "a/different+secret=also-never-logged";
 pub const REGION: &str = "us-east-1";
 
-/// How a test wants its emulator.
-#[derive(Debug, Clone)]
-pub struct EmulatorOptions {
-    pub region: String,
-    /// The `host:port` tokens must name; the listen address when `None`.
-    pub endpoint: Option<String>,
-    pub max_token_age: Duration,
-    /// The STS that the emulator's STS pass-through forwards to; the emulator accepts the credentials it issues.
-    pub sts_upstream: Option<String>,
-}
-
-impl Default for EmulatorOptions {
-    fn default() -> Self {
-        Self {
-            region: REGION.to_owned(),
-            endpoint: None,
-            max_token_age: Duration::from_secs(900),
-            sts_upstream: None,
-        }
-    }
-}
-
-/// A running emulator with a TLS directory of its own; stops when dropped.
+/// The suite's emulator: the crate's harness in front of a backend's server, knowing [`ACCESS_KEY_ID`]. Everything
+/// else (`address`, `counts`, `sts`, `issued`, `ca_pem()`, `url(..)`) is the harness's, through `Deref`.
 #[derive(Debug)]
-pub struct TestEmulator {
-    pub address: SocketAddr,
-    pub ca_pem: PathBuf,
-    /// Tokens accepted and refused so far.
-    pub counts: Arc<AuthCounts>,
-    /// The STS pass-through's URL, when the emulator has one.
-    pub sts: Option<String>,
-    /// The temporary credentials learned through the STS pass-through.
-    pub issued: Arc<IssuedLog>,
-    /// The upstream server's administrator URL, whose user the suite logs in as.
-    upstream_admin: url::Url,
-    directory: PathBuf,
-    task: JoinHandle<()>,
-}
+pub struct TestEmulator(testing::TestEmulator);
 
 /// The administrator URL of the server behind an IAM backend: the local PostgreSQL or MariaDB, or the ones
 /// `TEST_DATABASE_URL` and `TEST_MYSQL_URL` name.
@@ -78,69 +41,23 @@ impl TestEmulator {
     /// Starts an emulator on `127.0.0.1:0`, in front of `backend`'s server, that knows [`ACCESS_KEY_ID`] with
     /// [`SECRET_ACCESS_KEY`].
     pub async fn start(backend: Backend, options: EmulatorOptions) -> Self {
-        let upstream_admin = upstream_admin(backend);
-        let mut upstream = upstream_admin.clone();
-        upstream.set_path("");
-        let directory = std::env::temp_dir().join(format!("tasks-emulator-{}", Uuid::new_v4().simple()));
-        let credentials = CredentialStore::parse(&format!(
-            "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
-        ));
-        let emulator = Emulator::bind(Options {
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            upstream,
-            region: options.region,
-            credentials,
-            tls_dir: directory.clone(),
-            endpoint: options.endpoint,
-            max_token_age: options.max_token_age,
-            sts: options.sts_upstream.map(|upstream| StsPassThrough {
-                listen: "127.0.0.1:0".parse().expect("an address"),
-                upstream: upstream.parse().expect("the STS upstream's URL"),
-            }),
-        })
-        .await
-        .expect("the emulator starts");
-        Self {
-            address: emulator.local_addr(),
-            ca_pem: emulator.ca_pem_path().to_owned(),
-            counts: emulator.counts(),
-            sts: emulator.sts_addr().map(|address| format!("http://{address}")),
-            issued: emulator.issued(),
-            upstream_admin,
-            directory,
-            task: tokio::spawn(emulator.run()),
-        }
-    }
-
-    /// The URL the service connects to: the emulator, as `user`, for `database`.
-    #[must_use]
-    pub fn url(&self, user: &str, database: &str) -> String {
-        let user: String = url::form_urlencoded::byte_serialize(user.as_bytes()).collect();
-        // form encoding writes spaces as `+`, which a URL's user part would read literally.
-        format!(
-            "{}://{}@{}/{database}",
-            self.upstream_admin.scheme(),
-            user.replace('+', "%20"),
-            self.address
-        )
+        let mut credentials = CredentialStore::default();
+        credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
+        Self(testing::TestEmulator::start(upstream_admin(backend), credentials, options).await)
     }
 
     /// The upstream's administrator, whom the suite logs in as unless a test makes a user of its own.
     #[must_use]
     pub fn admin_user(&self) -> &str {
-        self.upstream_admin.username()
-    }
-
-    #[must_use]
-    pub fn ca_pem(&self) -> &Path {
-        &self.ca_pem
+        self.upstream().username()
     }
 }
 
-impl Drop for TestEmulator {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_dir_all(&self.directory);
+impl Deref for TestEmulator {
+    type Target = testing::TestEmulator;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

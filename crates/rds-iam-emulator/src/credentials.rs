@@ -4,10 +4,22 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ini::{Ini, ParseOption};
+
 /// Access key id to secret access key (and session token, for temporary credentials).
 #[derive(Clone, Default)]
 pub struct CredentialStore {
     secrets: HashMap<String, Secret>,
+}
+
+/// Why a credentials file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    #[error("cannot read the file: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not in the INI format: {0}")]
+    Syntax(#[source] ini::ParseError),
 }
 
 #[derive(Clone)]
@@ -26,39 +38,32 @@ impl std::fmt::Debug for CredentialStore {
 
 impl CredentialStore {
     /// Reads a credentials file.
-    pub fn load(path: &Path) -> std::io::Result<Self> {
-        std::fs::read_to_string(path).map(|text| Self::parse(&text))
+    pub fn load(path: &Path) -> Result<Self, CredentialsError> {
+        let text = std::fs::read_to_string(path).map_err(CredentialsError::Read)?;
+        Self::parse(&text)
     }
 
     /// Parses the INI text: each `[profile]` with an `aws_access_key_id` and an `aws_secret_access_key` adds a key,
-    /// bound to its `aws_session_token` when the profile has one.
-    #[must_use]
-    pub fn parse(text: &str) -> Self {
-        let mut store = Self::default();
-        let mut profile: [Option<String>; 3] = Default::default();
-        let finish_profile = |store: &mut Self, [key_id, secret, session_token]: &mut [Option<String>; 3]| {
-            if let (Some(key_id), Some(secret)) = (key_id.take(), secret.take()) {
-                store.insert(key_id, secret, session_token.take());
-            }
-            *session_token = None;
+    /// bound to its `aws_session_token` when the profile has one. Text that is not INI (an unclosed `[section`, say)
+    /// is an error rather than a file that silently grants nothing.
+    pub fn parse(text: &str) -> Result<Self, CredentialsError> {
+        // Values are taken verbatim, as the AWS CLI takes them: a secret may hold quotes or backslashes.
+        let options = ParseOption {
+            enabled_quote: false,
+            enabled_escape: false,
+            ..ParseOption::default()
         };
-        for line in text.lines().map(str::trim) {
-            if line.starts_with('[') {
-                finish_profile(&mut store, &mut profile);
-            } else if let Some((name, value)) = line.split_once('=')
-                && !line.starts_with(['#', ';'])
-            {
-                let field = match name.trim() {
-                    "aws_access_key_id" => 0,
-                    "aws_secret_access_key" => 1,
-                    "aws_session_token" => 2,
-                    _ => continue,
-                };
-                profile[field] = Some(value.trim().to_owned());
+        let ini = Ini::load_from_str_opt(text, options).map_err(CredentialsError::Syntax)?;
+        let mut store = Self::default();
+        // Every section is a profile, whatever its name; a name given twice is two profiles.
+        for (_, profile) in ini.iter() {
+            // A key given twice in one profile: the last one counts.
+            let value = |key: &str| profile.get_all(key).next_back().map(str::to_owned);
+            if let (Some(key_id), Some(secret)) = (value("aws_access_key_id"), value("aws_secret_access_key")) {
+                store.insert(key_id, secret, value("aws_session_token"));
             }
         }
-        finish_profile(&mut store, &mut profile);
-        store
+        Ok(store)
     }
 
     /// Adds a key; temporary credentials come with the session token that every request signed with them carries.
@@ -101,12 +106,31 @@ mod tests {
             "# comment\n[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s1\nregion = x\n\n\
              [incomplete]\naws_access_key_id = AKIA2\naws_session_token = t2\n\n\
              [profile b]\naws_secret_access_key=s3\naws_access_key_id=ASIA3\naws_session_token = t3\n",
-        );
+        )
+        .expect("INI");
         assert_eq!(store.secret_for("AKIA1"), Some("s1"));
         assert_eq!(store.session_token_for("AKIA1"), None);
         assert_eq!(store.secret_for("AKIA2"), None);
         assert_eq!(store.secret_for("ASIA3"), Some("s3"));
         assert_eq!(store.session_token_for("ASIA3"), Some("t3"));
         assert!(!format!("{store:?}").contains("s1"));
+    }
+
+    #[test]
+    fn values_are_verbatim_and_repeated_sections_are_separate_profiles() {
+        let store = CredentialStore::parse(
+            "[a]\naws_access_key_id = AKIA1\naws_secret_access_key = \"a\\b\"\naws_session_token = t==\n\
+             [a]\naws_access_key_id = AKIA2\naws_secret_access_key = old\naws_secret_access_key = new\n",
+        )
+        .expect("INI");
+        assert_eq!(store.secret_for("AKIA1"), Some("\"a\\b\""));
+        assert_eq!(store.session_token_for("AKIA1"), Some("t=="));
+        assert_eq!(store.secret_for("AKIA2"), Some("new"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_ini_is_refused() {
+        let error = CredentialStore::parse("[default\naws_access_key_id = AKIA1\n").expect_err("not INI");
+        assert!(matches!(error, CredentialsError::Syntax(_)), "{error}");
     }
 }

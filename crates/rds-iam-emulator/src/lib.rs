@@ -4,15 +4,23 @@
 //! cleartext password (`mysql_clear_password` for MySQL), verifies that password as an RDS IAM token exactly as RDS
 //! does (SigV4, service `rds-db`, user, endpoint, region, expiry), and only then opens a session as the same user on
 //! the real upstream server and relays bytes both ways.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `testing` | `testing::TestEmulator`: an emulator on a free local port for the length of a test |
 
 pub mod credentials;
 mod mysql;
 mod postgres;
 mod server;
 pub mod sigv4;
+mod state;
 mod sts;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tls;
 
-pub use server::{AuthCounts, Emulator, Options, StartError};
+pub use server::{Emulator, Options, StartError};
+pub use state::AuthCounts;
 pub use sts::{IssuedCredentials, IssuedLog, StsPassThrough};
 pub use tls::TlsError;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use url::Url;
 
-use crate::server::Shared;
+use crate::state::Shared;
 use wire::{CLEAR_PASSWORD, HandshakeResponse, Packet};
 
 /// `ER_ACCESS_DENIED_ERROR`, the code RDS answers a refused token with.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::server::Shared;
+use crate::state::Shared;
 use wire::Initial;
 
 /// SQLSTATE `invalid_password`: what RDS answers for a token it does not accept.

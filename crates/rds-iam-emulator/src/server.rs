@@ -3,17 +3,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use url::Url;
 
 use crate::credentials::CredentialStore;
 use crate::mysql::{self, MySqlUpstream};
 use crate::postgres;
 use crate::sigv4::Verifier;
+use crate::state::{AuthCounts, Shared};
 use crate::sts::{IssuedLog, StsPassThrough, StsTap};
 use crate::tls;
 
@@ -57,25 +56,6 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
 }
 
-/// How many tokens the emulator has accepted and refused since it started.
-#[derive(Debug, Default)]
-pub struct AuthCounts {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-}
-
-impl AuthCounts {
-    #[must_use]
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    #[must_use]
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-}
-
 /// The server behind the emulator, and so the protocol the emulator speaks.
 #[derive(Debug)]
 enum Upstream {
@@ -104,38 +84,13 @@ impl Upstream {
     }
 }
 
-/// What every connection needs: the verifier, the TLS identity, the upstream, the counters.
-pub(crate) struct Shared {
-    counts: Arc<AuthCounts>,
-    verifier: Verifier,
-    upstream: Upstream,
-    pub(crate) acceptor: TlsAcceptor,
-}
-
-impl Shared {
-    /// Verifies `token` as `user`'s password, counting and logging the outcome (never the token itself).
-    pub(crate) fn check_token(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
-        match self.verifier.verify(token, user, SystemTime::now()) {
-            Ok(verified) => {
-                self.counts.accepted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, user, access_key_id = verified.access_key_id, "token accepted");
-                true
-            }
-            Err(rejection) => {
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, user, reason = %rejection, "token refused");
-                false
-            }
-        }
-    }
-}
-
 /// A bound emulator, ready to serve.
 pub struct Emulator {
     listener: TcpListener,
     local_addr: SocketAddr,
     ca_pem_path: PathBuf,
     shared: Arc<Shared>,
+    upstream: Arc<Upstream>,
     sts: Option<StsTap>,
 }
 
@@ -144,7 +99,7 @@ impl std::fmt::Debug for Emulator {
         f.debug_struct("Emulator")
             .field("local_addr", &self.local_addr)
             .field("endpoint", &self.shared.verifier.endpoint())
-            .field("upstream", &self.shared.upstream.address())
+            .field("upstream", &self.upstream.address())
             .finish_non_exhaustive()
     }
 }
@@ -190,11 +145,11 @@ impl Emulator {
             local_addr,
             ca_pem_path: tls.ca_pem_path,
             shared: Arc::new(Shared {
-                counts: Arc::default(),
-                verifier,
-                upstream,
                 acceptor: tls.acceptor,
+                verifier,
+                counts: Arc::default(),
             }),
+            upstream: Arc::new(upstream),
             sts,
         })
     }
@@ -248,7 +203,7 @@ impl Emulator {
         tracing::info!(
             listen = %self.local_addr,
             endpoint = self.shared.verifier.endpoint(),
-            upstream = self.shared.upstream.address(),
+            upstream = self.upstream.address(),
             ca = %self.ca_pem_path.display(),
             "RDS IAM emulator ready"
         );
@@ -256,8 +211,9 @@ impl Emulator {
             match self.listener.accept().await {
                 Ok((socket, peer)) => {
                     let shared = Arc::clone(&self.shared);
+                    let upstream = Arc::clone(&self.upstream);
                     tokio::spawn(async move {
-                        if let Err(error) = serve(&shared, socket).await {
+                        if let Err(error) = serve(&shared, &upstream, socket).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                     });
@@ -271,10 +227,10 @@ impl Emulator {
     }
 }
 
-async fn serve(shared: &Shared, socket: TcpStream) -> std::io::Result<()> {
+async fn serve(shared: &Shared, upstream: &Upstream, socket: TcpStream) -> std::io::Result<()> {
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
-    match &shared.upstream {
+    match upstream {
         Upstream::Postgres { address } => postgres::serve(shared, address, socket, peer).await,
         Upstream::MySql(upstream) => mysql::serve(shared, upstream, socket, peer).await,
     }

@@ -354,7 +354,8 @@ mod tests {
         let credentials = CredentialStore::parse(
             "[default]\naws_access_key_id = akid\naws_secret_access_key = secret\n\n\
              [other]\naws_access_key_id=AKIDEXAMPLE\naws_secret_access_key=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n",
-        );
+        )
+        .expect("INI");
         Verifier::new(credentials, region, endpoint, MAX_TOKEN_LIFETIME)
     }
 
@@ -433,7 +434,8 @@ mod tests {
 
     #[test]
     fn a_wrong_secret_is_a_bad_signature() {
-        let credentials = CredentialStore::parse("[default]\naws_access_key_id=akid\naws_secret_access_key=other\n");
+        let credentials =
+            CredentialStore::parse("[default]\naws_access_key_id=akid\naws_secret_access_key=other\n").expect("INI");
         let verifier = Verifier::new(
             credentials,
             "us-east-1",

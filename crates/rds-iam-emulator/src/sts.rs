@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -170,19 +171,13 @@ impl StsTap {
 
     /// Learns the credentials in a successful STS answer, if it carries any.
     fn learn(&self, request: &[u8], answer: &[u8]) {
-        let Some(credentials) = std::str::from_utf8(answer)
-            .ok()
-            .and_then(|xml| element(xml, "Credentials"))
-        else {
-            return;
-        };
-        let (Some(access_key_id), Some(secret), Some(session_token)) = (
-            element(credentials, "AccessKeyId"),
-            element(credentials, "SecretAccessKey"),
-            element(credentials, "SessionToken"),
-        ) else {
-            tracing::warn!("STS pass-through: an answer's Credentials lack a key id, secret or session token");
-            return;
+        let credentials = match issued_credentials(answer) {
+            Ok(Some(credentials)) => credentials,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "STS pass-through: cannot read the credentials in an answer");
+                return;
+            }
         };
         let parameters: Vec<_> = url::form_urlencoded::parse(request).collect();
         let parameter = |name: &str| {
@@ -192,7 +187,7 @@ impl StsTap {
                 .map(|(_, value)| value.clone().into_owned())
         };
         let issued = IssuedCredentials {
-            access_key_id: unescape(access_key_id),
+            access_key_id: credentials.access_key_id,
             action: parameter("Action").unwrap_or_default(),
             role_arn: parameter("RoleArn"),
             role_session_name: parameter("RoleSessionName"),
@@ -200,8 +195,8 @@ impl StsTap {
         };
         self.verifier.learn(
             issued.access_key_id.clone(),
-            unescape(secret),
-            Some(unescape(session_token)),
+            credentials.secret_access_key,
+            Some(credentials.session_token),
         );
         tracing::info!(
             access_key_id = issued.access_key_id,
@@ -230,52 +225,148 @@ fn end_to_end(mut headers: HeaderMap<HeaderValue>) -> HeaderMap<HeaderValue> {
     headers
 }
 
-/// The text of the first `<name>` element in `xml`. STS answers are flat and unattributed where credentials are
-/// concerned, which is all this needs to read.
-fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let length = xml[start..].find(&format!("</{name}>"))?;
-    Some(xml[start..start + length].trim())
+/// An STS answer in the AWS Query protocol: `<{Action}Response>` around `<{Action}Result>` and `<ResponseMetadata>`.
+/// The actions that issue credentials (AssumeRole, AssumeRoleWithWebIdentity, GetSessionToken, ...) put them in the
+/// result's `<Credentials>`; reading every child alike keeps the pass-through indifferent to the action's name.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    #[serde(rename = "$value", default)]
+    parts: Vec<AnswerPart>,
 }
 
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+#[derive(Debug, Deserialize)]
+struct AnswerPart {
+    #[serde(rename = "Credentials")]
+    credentials: Option<Credentials>,
+}
+
+/// Temporary credentials as STS issues them; `Expiration` is the client's business, not the verifier's.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+}
+
+/// The credentials a successful STS answer carries; `None` for actions that issue none (GetCallerIdentity, ...).
+fn issued_credentials(answer: &[u8]) -> Result<Option<Credentials>, quick_xml::DeError> {
+    let answer: Answer = quick_xml::de::from_reader(answer)?;
+    Ok(answer.parts.into_iter().find_map(|part| part.credentials))
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::{StsPassThrough, StsTap, element, unescape};
+    use super::{StsPassThrough, StsTap, issued_credentials};
     use crate::credentials::CredentialStore;
     use crate::sigv4::Verifier;
 
-    const ANSWER: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
-        <Credentials>\n  <SessionToken>FQoG+ZXIv/YXdz=</SessionToken>\n  <SecretAccessKey>s3cr&amp;t</SecretAccessKey>\n\
-        <AccessKeyId>ASIAEXAMPLE</AccessKeyId></Credentials><AssumedRoleUser><Arn>arn</Arn></AssumedRoleUser>\
-        </AssumeRoleResult></AssumeRoleResponse>";
+    /// moto's answer to AssumeRole (session token shortened).
+    const MOTO_ASSUME_ROLE: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+        <AssumeRoleResult><Credentials><AccessKeyId>ASIARZPUZDIKGK7DVNHX</AccessKeyId>\
+        <SecretAccessKey>Noy0gHFofRTbFvH+ETXJ+wKL5iMG/2sanxiE7iLY</SecretAccessKey>\
+        <SessionToken>FQoGZXIvYXdzEBYaDbvF0W0Nq/jHNrXFOmZh61nHIfAui5AtGW082VOruw0AI5H5n2ZcgF9EAuCzS6aCbn2OQ9l8=</SessionToken>\
+        <Expiration>2026-11-25T10:57:00.661023Z</Expiration></Credentials><AssumedRoleUser>\
+        <AssumedRoleId>AROA3X42LBCD4F77K6EKD:tasks</AssumedRoleId><Arn>arn:aws:sts::123456789012:assumed-role/db/tasks</Arn>\
+        </AssumedRoleUser><PackedPolicySize>6</PackedPolicySize></AssumeRoleResult><ResponseMetadata>\
+        <RequestId>87FPGt0YlJxfFoz0pe36jrrh9nkwYmAapDYgcnvlogqKTjgeXhBg</RequestId></ResponseMetadata></AssumeRoleResponse>";
+
+    /// moto's answer to AssumeRoleWithWebIdentity (session token shortened).
+    const MOTO_WEB_IDENTITY: &str = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+        <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIARZPUZDIKOMT36O4D</AccessKeyId>\
+        <SecretAccessKey>O4xIi7CLf3kCfZYcnrPLX9nWqTHe320q0kpjfg8A</SecretAccessKey>\
+        <SessionToken>FQoGZXIvYXdzEBYaD6S92lYBAGhGTfPgHPjx2aZtp4WjWzEDKnsxpLYm0sPmPVCoIcrKODPz=</SessionToken>\
+        <Expiration>2026-11-25T10:57:00.668661Z</Expiration></Credentials><AssumedRoleUser>\
+        <AssumedRoleId>ARO123EXAMPLE123:tasks</AssumedRoleId><Arn>arn:aws:sts::123456789012:assumed-role/db/tasks</Arn>\
+        </AssumedRoleUser><PackedPolicySize>6</PackedPolicySize></AssumeRoleWithWebIdentityResult><ResponseMetadata>\
+        <RequestId>aHUYP1IGIze7T8gJj3wv1wCHGhEXB4zYqDnj5s6NH4fi8sJZnbvh</RequestId></ResponseMetadata>\
+        </AssumeRoleWithWebIdentityResponse>";
+
+    /// An AssumeRoleWithWebIdentity answer as LocalStack's serializer writes it (ElementTree, with an XML declaration
+    /// and the metadata last), with a secret that needs entities.
+    const LOCALSTACK_WEB_IDENTITY: &str = "<?xml version='1.0' encoding='utf-8'?>\n\
+        <AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+        <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIAQAAAAAAAGEXAMPLE</AccessKeyId>\
+        <SecretAccessKey>s3cr&amp;t&lt;&gt;/+</SecretAccessKey><SessionToken>FQoGZXIvYXdzEBYaDLOCALSTACK=</SessionToken>\
+        <Expiration>2026-11-25T10:57:00Z</Expiration></Credentials>\
+        <SubjectFromWebIdentityToken>tasks-api</SubjectFromWebIdentityToken><AssumedRoleUser>\
+        <AssumedRoleId>AROAQAAAAAAAEXAMPLE:tasks</AssumedRoleId><Arn>arn:aws:sts::000000000000:assumed-role/db/tasks</Arn>\
+        </AssumedRoleUser><PackedPolicySize>6</PackedPolicySize></AssumeRoleWithWebIdentityResult>\
+        <ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata>\
+        </AssumeRoleWithWebIdentityResponse>";
+
+    fn read(answer: &str) -> Option<(String, String, String)> {
+        issued_credentials(answer.as_bytes())
+            .expect("an STS answer")
+            .map(|credentials| {
+                (
+                    credentials.access_key_id,
+                    credentials.secret_access_key,
+                    credentials.session_token,
+                )
+            })
+    }
 
     #[test]
-    fn credentials_are_read_from_an_sts_answer_in_any_order() {
-        let credentials = element(ANSWER, "Credentials").expect("credentials");
-        assert_eq!(element(credentials, "AccessKeyId"), Some("ASIAEXAMPLE"));
-        assert_eq!(element(credentials, "SessionToken"), Some("FQoG+ZXIv/YXdz="));
+    fn credentials_are_read_from_the_answers_of_moto_and_localstack() {
+        let (key, secret, token) = read(MOTO_ASSUME_ROLE).expect("credentials");
+        assert_eq!(key, "ASIARZPUZDIKGK7DVNHX");
+        assert_eq!(secret, "Noy0gHFofRTbFvH+ETXJ+wKL5iMG/2sanxiE7iLY");
+        assert!(
+            token.starts_with("FQoGZXIvYXdzEBYaDbvF0W0Nq/") && token.ends_with("l8="),
+            "{token}"
+        );
+
+        let (key, secret, _) = read(MOTO_WEB_IDENTITY).expect("credentials");
+        assert_eq!(key, "ASIARZPUZDIKOMT36O4D");
+        assert_eq!(secret, "O4xIi7CLf3kCfZYcnrPLX9nWqTHe320q0kpjfg8A");
+
         assert_eq!(
-            element(credentials, "SecretAccessKey").map(unescape).as_deref(),
-            Some("s3cr&t")
+            read(LOCALSTACK_WEB_IDENTITY),
+            Some((
+                "ASIAQAAAAAAAGEXAMPLE".to_owned(),
+                "s3cr&t<>/+".to_owned(),
+                "FQoGZXIvYXdzEBYaDLOCALSTACK=".to_owned()
+            ))
         );
     }
 
     #[test]
-    fn an_answer_without_credentials_or_with_a_truncated_one_yields_nothing() {
-        assert_eq!(element("<GetCallerIdentityResponse/>", "Credentials"), None);
-        assert_eq!(element("<Credentials><AccessKeyId>ASIA", "Credentials"), None);
-        assert_eq!(element("", "AccessKeyId"), None);
+    fn credentials_are_read_in_any_order_with_any_layout() {
+        let answer = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+            <Credentials>\n  <SessionToken>FQoG+ZXIv/YXdz=</SessionToken>\n  <SecretAccessKey>s3cr&amp;t&#43;</SecretAccessKey>\n\
+            <AccessKeyId>ASIAEXAMPLE</AccessKeyId></Credentials><AssumedRoleUser><Arn>arn</Arn></AssumedRoleUser>\
+            </AssumeRoleResult></AssumeRoleResponse>";
+        assert_eq!(
+            read(answer),
+            Some((
+                "ASIAEXAMPLE".to_owned(),
+                "s3cr&t+".to_owned(),
+                "FQoG+ZXIv/YXdz=".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn an_answer_without_credentials_yields_nothing_and_a_broken_one_is_an_error() {
+        assert_eq!(read("<GetCallerIdentityResponse/>"), None);
+        assert_eq!(
+            read(
+                "<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/x</Arn>\
+                 </GetCallerIdentityResult></GetCallerIdentityResponse>"
+            ),
+            None
+        );
+        for broken in [
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIA",
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIA</AccessKeyId></Credentials>\
+             </AssumeRoleResult></AssumeRoleResponse>",
+            "",
+        ] {
+            assert!(issued_credentials(broken.as_bytes()).is_err(), "{broken}");
+        }
     }
 
     #[tokio::test]

@@ -3,71 +3,28 @@
 //! same IAM provider as the service, and a shared-profile role (`role_arn` + `source_profile`, assumed through the STS
 //! of moto and of LocalStack) works through the SDK's default chain with no code of ours.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{AuthCounts, Emulator, Options, StsPassThrough};
+use rds_iam_emulator::testing::{EmulatorOptions, TestEmulator};
 use tokio::process::Command;
 
 const ACCESS_KEY_ID: &str = "AKIACLITESTKEY000001";
 const SECRET_ACCESS_KEY: &str = "cli/test+secret";
 const REGION: &str = "eu-central-1";
 
-/// An emulator in front of `upstream` with a directory of its own; stops when dropped.
-struct TestEmulator {
-    address: SocketAddr,
-    ca_pem: PathBuf,
-    counts: std::sync::Arc<AuthCounts>,
-    /// The URL of the STS pass-through, when there is one.
-    sts: Option<String>,
-    directory: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TestEmulator {
-    async fn start(upstream: &str) -> Self {
-        Self::start_trusting(upstream, None).await
-    }
-
-    /// An emulator that also accepts the temporary credentials the STS at `sts_upstream` issues through it.
-    async fn start_trusting(upstream: &str, sts_upstream: Option<&str>) -> Self {
-        let directory = std::env::temp_dir().join(format!("tasks-cli-{}", uuid::Uuid::new_v4().simple()));
-        let credentials = CredentialStore::parse(&format!(
-            "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
-        ));
-        let emulator = Emulator::bind(Options {
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            upstream: upstream.parse().expect("an upstream URL"),
-            region: REGION.to_owned(),
-            credentials,
-            tls_dir: directory.clone(),
-            endpoint: None,
-            max_token_age: std::time::Duration::from_secs(900),
-            sts: sts_upstream.map(|url| StsPassThrough {
-                listen: "127.0.0.1:0".parse().expect("an address"),
-                upstream: url.parse().expect("the STS upstream's URL"),
-            }),
-        })
-        .await
-        .expect("the emulator starts");
-        Self {
-            address: emulator.local_addr(),
-            ca_pem: emulator.ca_pem_path().to_owned(),
-            counts: emulator.counts(),
-            sts: emulator.sts_addr().map(|address| format!("http://{address}")),
-            directory,
-            task: tokio::spawn(emulator.run()),
-        }
-    }
-}
-
-impl Drop for TestEmulator {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_dir_all(&self.directory);
-    }
+/// An emulator in front of `upstream` that knows [`ACCESS_KEY_ID`] in [`REGION`] and, given `sts_upstream`, also
+/// accepts the temporary credentials that STS issues through it.
+async fn start_emulator(upstream: &url::Url, sts_upstream: Option<&str>) -> TestEmulator {
+    let mut credentials = CredentialStore::default();
+    credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
+    let options = EmulatorOptions {
+        region: REGION.to_owned(),
+        sts_upstream: sts_upstream.map(str::to_owned),
+        ..EmulatorOptions::default()
+    };
+    TestEmulator::start(upstream.clone(), credentials, options).await
 }
 
 /// `tasks-api` with AWS credentials in the environment and nothing else of the developer's: no profile files, no
@@ -97,7 +54,7 @@ fn succeeded(what: &str, output: &Output) -> String {
 }
 
 async fn token(emulator: &TestEmulator, user: &str) -> String {
-    token_from(tasks_api(&emulator.directory), emulator, user).await
+    token_from(tasks_api(emulator.directory()), emulator, user).await
 }
 
 /// What `tasks-api token` prints for `user` at the emulator, run as `command`.
@@ -135,8 +92,8 @@ fn server_url(variable: &str, default: &str) -> url::Url {
 
 #[tokio::test]
 async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
-    let (upstream, address) = postgres_upstream();
-    let emulator = TestEmulator::start(&address).await;
+    let upstream = postgres_server();
+    let emulator = start_emulator(&upstream, None).await;
     let user = upstream.username();
     let token = token(&emulator, user).await;
 
@@ -149,7 +106,7 @@ async fn psql_current_user(emulator: &TestEmulator, user: &str, token: &str) -> 
     let connection = format!(
         "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=verify-full sslrootcert={}",
         emulator.address.port(),
-        emulator.ca_pem.display()
+        emulator.ca_pem().display()
     );
     let output = client("psql")
         .args([connection.as_str(), "-tAc", "SELECT current_user"])
@@ -160,15 +117,9 @@ async fn psql_current_user(emulator: &TestEmulator, user: &str, token: &str) -> 
     succeeded("psql", &output).trim().to_owned()
 }
 
-/// The PostgreSQL to put the emulator in front of, and its address as the emulator's upstream URL.
-fn postgres_upstream() -> (url::Url, String) {
-    let upstream = server_url("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
-    let address = format!(
-        "postgres://{}:{}",
-        upstream.host_str().expect("a host"),
-        upstream.port().unwrap_or(5432)
-    );
-    (upstream, address)
+/// The PostgreSQL to put the emulator in front of.
+fn postgres_server() -> url::Url {
+    server_url("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 }
 
 #[tokio::test]
@@ -191,11 +142,11 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
     base_access_key_id: &str,
     account: &str,
 ) {
-    let (upstream, address) = postgres_upstream();
-    let emulator = TestEmulator::start_trusting(&address, Some(sts)).await;
+    let upstream = postgres_server();
+    let emulator = start_emulator(&upstream, Some(sts)).await;
     let through = emulator.sts.as_deref().expect("an STS pass-through");
-    let config = emulator.directory.join("config");
-    let credentials = emulator.directory.join("credentials");
+    let config = emulator.directory().join("config");
+    let credentials = emulator.directory().join("credentials");
     std::fs::write(
         &config,
         format!(
@@ -209,7 +160,7 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
         format!("[base]\naws_access_key_id = {base_access_key_id}\naws_secret_access_key = profile/base+secret\n"),
     )
     .expect("write the credentials file");
-    let mut command = tasks_api_without_credentials(&emulator.directory);
+    let mut command = tasks_api_without_credentials(emulator.directory());
     command
         .env("AWS_CONFIG_FILE", &config)
         .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
@@ -237,7 +188,7 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
 #[tokio::test]
 async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
     let upstream = server_url("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306");
-    let emulator = TestEmulator::start(upstream.as_str()).await;
+    let emulator = start_emulator(&upstream, None).await;
     let user = upstream.username();
     let token = token(&emulator, user).await;
     let database = format!("tasks_cli_{}", uuid::Uuid::new_v4().simple());
@@ -247,7 +198,7 @@ async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
             .args(["-h", "127.0.0.1", "-u", user, "-N", "-e", statement])
             .args(["-P", &emulator.address.port().to_string()])
             .arg(format!("--password={password}"))
-            .arg(format!("--ssl-ca={}", emulator.ca_pem.display()))
+            .arg(format!("--ssl-ca={}", emulator.ca_pem().display()))
             .arg("--ssl-verify-server-cert");
         command
     };
@@ -259,16 +210,13 @@ async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
     assert!(succeeded("mariadb", &output).starts_with(&format!("{user}@")));
 
     let migrate = |action: &'static str| {
-        let mut command = tasks_api(&emulator.directory);
+        let mut command = tasks_api(emulator.directory());
         command
             .args(["migrate", action])
-            .env(
-                "APP__DATABASE__URL",
-                format!("mysql://{user}@{}/{database}", emulator.address),
-            )
+            .env("APP__DATABASE__URL", emulator.url(user, &database))
             .env("APP__DATABASE__AUTH", "iam")
             .env("APP__DATABASE__IAM__REGION", REGION)
-            .env("APP__DATABASE__TLS__ROOT_CERT", &emulator.ca_pem);
+            .env("APP__DATABASE__TLS__ROOT_CERT", emulator.ca_pem());
         command
     };
     let up = migrate("up").output().await.expect("tasks-api migrate runs");

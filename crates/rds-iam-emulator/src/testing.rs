@@ -1,0 +1,178 @@
+//! A harness for tests that need RDS IAM authentication in front of a real server (feature `testing`).
+//!
+//! [`TestEmulator::start`] runs an emulator on a free port of `127.0.0.1` with a TLS directory of its own, and drops
+//! both with the value:
+//!
+//! ```no_run
+//! use rds_iam_emulator::credentials::CredentialStore;
+//! use rds_iam_emulator::testing::{EmulatorOptions, TestEmulator};
+//!
+//! # async fn example() {
+//! let mut credentials = CredentialStore::default();
+//! credentials.insert("AKIAEXAMPLE".to_owned(), "example/secret".to_owned(), None);
+//! let upstream = "postgres://127.0.0.1:5432".parse().expect("a URL");
+//! let emulator = TestEmulator::start(upstream, credentials, EmulatorOptions::default()).await;
+//! // Connect to this URL with an IAM token as the password, verifying the server with `emulator.ca_pem()`.
+//! let url = emulator.url("postgres", "postgres");
+//! # }
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::credentials::CredentialStore;
+use crate::sigv4::MAX_TOKEN_LIFETIME;
+use crate::{AuthCounts, Emulator, IssuedLog, Options, StsPassThrough};
+
+/// How a test wants its emulator. The defaults are the emulator's own: region `us-east-1`, tokens signed for the
+/// listen address, a maximum token age of 15 minutes, no STS pass-through.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// The region tokens must be signed for.
+    pub region: String,
+    /// The `host:port` tokens must name; the listen address when `None`.
+    pub endpoint: Option<String>,
+    /// Tokens older than this are refused, whatever their own lifetime.
+    pub max_token_age: Duration,
+    /// The STS that the emulator's STS pass-through forwards to; the emulator accepts the credentials it issues.
+    pub sts_upstream: Option<String>,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".to_owned(),
+            endpoint: None,
+            max_token_age: MAX_TOKEN_LIFETIME,
+            sts_upstream: None,
+        }
+    }
+}
+
+/// A running emulator with a temporary directory of its own; both go away when this is dropped.
+#[derive(Debug)]
+pub struct TestEmulator {
+    /// Where clients connect.
+    pub address: SocketAddr,
+    /// Tokens accepted and refused so far.
+    pub counts: Arc<AuthCounts>,
+    /// The STS pass-through's URL, when the emulator has one: the STS endpoint to give clients.
+    pub sts: Option<String>,
+    /// The temporary credentials learned through the STS pass-through.
+    pub issued: Arc<IssuedLog>,
+    ca_pem: PathBuf,
+    upstream: Url,
+    // Deleted by its own `Drop`, which runs after `TestEmulator::drop` has stopped the emulator.
+    directory: TempDir,
+    task: JoinHandle<()>,
+}
+
+/// What [`TestEmulator::url`] percent-encodes in a user name: all but RFC 3986's unreserved characters, so that `@`,
+/// `:`, `/`, `+` and spaces stay part of the name.
+const USER_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+impl TestEmulator {
+    /// Starts an emulator on `127.0.0.1:0` in front of `upstream` (see [`Options::upstream`]; a path or query is
+    /// ignored) that accepts tokens signed with `credentials`, on the current Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// When the emulator cannot start or `options.sts_upstream` is not a URL: in a test, that is the test's failure.
+    pub async fn start(upstream: Url, credentials: CredentialStore, options: EmulatorOptions) -> Self {
+        let directory = tempfile::Builder::new()
+            .prefix("rds-iam-emulator-")
+            .tempdir()
+            .expect("a temporary directory");
+        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let emulator = Emulator::bind(Options {
+            listen: any_port,
+            upstream: upstream.clone(),
+            region: options.region,
+            credentials,
+            tls_dir: directory.path().to_owned(),
+            endpoint: options.endpoint,
+            max_token_age: options.max_token_age,
+            sts: options.sts_upstream.map(|sts| StsPassThrough {
+                listen: any_port,
+                upstream: sts.parse().expect("the STS upstream's URL"),
+            }),
+        })
+        .await
+        .expect("the emulator starts");
+        Self {
+            address: emulator.local_addr(),
+            counts: emulator.counts(),
+            sts: emulator.sts_addr().map(|address| format!("http://{address}")),
+            issued: emulator.issued(),
+            ca_pem: emulator.ca_pem_path().to_owned(),
+            upstream,
+            directory,
+            task: tokio::spawn(emulator.run()),
+        }
+    }
+
+    /// The CA certificate clients verify the emulator with (`sslrootcert`, `--ssl-ca`).
+    #[must_use]
+    pub fn ca_pem(&self) -> &Path {
+        &self.ca_pem
+    }
+
+    /// The server behind the emulator, as given to [`TestEmulator::start`].
+    #[must_use]
+    pub fn upstream(&self) -> &Url {
+        &self.upstream
+    }
+
+    /// The emulator's temporary directory, which holds `ca.pem`. A test may keep its own files there (an AWS
+    /// profile, a home directory); they go with the emulator.
+    #[must_use]
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// The URL that reaches `database` through the emulator as `user`, in the upstream's scheme.
+    #[must_use]
+    pub fn url(&self, user: &str, database: &str) -> String {
+        format!(
+            "{}://{}@{}/{database}",
+            self.upstream.scheme(),
+            utf8_percent_encode(user, USER_NAME),
+            self.address
+        )
+    }
+}
+
+impl Drop for TestEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EmulatorOptions, TestEmulator};
+    use crate::credentials::CredentialStore;
+
+    #[tokio::test]
+    async fn urls_encode_the_user_and_the_directory_goes_with_the_emulator() {
+        // Nothing connects upstream until a client has authenticated, so no server need listen there.
+        let upstream = "mysql://root@127.0.0.1:1".parse().expect("a URL");
+        let emulator = TestEmulator::start(upstream, CredentialStore::default(), EmulatorOptions::default()).await;
+        let directory = emulator.directory().to_owned();
+
+        assert_eq!(
+            emulator.url("tasks user+1@example:x/y", "tasks"),
+            format!("mysql://tasks%20user%2B1%40example%3Ax%2Fy@{}/tasks", emulator.address)
+        );
+        assert!(emulator.ca_pem().starts_with(&directory) && emulator.ca_pem().exists());
+        drop(emulator);
+        assert!(!directory.exists());
+    }
+}
