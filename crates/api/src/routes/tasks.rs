@@ -10,10 +10,22 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::method_not_allowed;
-use crate::error::ApiError;
+use crate::BODY_LIMIT;
+use crate::error::{ApiError, json_error};
 
+/// The `/tasks` routes over the repository `R` (the app supplies it as `web::Data<R>`), and how their bodies and query
+/// strings are read: JSON of at most [`BODY_LIMIT`] bytes, with every way of failing to parse answered as a problem
+/// like any other error. Those reading rules are app data, so they hold for the whole app this configures.
 pub(crate) fn configure<R: TaskRepository>(config: &mut web::ServiceConfig) {
     config
+        .app_data(
+            web::JsonConfig::default()
+                .limit(BODY_LIMIT)
+                .error_handler(|error, _| json_error(error, BODY_LIMIT).into()),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()),
+        )
         .service(
             web::resource("/tasks")
                 .route(web::get().to(list_tasks::<R>))
