@@ -76,7 +76,7 @@ async fn the_service_signs_its_tokens_with_the_role_it_assumes(api: AwsApi, back
         .expect("starts with the assumed role's credentials");
 
     let id = app.create_task("written as the assumed role").await;
-    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    assert_eq!(app.read_task(id).await.name, "written as the assumed role");
     let emulator = app.emulator.as_ref().expect("an emulator");
     assert!(emulator.counts.accepted() >= 1);
     assert_eq!(
@@ -161,7 +161,7 @@ async fn the_clusters_writer_endpoint_is_discovered_and_named_in_every_token(bac
     let app = start_discovering(&moto, stack, ("APP__DATABASE__IAM__CLUSTER_ID", "tasks-cluster")).await;
 
     let id = app.create_task("through the discovered endpoint").await;
-    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    assert_eq!(app.read_task(id).await.name, "through the discovered endpoint");
     assert_eq!(app.emulator.as_ref().expect("an emulator").counts.refused(), 0);
 }
 

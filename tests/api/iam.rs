@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use rds_iam::{IamToken, RdsTokenSigner, TokenLifetime, TokenTarget};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use test_support::iam::{
     ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config, aws_config_with_credential_process,
 };
-use test_support::{Backend, EmulatorOptions, Stack, TestApp, TestEmulator, assert_problem};
+use test_support::{Backend, EmulatorOptions, Stack, TaskBody, TestEmulator, assert_problem};
 
 on_iam_backends!(
     a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written,
@@ -186,7 +186,7 @@ async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_
         .expect("starts");
 
     let id = app.create_task("through the tunnel").await;
-    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    assert_eq!(app.read_task(id).await.name, "through the tunnel");
 }
 
 /// A token for `user` at the emulator's endpoint, from the product's own generator.
@@ -302,7 +302,7 @@ async fn a_user_name_that_needs_percent_encoding_works_end_to_end(backend: Backe
         .expect("starts");
 
     let id = app.create_task("as an awkwardly named user").await;
-    assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    assert_eq!(app.read_task(id).await.name, "as an awkwardly named user");
     let sessions_as_user = app
         .database
         .scalar(match backend {
@@ -314,12 +314,6 @@ async fn a_user_name_that_needs_percent_encoding_works_end_to_end(backend: Backe
         })
         .await;
     assert!(sessions_as_user >= 1, "the service works as that user");
-}
-
-async fn readiness(app: &TestApp) -> (u16, Value) {
-    let response = app.get("/health/ready").await;
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
 }
 
 /// How long the rotation test drives load, in seconds: 60 unless `ROTATION_TEST_SECONDS` says otherwise.
@@ -369,10 +363,7 @@ async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write(backe
                         failures.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let id = response.json::<Value>().await.expect("JSON")["id"]
-                        .as_str()
-                        .expect("id")
-                        .to_owned();
+                    let id = response.json::<TaskBody>().await.expect("a task").id;
                     if app.get(&format!("/tasks/{id}")).await.status() != 200 {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
@@ -397,15 +388,14 @@ async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write(backe
         app.database.count_tasks().await,
         i64::try_from(acknowledged.len()).expect("fits")
     );
-    let (status, ready) = readiness(&app).await;
-    assert_eq!(status, 200);
-    let refreshes = ready["iam_token"]["refreshes"].as_u64().expect("refresh count");
+    let token = app.readiness().await.iam_token.expect("an IAM token report");
+    let refreshes = token.refreshes;
     assert!(
         refreshes >= rotation_seconds() / 5,
         "only {refreshes} renewals in {}s",
         rotation_seconds()
     );
-    assert_eq!(ready["iam_token"]["failures"], 0);
+    assert_eq!(token.failures, 0);
     // Connections were really replaced and so really presented renewed tokens: 8 connections living 3 s each make
     // about 8 × seconds / 3 log-ins; at least half of that, or lifetimes are not enforced.
     let counts = &app.emulator.as_ref().expect("an emulator").counts;
@@ -435,9 +425,9 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
         .await
         .map_err(|(error, _)| error)
         .expect("starts");
-    let (_, ready) = readiness(&app).await;
+    let token = app.readiness().await.iam_token.expect("an IAM token report");
     // Whole seconds, rounded down: the token may live up to a second longer than this, never shorter.
-    let expires_in = Duration::from_secs(ready["iam_token"]["expires_in_secs"].as_u64().expect("token expiry"));
+    let expires_in = Duration::from_secs(token.expires_in_secs);
     let token_expires = Instant::now() + expires_in;
     let before = app.create_task("before the outage").await;
 
@@ -447,19 +437,19 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
         app.create_task("during the outage").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, ready) = readiness(&app).await;
-    assert_eq!(status, 200, "{ready}");
-    let failures = ready["iam_token"]["failures"].as_u64().expect("failures");
-    assert!(failures > 0, "renewal was attempted and failed: {ready}");
+    let token = app.readiness().await.iam_token.expect("an IAM token report");
+    assert!(token.failures > 0, "renewal was attempted and failed: {token:?}");
 
     tokio::time::sleep_until((token_expires + Duration::from_millis(1300)).into()).await;
     let problem = assert_problem(app.get("/health/ready").await, 503, "iam_token_expired").await;
-    let detail = problem["detail"].as_str().expect("detail");
-    assert!(!detail.contains("credential source"), "no internals: {problem}");
+    assert!(
+        !problem.detail.contains("credential source"),
+        "no internals: {problem:?}"
+    );
 
     std::fs::remove_file(&outage).expect("end the outage");
     let recovered_by = Instant::now() + Duration::from_secs(10);
-    while readiness(&app).await.0 != 200 {
+    while app.get("/health/ready").await.status() != 200 {
         assert!(
             Instant::now() < recovered_by,
             "not ready again 10 s after the credentials came back"
@@ -467,8 +457,8 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = app.create_task("after the outage").await;
-    for id in [before, after] {
-        assert_eq!(app.get(&format!("/tasks/{id}")).await.status(), 200);
+    for (id, name) in [(before, "before the outage"), (after, "after the outage")] {
+        assert_eq!(app.read_task(id).await.name, name);
     }
     let _ = std::fs::remove_dir_all(&profile_dir);
 }

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
-use serde_json::Value;
-use test_support::{Backend, TestApp, assert_problem, spawn_app};
+use test_support::{Backend, TaskBody, TestApp, assert_problem, spawn_app};
+use uuid::Uuid;
 
 on_every_backend!(
     following_next_links_visits_every_task_once_in_id_order,
@@ -11,8 +11,8 @@ on_every_backend!(
 );
 
 /// Inserts `count` tasks in one statement, bypassing the API, and returns their ids.
-async fn seed(app: &TestApp, count: usize) -> Vec<String> {
-    let ids: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::now_v7()).collect();
+async fn seed(app: &TestApp, count: usize) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
     let values: Vec<String> = ids
         .iter()
         .enumerate()
@@ -21,7 +21,7 @@ async fn seed(app: &TestApp, count: usize) -> Vec<String> {
     app.database
         .execute(format!("INSERT INTO tasks (id, name) VALUES {}", values.join(",")))
         .await;
-    ids.iter().map(uuid::Uuid::to_string).collect()
+    ids
 }
 
 fn next_link(response: &reqwest::Response) -> Option<String> {
@@ -43,9 +43,9 @@ async fn following_next_links_visits_every_task_once_in_id_order(backend: Backen
         let response = app.get(&path).await;
         assert_eq!(response.status(), 200);
         next = next_link(&response);
-        let page: Vec<Value> = response.json().await.expect("JSON array");
+        let page: Vec<TaskBody> = response.json().await.expect("tasks");
         assert!(page.len() <= 10);
-        seen.extend(page.iter().map(|task| task["id"].as_str().expect("id").to_owned()));
+        seen.extend(page.iter().map(|task| task.id));
         pages += 1;
     }
 
@@ -62,8 +62,8 @@ async fn the_default_page_holds_fifty_tasks(backend: Backend) {
 
     let next = next_link(&response).expect("a next link");
     assert!(next.starts_with("/tasks?limit=50&after="), "{next}");
-    assert_eq!(response.json::<Vec<Value>>().await.expect("JSON").len(), 50);
-    let last: Vec<Value> = app.get(&next).await.json().await.expect("JSON");
+    assert_eq!(response.json::<Vec<TaskBody>>().await.expect("tasks").len(), 50);
+    let last: Vec<TaskBody> = app.get(&next).await.json().await.expect("tasks");
     assert_eq!(last.len(), 1);
 }
 
@@ -74,7 +74,7 @@ async fn limits_outside_one_to_a_thousand_are_refused(backend: Backend) {
     for bad in ["0", "1001", "-1", "ten", "99999999999999999999999"] {
         assert_problem(app.get(&format!("/tasks?limit={bad}")).await, 400, "invalid_query").await;
     }
-    let page: Vec<Value> = app.get("/tasks?limit=1000").await.json().await.expect("JSON");
+    let page: Vec<TaskBody> = app.get("/tasks?limit=1000").await.json().await.expect("tasks");
     assert_eq!(page.len(), 3);
 }
 
@@ -83,15 +83,15 @@ async fn a_page_starting_after_an_unknown_id_continues_from_there(backend: Backe
     let mut ids = seed(&app, 5).await;
     ids.sort();
     // Deleted between two page requests: the next page still starts at the right place.
-    assert_eq!(app.delete_task(&ids[1]).await.status(), 204);
+    assert_eq!(app.delete_task(ids[1]).await.status(), 204);
 
-    let page: Vec<Value> = app
+    let page: Vec<TaskBody> = app
         .get(&format!("/tasks?after={}", ids[1]))
         .await
         .json()
         .await
-        .expect("JSON");
+        .expect("tasks");
 
-    let names: Vec<&str> = page.iter().map(|task| task["id"].as_str().expect("id")).collect();
-    assert_eq!(names, ids[2..].iter().map(String::as_str).collect::<Vec<_>>());
+    let listed: Vec<Uuid> = page.iter().map(|task| task.id).collect();
+    assert_eq!(listed, ids[2..]);
 }

@@ -1,5 +1,5 @@
-use serde_json::{Value, json};
-use test_support::{Backend, assert_problem, spawn_app};
+use serde_json::json;
+use test_support::{Backend, TaskBody, assert_problem, spawn_app};
 
 on_every_backend!(
     a_created_task_can_be_read_back,
@@ -17,14 +17,16 @@ async fn a_created_task_can_be_read_back(backend: Backend) {
 
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().expect("ASCII").to_owned();
-    let created: Value = response.json().await.expect("JSON");
-    let id = created["id"].as_str().expect("id");
-    assert_eq!(location, format!("/tasks/{id}"));
-    assert_eq!(created["name"], "Write the migration");
-    let fetched: Value = app.get(&location).await.json().await.expect("JSON");
-    assert_eq!(fetched, created);
-    let listed: Value = app.get("/tasks").await.json().await.expect("JSON");
-    assert_eq!(listed, json!([created]));
+    let created: TaskBody = response.json().await.expect("a task");
+    assert_eq!(location, format!("/tasks/{}", created.id));
+    assert_eq!(created.name, "Write the migration");
+    assert_eq!(
+        app.database.task_name(created.id).await.as_deref(),
+        Some("Write the migration")
+    );
+    assert_eq!(app.read_task(created.id).await, created);
+    let listed: Vec<TaskBody> = app.get("/tasks").await.json().await.expect("tasks");
+    assert_eq!(listed, [created]);
     assert_eq!(app.database.count_tasks().await, 1);
 }
 
@@ -35,7 +37,7 @@ async fn an_empty_service_lists_an_empty_array(backend: Backend) {
 
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("link").is_none());
-    assert_eq!(response.json::<Value>().await.expect("JSON"), json!([]));
+    assert_eq!(response.json::<Vec<TaskBody>>().await.expect("tasks"), []);
 }
 
 async fn renaming_changes_only_the_name(backend: Backend) {
@@ -43,44 +45,48 @@ async fn renaming_changes_only_the_name(backend: Backend) {
     let id = app.create_task("before").await;
     let other = app.create_task("untouched").await;
 
-    let response = app.put_task(&id, &json!({ "name": "after" })).await;
+    let response = app.put_task(id, &json!({ "name": "after" })).await;
 
     assert_eq!(response.status(), 200);
+    let renamed: TaskBody = response.json().await.expect("a task");
     assert_eq!(
-        response.json::<Value>().await.expect("JSON"),
-        json!({ "id": id, "name": "after" })
+        renamed,
+        TaskBody {
+            id,
+            name: "after".to_owned()
+        }
     );
-    let fetched: Value = app.get(&format!("/tasks/{id}")).await.json().await.expect("JSON");
-    assert_eq!(fetched["name"], "after");
-    let untouched: Value = app.get(&format!("/tasks/{other}")).await.json().await.expect("JSON");
-    assert_eq!(untouched["name"], "untouched");
+    assert_eq!(app.database.task_name(id).await.as_deref(), Some("after"));
+    assert_eq!(app.database.task_name(other).await.as_deref(), Some("untouched"));
+    assert_eq!(app.read_task(id).await, renamed);
 }
 
 async fn a_deleted_task_is_gone(backend: Backend) {
     let app = spawn_app(backend).await;
     let id = app.create_task("short-lived").await;
 
-    let response = app.delete_task(&id).await;
+    let response = app.delete_task(id).await;
 
     assert_eq!(response.status(), 204);
+    assert_eq!(app.database.task_name(id).await, None);
     assert_problem(app.get(&format!("/tasks/{id}")).await, 404, "task_not_found").await;
-    assert_problem(app.delete_task(&id).await, 404, "task_not_found").await;
+    assert_problem(app.delete_task(id).await, 404, "task_not_found").await;
     assert_eq!(app.database.count_tasks().await, 0);
 }
 
 async fn unknown_ids_are_not_found_on_every_verb(backend: Backend) {
     let app = spawn_app(backend).await;
-    let unknown = uuid::Uuid::now_v7().to_string();
+    let unknown = uuid::Uuid::now_v7();
 
-    let body = assert_problem(app.get(&format!("/tasks/{unknown}")).await, 404, "task_not_found").await;
-    assert!(body["detail"].as_str().expect("detail").contains(&unknown));
+    let problem = assert_problem(app.get(&format!("/tasks/{unknown}")).await, 404, "task_not_found").await;
+    assert!(problem.detail.contains(&unknown.to_string()), "{problem:?}");
     assert_problem(
-        app.put_task(&unknown, &json!({ "name": "x" })).await,
+        app.put_task(unknown, &json!({ "name": "x" })).await,
         404,
         "task_not_found",
     )
     .await;
-    assert_problem(app.delete_task(&unknown).await, 404, "task_not_found").await;
+    assert_problem(app.delete_task(unknown).await, 404, "task_not_found").await;
     assert_eq!(app.database.count_tasks().await, 0);
 }
 
@@ -89,8 +95,7 @@ async fn names_of_255_multibyte_characters_are_stored_intact(backend: Backend) {
     for name in ["é".repeat(255), "🦀".repeat(255), "日本語".repeat(85)] {
         let id = app.create_task(&name).await;
 
-        let fetched: Value = app.get(&format!("/tasks/{id}")).await.json().await.expect("JSON");
-
-        assert_eq!(fetched["name"], name.as_str());
+        assert_eq!(app.database.task_name(id).await, Some(name.clone()));
+        assert_eq!(app.read_task(id).await.name, name);
     }
 }

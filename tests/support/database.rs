@@ -134,6 +134,16 @@ impl TestDatabase {
         self.scalar("SELECT COUNT(*) FROM tasks").await
     }
 
+    /// The name stored for task `id`, read directly, not through the service; `None` when there is no such row.
+    pub async fn task_name(&self, id: Uuid) -> Option<String> {
+        let mut connection = self.connect().await;
+        let query = format!("SELECT name FROM tasks WHERE id = {}", self.backend.uuid_literal(id));
+        sqlx::query_scalar(AssertSqlSafe(query))
+            .fetch_optional(&mut connection)
+            .await
+            .expect("a name or no row")
+    }
+
     /// How many tables the test database holds: zero means not even the migrations got in.
     pub async fn count_tables(&self) -> i64 {
         match self.backend {

@@ -6,15 +6,18 @@ mod database;
 pub mod iam;
 mod logs;
 
+use std::fmt::Display;
 use std::path::Path;
 use std::sync::LazyLock;
 
 use aws_config::SdkConfig;
 use reqwest::{Client, Method, RequestBuilder, Response};
+use serde::Deserialize;
 use serde_json::Value;
 use tasks_api::settings::{LogFormat, LogSettings};
 use tasks_api::startup::ServerHandle;
 use tasks_api::{Application, Settings, StartupError, telemetry};
+use uuid::Uuid;
 
 pub use database::{Backend, TestDatabase};
 pub use iam::{EmulatorOptions, TestEmulator};
@@ -162,14 +165,28 @@ impl TestApp {
     }
 
     /// Creates a task named `name` and returns its id, failing the test if the service refuses.
-    pub async fn create_task(&self, name: &str) -> String {
+    pub async fn create_task(&self, name: &str) -> Uuid {
         let response = self.post_task(&serde_json::json!({ "name": name })).await;
         assert_eq!(response.status(), 201, "creating {name:?}");
-        let body: Value = response.json().await.expect("a JSON task");
-        body["id"].as_str().expect("an id").to_owned()
+        response.json::<TaskBody>().await.expect("a task").id
     }
 
-    pub async fn put_task(&self, id: &str, body: &Value) -> Response {
+    /// `GET /tasks/{id}`, failing the test unless it answers 200 with a task.
+    pub async fn read_task(&self, id: impl Display) -> TaskBody {
+        let response = self.get(&format!("/tasks/{id}")).await;
+        assert_eq!(response.status(), 200, "reading task {id}");
+        response.json().await.expect("a task")
+    }
+
+    /// `GET /health/ready`, failing the test unless the service is ready.
+    pub async fn readiness(&self) -> Readiness {
+        let response = self.get("/health/ready").await;
+        assert_eq!(response.status(), 200, "ready");
+        response.json().await.expect("a readiness report")
+    }
+
+    /// `id` is whatever the path segment should read, UUID or not.
+    pub async fn put_task(&self, id: impl Display, body: &Value) -> Response {
         self.request(Method::PUT, &format!("/tasks/{id}"))
             .json(body)
             .send()
@@ -177,7 +194,7 @@ impl TestApp {
             .expect("PUT is answered")
     }
 
-    pub async fn delete_task(&self, id: &str) -> Response {
+    pub async fn delete_task(&self, id: impl Display) -> Response {
         self.request(Method::DELETE, &format!("/tasks/{id}"))
             .send()
             .await
@@ -205,8 +222,47 @@ impl Drop for TestApp {
     }
 }
 
+/// A task as the service shows it. Unknown fields are refused, so a field that leaks into the JSON fails the test.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBody {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// An RFC 9457 problem as the service sends it, with nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemBody {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+}
+
+/// What `GET /health/ready` reports when the service is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    pub status: String,
+    /// Present with IAM authentication only.
+    pub iam_token: Option<IamTokenReport>,
+}
+
+/// The IAM token's state in a readiness report.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamTokenReport {
+    pub expires_in_secs: u64,
+    pub age_secs: u64,
+    pub refreshes: u64,
+    pub failures: u64,
+}
+
 /// Asserts that `response` is an RFC 9457 problem with `status` and `code`, and returns its body.
-pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> ProblemBody {
     assert_eq!(response.status(), status, "status of {}", response.url());
     let content_type = response
         .headers()
@@ -214,10 +270,10 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
-    let body: Value = response.json().await.expect("a JSON problem body");
-    assert_eq!(body["status"], status);
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["type"], "about:blank");
-    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
-    body
+    let problem: ProblemBody = response.json().await.expect("a problem body");
+    assert_eq!(problem.status, status);
+    assert_eq!(problem.code, code, "{problem:?}");
+    assert_eq!(problem.problem_type, "about:blank");
+    assert!(!problem.title.is_empty(), "{problem:?}");
+    problem
 }

@@ -4,11 +4,14 @@
 use std::fmt::Write as _;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use domain::{DomainError, TaskIdError, TaskNameError};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// The media type of every error response.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem detail.
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,54 +58,78 @@ pub(crate) enum ApiError {
     MethodNotAllowed { allow: &'static str },
 }
 
-impl ApiError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::MalformedBody(_) => "malformed_body",
-            Self::InvalidQuery(_) => "invalid_query",
-            Self::InvalidId(_) => "invalid_id",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::InvalidName(_) => "invalid_name",
-            Self::Domain(DomainError::NotFound(_)) => "task_not_found",
-            Self::Domain(DomainError::AlreadyExists(_)) => "task_exists",
-            Self::Domain(DomainError::Unavailable(_)) => "database_unavailable",
-            Self::Domain(DomainError::Storage(_)) => "internal_error",
-            Self::TokenExpired { .. } => "iam_token_expired",
-            Self::RouteNotFound => "route_not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
+/// How one kind of failure is answered. [`ApiError::answer`] holds every rule, so a status, its code, the header
+/// it calls for and what the client may read are decided together.
+struct Answer {
+    status: StatusCode,
+    code: &'static str,
+    /// A header the status calls for: `Allow` with 405 (RFC 9110), `Retry-After` when retrying soon may succeed.
+    header: Option<(HeaderName, &'static str)>,
+    /// What the client reads in place of the error's own message, when that message is not for outsiders.
+    detail: Option<&'static str>,
+}
+
+impl Answer {
+    const fn new(status: StatusCode, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            header: None,
+            detail: None,
         }
     }
 
-    /// What the client is told. Server-side failures get a fixed sentence: their causes are for the logs only.
-    fn detail(&self) -> String {
+    fn header(self, name: HeaderName, value: &'static str) -> Self {
+        Self {
+            header: Some((name, value)),
+            ..self
+        }
+    }
+
+    fn detail(self, detail: &'static str) -> Self {
+        Self {
+            detail: Some(detail),
+            ..self
+        }
+    }
+}
+
+impl ApiError {
+    /// The one table from failures to answers.
+    fn answer(&self) -> Answer {
         match self {
+            Self::MalformedBody(_) => Answer::new(StatusCode::BAD_REQUEST, "malformed_body"),
+            Self::InvalidQuery(_) => Answer::new(StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::InvalidId(_) => Answer::new(StatusCode::BAD_REQUEST, "invalid_id"),
+            Self::PayloadTooLarge { .. } => Answer::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => Answer::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::InvalidName(_) => Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"),
+            Self::Domain(DomainError::NotFound(_)) => Answer::new(StatusCode::NOT_FOUND, "task_not_found"),
+            Self::Domain(DomainError::AlreadyExists(_)) => Answer::new(StatusCode::CONFLICT, "task_exists"),
+            // Server-side failures get a fixed sentence: their causes are for the logs only.
             Self::Domain(DomainError::Unavailable(_)) => {
-                "the database cannot be reached at the moment; retry later".to_owned()
+                Answer::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+                    .header(header::RETRY_AFTER, "1")
+                    .detail("the database cannot be reached at the moment; retry later")
             }
-            Self::Domain(DomainError::Storage(_)) => "the request could not be completed".to_owned(),
-            other => other.to_string(),
+            Self::Domain(DomainError::Storage(_)) => Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                .detail("the request could not be completed"),
+            Self::TokenExpired { .. } => Answer::new(StatusCode::SERVICE_UNAVAILABLE, "iam_token_expired"),
+            Self::RouteNotFound => Answer::new(StatusCode::NOT_FOUND, "route_not_found"),
+            Self::MethodNotAllowed { allow } => {
+                Answer::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").header(header::ALLOW, allow)
+            }
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::MalformedBody(_) | Self::InvalidQuery(_) | Self::InvalidId(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::InvalidName(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Domain(DomainError::NotFound(_)) | Self::RouteNotFound => StatusCode::NOT_FOUND,
-            Self::Domain(DomainError::AlreadyExists(_)) => StatusCode::CONFLICT,
-            Self::Domain(DomainError::Unavailable(_)) | Self::TokenExpired { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Domain(DomainError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-        }
+        self.answer().status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
+        let answer = self.answer();
         match self {
             Self::TokenExpired { last_error } => {
                 tracing::error!(
@@ -110,26 +137,20 @@ impl ResponseError for ApiError {
                     "not ready: IAM token expired"
                 );
             }
-            _ if status.is_server_error() => tracing::error!(error = %chain(self), "request failed"),
+            _ if answer.status.is_server_error() => tracing::error!(error = %chain(self), "request failed"),
             _ => {}
         }
         let problem = Problem {
             problem_type: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.detail(),
-            code: self.code(),
+            title: answer.status.canonical_reason().unwrap_or("Error"),
+            status: answer.status.as_u16(),
+            detail: answer.detail.map_or_else(|| self.to_string(), str::to_owned),
+            code: answer.code,
         };
-        let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
-        match self {
-            Self::MethodNotAllowed { allow } => {
-                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
-            }
-            Self::Domain(DomainError::Unavailable(_)) => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
-            }
-            _ => {}
+        let mut response = HttpResponse::build(answer.status);
+        response.content_type(PROBLEM_JSON);
+        if let Some((name, value)) = answer.header {
+            response.insert_header((name, HeaderValue::from_static(value)));
         }
         match serde_json::to_vec(&problem) {
             Ok(body) => response.body(body),

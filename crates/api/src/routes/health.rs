@@ -5,7 +5,7 @@ use domain::DomainError;
 use infrastructure::Database;
 use serde_json::json;
 
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
@@ -26,8 +26,7 @@ pub(crate) async fn live() -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, description = "Ready; with IAM, the token's remaining life and renewal counters"),
-        (status = 503, description = "Database unreachable, or IAM token expired", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable, or IAM token expired"),
     )
 )]
 pub(crate) async fn ready(database: web::Data<Database>) -> Result<HttpResponse, ApiError> {

@@ -16,3 +16,6 @@ pub(crate) fn method_not_allowed(
 ) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone + 'static {
     move || std::future::ready(Err(ApiError::MethodNotAllowed { allow }))
 }
+
+#[cfg(test)]
+mod tests;

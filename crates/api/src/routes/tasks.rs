@@ -10,10 +10,22 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::method_not_allowed;
-use crate::error::{ApiError, Problem};
+use crate::BODY_LIMIT;
+use crate::error::{ApiError, json_error};
 
+/// The `/tasks` routes over the repository `R` (the app supplies it as `web::Data<R>`), and how their bodies and query
+/// strings are read: JSON of at most [`BODY_LIMIT`] bytes, with every way of failing to parse answered as a problem
+/// like any other error. Those reading rules are app data, so they hold for the whole app this configures.
 pub(crate) fn configure<R: TaskRepository>(config: &mut web::ServiceConfig) {
     config
+        .app_data(
+            web::JsonConfig::default()
+                .limit(BODY_LIMIT)
+                .error_handler(|error, _| json_error(error, BODY_LIMIT).into()),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()),
+        )
         .service(
             web::resource("/tasks")
                 .route(web::get().to(list_tasks::<R>))
@@ -88,8 +100,8 @@ impl FromRequest for TaskIdParam {
     responses(
         (status = 200, description = "One page of tasks", body = [TaskResource],
             headers(("Link" = String, description = "RFC 8288 link to the next page, when there is one"))),
-        (status = 400, description = "Bad limit or after", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or after"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -124,11 +136,11 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
     responses(
         (status = 201, description = "Created", body = TaskResource,
             headers(("Location" = String, description = "/tasks/{id} of the new task"))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 16 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 413, description = "Body over 16 KiB"),
+        (status = 415, description = "Not application/json"),
+        (status = 422, description = "Invalid name"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -151,8 +163,8 @@ pub(crate) async fn create_task<R: TaskRepository>(
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task", body = TaskResource),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a UUID"),
+        (status = 404, description = "No such task"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
@@ -173,9 +185,9 @@ pub(crate) async fn get_task<R: TaskRepository>(
     request_body = TaskPayload,
     responses(
         (status = 200, description = "The renamed task", body = TaskResource),
-        (status = 400, description = "Not a UUID, or malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a UUID, or malformed JSON"),
+        (status = 404, description = "No such task"),
+        (status = 422, description = "Invalid name"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
@@ -197,8 +209,8 @@ pub(crate) async fn rename_task<R: TaskRepository>(
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a UUID"),
+        (status = 404, description = "No such task"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
