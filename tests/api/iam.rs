@@ -56,18 +56,8 @@ pub(crate) async fn refused_start(
     let settings = stack.settings(overrides);
     match stack.start(settings, aws).await {
         Ok(_) => panic!("the service started although its token should be refused"),
-        Err((error, stack)) => (error_chain(&error), stack),
+        Err((error, stack)) => (rds_iam::error_chain(&error), stack),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 async fn a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written(backend: Backend) {

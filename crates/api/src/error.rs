@@ -1,8 +1,6 @@
 //! The one place where failures become HTTP answers: every error is an RFC 9457 `application/problem+json` body with
 //! the right status, and nothing from inside the service (SQL, driver messages) ever reaches the client.
 
-use std::fmt::Write as _;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -137,7 +135,9 @@ impl ResponseError for ApiError {
                     "not ready: IAM token expired"
                 );
             }
-            _ if answer.status.is_server_error() => tracing::error!(error = %chain(self), "request failed"),
+            _ if answer.status.is_server_error() => {
+                tracing::error!(error = rds_iam::error_chain(self), "request failed")
+            }
             _ => {}
         }
         let problem = Problem {
@@ -157,17 +157,6 @@ impl ResponseError for ApiError {
             Err(_) => response.finish(),
         }
     }
-}
-
-/// An error and all its causes on one line, for the log.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(line, ": {cause}");
-        source = cause.source();
-    }
-    line
 }
 
 /// The JSON extractor's failures, sorted into 400, 413 and 415.

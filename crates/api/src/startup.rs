@@ -11,7 +11,6 @@ use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::json_error;
 use crate::openapi::ApiDoc;
 use crate::routes::{self, health, tasks};
 use crate::settings::{ServerSettings, Settings};
@@ -98,16 +97,9 @@ fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) 
     let repository = web::Data::new(SeaOrmTaskRepository::new(database.clone()));
     let database = web::Data::new(database.clone());
     let openapi = ApiDoc::openapi();
-    let json_config = web::JsonConfig::default()
-        .limit(BODY_LIMIT)
-        .error_handler(|error, _| json_error(error, BODY_LIMIT).into());
-    let query_config = web::QueryConfig::default()
-        .error_handler(|error, _| crate::error::ApiError::InvalidQuery(error.to_string()).into());
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
-            .app_data(json_config.clone())
-            .app_data(query_config.clone())
             .app_data(repository.clone())
             .app_data(database.clone())
             .configure(tasks::configure::<SeaOrmTaskRepository>)
