@@ -230,7 +230,7 @@ async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_c
     assert_eq!(statements[0]["Action"], "rds-db:connect");
     assert_eq!(statements[0]["Resource"], expected.as_str());
     assert_eq!(created, format!("arn:aws:iam::{account_id}:policy/tasks-db-connect"));
-    let again = again.expect_err("the name is taken").to_string();
+    let again = rds_iam::error_chain(&again.expect_err("the name is taken"));
     assert!(
         again.contains("iam:CreatePolicy") && again.contains("EntityAlreadyExists"),
         "{again}"

@@ -174,12 +174,12 @@ impl TokenRefresher {
         match operation().await {
             Err(error) if error.is_auth_failure() => {
                 tracing::warn!(
-                    error = crate::error_chain(&error),
+                    error = %crate::error_chain(&error),
                     "the server refused a new connection's token; renewing it and retrying once"
                 );
                 if let Err(renewal) = self.refresh_now().await {
                     tracing::warn!(
-                        error = crate::error_chain(&renewal),
+                        error = %crate::error_chain(&renewal),
                         "could not renew the token for the retry"
                     );
                 }
@@ -240,7 +240,7 @@ impl Shared {
                 let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let message = crate::error_chain(&error);
                 tracing::warn!(
-                    error = message,
+                    error = %message,
                     failures,
                     current_token_expires_in = ?self.current().expires_in(),
                     "renewing the IAM token failed; the last good token stays in use"
