@@ -1,14 +1,17 @@
 use infrastructure::Database;
-use tasks_api::Settings;
-use test_support::{Backend, TestDatabase};
+use test_support::{Backend, Stack};
 
 on_every_backend!(migrations_apply_revert_and_reapply_cleanly);
 
+/// Through the same connection the service uses: with IAM, every session is opened through the emulator with a
+/// token.
 async fn migrations_apply_revert_and_reapply_cleanly(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let environment = [("APP__DATABASE__URL".to_owned(), database.url().to_owned())];
-    let settings = Settings::load_from(std::path::Path::new("/nonexistent"), environment).expect("settings");
-    let connection = Database::connect(&settings.database).await.expect("connect");
+    let stack = Stack::new(backend).await;
+    let settings = stack.settings(&[]);
+    let connection = Database::connect_with_aws(&settings.database, stack.known_aws().await)
+        .await
+        .expect("connect");
+    let database = &stack.database;
     let applied = |connection: &Database| {
         let connection = connection.clone();
         async move {
@@ -33,4 +36,8 @@ async fn migrations_apply_revert_and_reapply_cleanly(backend: Backend) {
     assert_eq!(applied(&connection).await, total);
     assert_eq!(database.count_tasks().await, 0, "reverting dropped the table");
     connection.close().await;
+    if let Some(emulator) = &stack.emulator {
+        assert!(emulator.counts.accepted() > 0, "the migrations logged in with tokens");
+        assert_eq!(emulator.counts.refused(), 0);
+    }
 }

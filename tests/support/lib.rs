@@ -100,14 +100,20 @@ impl Stack {
         Settings::load_from(Path::new("/nonexistent"), variables).expect("test settings load")
     }
 
+    /// For the IAM backends, an AWS configuration whose credentials the emulator knows; `None` for the others.
+    pub async fn known_aws(&self) -> Option<SdkConfig> {
+        if self.database.backend().uses_iam() {
+            Some(iam::aws_config(iam::ACCESS_KEY_ID, iam::SECRET_ACCESS_KEY).await)
+        } else {
+            None
+        }
+    }
+
     /// Starts the service with `settings` and, for IAM, `aws` (the known test credentials when `None`).
     pub async fn start(self, settings: Settings, aws: Option<SdkConfig>) -> Result<TestApp, (StartupError, Self)> {
-        let aws = match (aws, self.database.backend()) {
-            (Some(aws), _) => Some(aws),
-            (None, backend) if backend.uses_iam() => {
-                Some(iam::aws_config(iam::ACCESS_KEY_ID, iam::SECRET_ACCESS_KEY).await)
-            }
-            (None, _) => None,
+        let aws = match aws {
+            Some(aws) => Some(aws),
+            None => self.known_aws().await,
         };
         let application = match Application::build_with_aws(settings, aws).await {
             Ok(application) => application,

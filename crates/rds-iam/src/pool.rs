@@ -512,3 +512,70 @@ impl<DB: sqlx::Database> IamPool<DB> {
         Error::Connect { endpoint, source }
     }
 }
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use secrecy::ExposeSecret;
+    use sqlx::postgres::PgConnectOptions;
+
+    use super::*;
+
+    /// Static credentials and a region: everything signing needs, with no network.
+    fn offline_aws() -> SdkConfig {
+        SdkConfig::builder()
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIAUNITTEST00000001",
+                "unit/test/secret",
+                None,
+                None,
+                "unit-test",
+            )))
+            .region(aws_config::Region::new("eu-west-1"))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn without_tls_iam_is_refused_unless_explicitly_allowed() {
+        let options = PgConnectOptions::new().host("db.example").username("app");
+        let builder = || {
+            IamPool::<sqlx::Postgres>::builder(options.clone())
+                .tls_mode(TlsMode::Disable)
+                .sdk_config(offline_aws())
+        };
+
+        let refused = builder().build().await.expect_err("no TLS, not allowed");
+        assert!(matches!(refused, Error::TlsRequired), "{refused}");
+        builder()
+            .allow_without_tls(true)
+            .build()
+            .await
+            .expect("allowed on purpose");
+    }
+
+    #[tokio::test]
+    async fn through_a_tunnel_the_pool_connects_to_the_tunnel_and_the_token_names_the_endpoint() {
+        let options = PgConnectOptions::new()
+            .host("tasks.cluster-abc.eu-west-1.rds.amazonaws.com")
+            .port(5432)
+            .username("db iam+user");
+        let pool = IamPool::<sqlx::Postgres>::builder(options)
+            .tunnel("127.0.0.1:15432".parse().expect("host:port"))
+            .sdk_config(offline_aws())
+            .build()
+            .await
+            .expect("a lazy pool");
+
+        let connect_to = pool.pool().connect_options();
+        assert_eq!((connect_to.get_host(), connect_to.get_port()), ("127.0.0.1", 15432));
+        assert_eq!(connect_to.get_ssl_mode(), sqlx::postgres::PgSslMode::VerifyFull);
+        let token = pool.refresher().current();
+        let token = token.secret().expose_secret();
+        assert!(
+            token.starts_with("tasks.cluster-abc.eu-west-1.rds.amazonaws.com:5432/?Action=connect&DBUser=db"),
+            "{token}"
+        );
+        assert!(token.contains("%2Feu-west-1%2Frds-db%2Faws4_request"), "{token}");
+    }
+}

@@ -1,12 +1,11 @@
 //! SeaORM over an IAM pool (the `sea-orm` feature).
 
-use std::future::Future;
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DatabaseConnection;
 
 use crate::pool::IamPool;
-use crate::refresher::{TokenRefresher, TokenStatus};
+use crate::refresher::TokenRefresher;
 
 /// A SeaORM [`DatabaseConnection`] whose pool authenticates with IAM tokens, together with the refresher that keeps
 /// them fresh. Use [`IamDatabase::connection`] wherever SeaORM asks for a connection. Cheap to clone; renewal stops
@@ -24,26 +23,12 @@ impl IamDatabase {
         &self.connection
     }
 
-    /// The refresher behind the pool.
+    /// The refresher behind the pool: the token's status, and
+    /// [`TokenRefresher::retry_once_on_auth_failure`] to retry an operation once with a renewed token when the server
+    /// refused the connection's.
     #[must_use]
     pub fn refresher(&self) -> &Arc<TokenRefresher> {
         &self.refresher
-    }
-
-    /// The token's state and the renewal counters.
-    #[must_use]
-    pub fn token_status(&self) -> TokenStatus {
-        self.refresher.status()
-    }
-
-    /// Runs `operation`, and once more with a renewed token if the server refused the connection's token; see
-    /// [`TokenRefresher::retry_once_on_auth_failure`].
-    pub async fn run<T, F, Fut>(&self, operation: F) -> Result<T, DbErr>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, DbErr>>,
-    {
-        self.refresher.retry_once_on_auth_failure(operation).await
     }
 }
 
