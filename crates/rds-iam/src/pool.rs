@@ -569,7 +569,10 @@ mod tests {
 
         let connect_to = pool.pool().connect_options();
         assert_eq!((connect_to.get_host(), connect_to.get_port()), ("127.0.0.1", 15432));
-        assert_eq!(connect_to.get_ssl_mode(), sqlx::postgres::PgSslMode::VerifyFull);
+        assert!(matches!(
+            connect_to.get_ssl_mode(),
+            sqlx::postgres::PgSslMode::VerifyFull
+        ));
         let token = pool.refresher().current();
         let token = token.secret().expose_secret();
         assert!(
