@@ -220,6 +220,40 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_the_query_string_is_moved_out_too_and_the_rest_of_the_query_kept() {
+        let settings = load(&[(
+            "DATABASE_URL",
+            "postgres://app@db/tasks?sslmode=require&password=s3cr%40t&application_name=x",
+        )])
+        .expect("settings load");
+        let printed = format!("{settings:?} {}", settings.database.url);
+        assert!(!printed.contains("s3cr"), "{printed}");
+        assert_eq!(
+            settings.database.url.as_url().query(),
+            Some("sslmode=require&application_name=x")
+        );
+        let Auth::Password(Some(password)) = &settings.database.auth else {
+            panic!("password kept: {:?}", settings.database.auth);
+        };
+        assert_eq!(password.expose_secret(), "s3cr@t");
+    }
+
+    #[test]
+    fn an_ssl_passphrase_in_the_url_is_refused_without_being_repeated() {
+        let error = load(&[(
+            "DATABASE_URL",
+            "postgres://app@db/tasks?sslkey=k.pem&sslpassword=pass-phrase",
+        )])
+        .expect_err("sqlx cannot use it");
+        let error = error.to_string();
+        assert!(
+            error.contains("sslpassword") && error.contains("APP__DATABASE__URL"),
+            "{error}"
+        );
+        assert!(!error.contains("pass-phrase"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let error = load(&[("APP__DATABASE__MAX_CONECTIONS", "3")]).expect_err("typo refused");
         assert!(error.to_string().contains("max_conections"), "{error}");
@@ -313,6 +347,13 @@ mod tests {
             ),
             (
                 vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "mysql://u@db/tasks?password=p"),
+                ],
+                "APP__DATABASE__PASSWORD",
+            ),
+            (
+                vec![
                     ("DATABASE_URL", "postgres://u@db/t"),
                     ("APP__DATABASE__IAM__EXTERNAL_ID", "x-123"),
                 ],
@@ -394,5 +435,12 @@ mod tests {
         ])
         .expect_err("ambiguous");
         assert!(error.to_string().contains("APP__DATABASE__PASSWORD"), "{error}");
+        for url in [
+            "postgres://app@db/tasks?password=first-secret&password=second-secret",
+            "postgres://app:first-secret@db/tasks?password=second-secret",
+        ] {
+            let error = load(&[("DATABASE_URL", url)]).expect_err(url).to_string();
+            assert!(error.contains("written twice") && !error.contains("secret"), "{error}");
+        }
     }
 }
