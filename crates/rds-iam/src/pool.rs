@@ -516,33 +516,34 @@ impl<DB: sqlx::Database> IamPool<DB> {
 #[cfg(all(test, feature = "postgres"))]
 mod tests {
     use aws_credential_types::Credentials;
-    use aws_credential_types::provider::SharedCredentialsProvider;
     use secrecy::ExposeSecret;
     use sqlx::postgres::PgConnectOptions;
 
     use super::*;
 
     /// Static credentials and a region: everything signing needs, with no network.
-    fn offline_aws() -> SdkConfig {
-        SdkConfig::builder()
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+    async fn offline_aws() -> SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
                 "AKIAUNITTEST00000001",
                 "unit/test/secret",
                 None,
                 None,
                 "unit-test",
-            )))
+            ))
             .region(aws_config::Region::new("eu-west-1"))
-            .build()
+            .load()
+            .await
     }
 
     #[tokio::test]
     async fn without_tls_iam_is_refused_unless_explicitly_allowed() {
         let options = PgConnectOptions::new().host("db.example").username("app");
+        let aws = offline_aws().await;
         let builder = || {
             IamPool::<sqlx::Postgres>::builder(options.clone())
                 .tls_mode(TlsMode::Disable)
-                .sdk_config(offline_aws())
+                .sdk_config(aws.clone())
         };
 
         let refused = builder().build().await.expect_err("no TLS, not allowed");
@@ -562,7 +563,7 @@ mod tests {
             .username("db iam+user");
         let pool = IamPool::<sqlx::Postgres>::builder(options)
             .tunnel("127.0.0.1:15432".parse().expect("host:port"))
-            .sdk_config(offline_aws())
+            .sdk_config(offline_aws().await)
             .build()
             .await
             .expect("a lazy pool");
