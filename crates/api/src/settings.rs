@@ -317,6 +317,7 @@ mod tests {
         assert_eq!(settings.database.tls.mode, TlsMode::VerifyFull);
         assert_eq!(iam(&settings).token_lifetime, rds_iam::TokenLifetime::MAX);
         assert_eq!(iam(&settings).assume_role, None, "no role unless one is named");
+        assert!(!iam(&settings).allow_weaker_tls && !iam(&settings).allow_without_tls);
         let mysql = load(&[
             ("APP__DATABASE__AUTH", "iam"),
             (
@@ -326,6 +327,17 @@ mod tests {
         ])
         .expect("MySQL IAM");
         assert_eq!(mysql.database.tls.mode, TlsMode::VerifyFull);
+        let weaker = load(&[
+            ("APP__DATABASE__AUTH", "iam"),
+            (
+                "APP__DATABASE__URL",
+                "postgres://db_iam_user@db:5432/tasks?sslmode=require",
+            ),
+            ("APP__DATABASE__IAM__ALLOW_WEAKER_TLS", "true"),
+        ])
+        .expect("weaker TLS, allowed by name");
+        assert_eq!(weaker.database.tls.mode, TlsMode::Require);
+        assert!(iam(&weaker).allow_weaker_tls);
         let password = load(&[("DATABASE_URL", "postgres://u@db/t")]).expect("password mode");
         assert_eq!(password.database.tls.mode, TlsMode::Prefer);
     }
