@@ -1,5 +1,6 @@
 //! The database URL: which server, which engine, and any password taken out of it so the rest can be logged.
 
+use rds_iam::TlsMode;
 use secrecy::SecretString;
 use url::Url;
 
@@ -97,6 +98,23 @@ impl DatabaseUrl {
     #[must_use]
     pub fn backend(&self) -> DatabaseBackend {
         self.backend
+    }
+
+    /// The TLS mode the URL asks for with PostgreSQL's `sslmode` or MySQL's `ssl-mode`, in either spelling; an
+    /// unknown value (libpq's `allow`) counts as `prefer`.
+    #[must_use]
+    pub fn tls_mode(&self) -> Option<TlsMode> {
+        self.url.query_pairs().find_map(|(name, value)| {
+            (name == "sslmode" || name == "ssl-mode").then(|| {
+                match value.to_ascii_lowercase().replace('_', "-").as_str() {
+                    "disable" | "disabled" => TlsMode::Disable,
+                    "require" | "required" => TlsMode::Require,
+                    "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" | "verify-identity" => TlsMode::VerifyFull,
+                    _ => TlsMode::Prefer,
+                }
+            })
+        })
     }
 
     /// The password that was written in the URL, in its user info or as `?password=`.
