@@ -1,9 +1,12 @@
-//! What reaches the service's logs: never a secret, however it was configured.
+//! What reaches the service's logs: never a secret, however it was configured; one line per event, whatever the
+//! client sends; and the client's own address unless a trusted proxy reports it.
 
 use std::path::Path;
 
 use tasks_api::Settings;
-use test_support::{Backend, LogCapture, STATIC_PASSWORD, Stack, assert_no_secrets_logged};
+use test_support::{Backend, LogCapture, STATIC_PASSWORD, Stack, assert_no_secrets_logged, assert_problem, spawn_app};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
 
 #[tokio::test]
 async fn a_password_in_the_url_query_string_is_never_logged() {
@@ -29,4 +32,80 @@ async fn a_password_in_the_url_query_string_is_never_logged() {
         "{events:?}"
     );
     assert_no_secrets_logged();
+}
+
+/// Sends `request` as written, bytes that a well-behaved client would refuse to send included, and returns the answer.
+async fn send_raw(app: &test_support::TestApp, request: &[u8]) -> String {
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+    stream.write_all(request).await.expect("sent");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("answered");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn client_text_cannot_forge_log_lines() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let marker = Uuid::new_v4().simple().to_string();
+    let lines = LogCapture::containing(marker.as_str());
+
+    // Percent-decoded, this id carries a line break and a line of its own into the error that is logged.
+    let response = app
+        .get(&format!(
+            "/tasks/{marker}%0A2026-01-01T00:00:00.000000Z%20INFO%20forged"
+        ))
+        .await;
+    // A header value cannot carry a line break at all: actix refuses a folded header before anything is logged.
+    let folded = send_raw(
+        &app,
+        format!(
+            "GET /health/live?{marker} HTTP/1.1\r\nHost: x\r\nUser-Agent: a\r\n INFO forged\r\nConnection: \
+             close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+
+    assert_problem(response, 400, "invalid_id").await;
+    assert!(folded.starts_with("HTTP/1.1 400"), "{folded}");
+    let events = lines.events();
+    assert!(!events.is_empty(), "the refused id is logged");
+    for event in &events {
+        assert_eq!(event.matches('\n').count(), 1, "one line per event: {event}");
+    }
+}
+
+#[tokio::test]
+async fn the_client_address_is_the_socket_peer_unless_a_proxy_in_front_is_trusted() {
+    for (trusted, client) in [("false", "127.0.0.1"), ("true", "203.0.113.8")] {
+        let stack = Stack::new(Backend::Sqlite).await;
+        let settings = stack.settings(&[("APP__SERVER__TRUST_FORWARDED_FOR", trusted)]);
+        let app = stack
+            .start(settings, None)
+            .await
+            .map_err(|(error, _)| error)
+            .expect("starts");
+        let path = format!("/health/live?probe={}", Uuid::new_v4().simple());
+        let lines = LogCapture::containing(path.as_str());
+
+        let response = app
+            .request(reqwest::Method::GET, &path)
+            .header("forwarded", "for=203.0.113.8")
+            .header("x-forwarded-for", "203.0.113.7")
+            .send()
+            .await
+            .expect("answered");
+
+        assert_eq!(response.status(), 200);
+        let events = lines.events();
+        let served = events
+            .iter()
+            .find(|event| event.contains("request served"))
+            .expect("the request is logged");
+        assert!(
+            served.contains(&format!("http.client_ip={client} ")),
+            "trusted {trusted}: {served}"
+        );
+    }
 }

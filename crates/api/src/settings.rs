@@ -31,6 +31,9 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     #[serde(rename = "shutdown_timeout_secs", deserialize_with = "seconds")]
     pub shutdown_timeout: Duration,
+    /// Take the client's address from `Forwarded`/`X-Forwarded-For`, which only a proxy in front of the service may
+    /// be trusted to set; otherwise any client could write an address of its choice into the logs.
+    pub trust_forwarded_for: bool,
 }
 
 fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -82,6 +85,7 @@ const DEFAULTS: &str = r#"
 host = "127.0.0.1"
 port = 8080
 shutdown_timeout_secs = 30
+trust_forwarded_for = false
 
 [database]
 url = "sqlite://tasks.db?mode=rwc"
