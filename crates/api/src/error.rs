@@ -136,7 +136,7 @@ impl ResponseError for ApiError {
                 );
             }
             _ if answer.status.is_server_error() => {
-                tracing::error!(error = rds_iam::error_chain(self), "request failed")
+                tracing::error!(error = %rds_iam::error_chain(self), "request failed")
             }
             _ => {}
         }
