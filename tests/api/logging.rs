@@ -109,3 +109,44 @@ async fn the_client_address_is_the_socket_peer_unless_a_proxy_in_front_is_truste
         );
     }
 }
+
+#[tokio::test]
+async fn client_errors_are_logged_once_at_info_with_their_problem_code() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let marker = Uuid::new_v4().simple().to_string();
+    let lines = LogCapture::containing(marker.as_str());
+
+    let refusals = [
+        (app.get(&format!("/tasks/not-{marker}")).await, 400, "invalid_id"),
+        (app.get(&format!("/nowhere/{marker}")).await, 404, "route_not_found"),
+        (
+            app.request(reqwest::Method::PATCH, &format!("/tasks/{marker}"))
+                .send()
+                .await
+                .expect("answered"),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+
+    for (response, status, code) in refusals {
+        assert_problem(response, status, code).await;
+    }
+    let events = lines.events();
+    for (status, code) in [
+        (400, "invalid_id"),
+        (404, "route_not_found"),
+        (405, "method_not_allowed"),
+    ] {
+        let logged: Vec<&String> = events
+            .iter()
+            .filter(|event| event.contains(&format!("code=\"{code}\"")))
+            .collect();
+        assert_eq!(logged.len(), 1, "{code}: {events:?}");
+        assert!(
+            logged[0].contains(" INFO ") && logged[0].contains(&format!("status={status} ")),
+            "{code}: {logged:?}"
+        );
+    }
+    assert_eq!(events.len(), 3, "nothing else, at WARN or otherwise: {events:?}");
+}

@@ -119,7 +119,8 @@ fn client_and_host(request: &HttpRequest) -> (String, String) {
 }
 
 /// The root span of every request (method, route, client, `request_id`, ...) plus one access-log line for each
-/// successful response; failed ones are already logged, with their cause, by the default builder.
+/// successful response; failed ones are logged where they are answered, by `ApiError`: client errors at INFO with
+/// their problem code, server errors at ERROR with their cause.
 #[derive(Debug)]
 pub struct RequestSpan;
 
