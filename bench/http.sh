@@ -113,6 +113,7 @@ start_service() {
   elif [[ $mode == iam-direct ]]; then
     # The local server's certificate is a self-signed snakeoil one: `require` encrypts as password mode's `prefer` does.
     environment+=(APP__DATABASE__AUTH=iam APP__DATABASE__URL="$database_url" APP__DATABASE__TLS__MODE=require
+      APP__DATABASE__IAM__ALLOW_WEAKER_TLS=true
       APP__DATABASE__IAM__REGION=us-east-1
       AWS_ACCESS_KEY_ID=AKIABENCHMARK0000001 AWS_SECRET_ACCESS_KEY=bench/secret AWS_EC2_METADATA_DISABLED=true)
   else

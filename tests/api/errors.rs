@@ -144,3 +144,28 @@ async fn unknown_paths_and_methods_get_problems(backend: Backend) {
         .expect("answered");
     assert_problem(response, 405, "method_not_allowed").await;
 }
+
+/// `{"name": "inflated"}`, gzipped.
+const GZIPPED_TASK: [u8; 40] = [
+    0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xab, 0x56, 0xca, 0x4b, 0xcc, 0x4d, 0x55, 0xb2, 0x52,
+    0x50, 0xca, 0xcc, 0x4b, 0xcb, 0x49, 0x2c, 0x49, 0x4d, 0x51, 0xaa, 0x05, 0x00, 0x25, 0xcc, 0xb4, 0xda, 0x14, 0x00,
+    0x00, 0x00,
+];
+
+#[tokio::test]
+async fn request_bodies_are_never_inflated() {
+    // Were gzip bodies inflated, a small one could grow far past the body limit before that limit applied.
+    let app = spawn_app(Backend::Sqlite).await;
+
+    let response = app
+        .request(reqwest::Method::POST, "/tasks")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(GZIPPED_TASK.to_vec())
+        .send()
+        .await
+        .expect("answered");
+
+    assert_problem(response, 400, "malformed_body").await;
+    assert_eq!(app.database.count_tasks().await, 0);
+}

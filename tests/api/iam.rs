@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, Connection};
 use test_support::iam::{
     ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config, aws_config_with_credential_process,
 };
-use test_support::{Backend, EmulatorOptions, Stack, TaskBody, TestEmulator, assert_problem};
+use test_support::{Backend, EmulatorOptions, LogCapture, Stack, TaskBody, TestEmulator, assert_problem};
 
 on_iam_backends!(
     a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written,
@@ -24,6 +24,7 @@ on_iam_backends!(
     a_token_for_another_region_is_refused,
     a_token_for_another_host_is_refused,
     iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_it,
+    tls_weakened_by_the_url_is_refused_unless_allowed_by_name_and_then_logged_at_start,
     the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region,
     tokens_for_another_user_or_past_their_age_are_refused,
     a_user_name_that_needs_percent_encoding_works_end_to_end,
@@ -151,6 +152,47 @@ async fn iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_i
 
     assert!(error.contains("requires an SSL connection"), "{error}");
     assert_eq!(stack.database.count_tables().await, 0);
+}
+
+async fn tls_weakened_by_the_url_is_refused_unless_allowed_by_name_and_then_logged_at_start(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let require = match backend {
+        Backend::MariaDbIam => "ssl-mode=REQUIRED",
+        _ => "sslmode=require",
+    };
+    let url = format!(
+        "{}?{require}",
+        stack
+            .emulator()
+            .url(stack.emulator().admin_user(), stack.database.name())
+    );
+    let start_lines = LogCapture::containing(stack.database.name());
+
+    let (error, stack) = refused_start(stack, &[("APP__DATABASE__URL", url.as_str())], None).await;
+    let counts = &stack.emulator().counts;
+    assert_eq!(counts.accepted() + counts.refused(), 0, "no token reached the server");
+    let settings = stack.settings(&[
+        ("APP__DATABASE__URL", url.as_str()),
+        ("APP__DATABASE__IAM__ALLOW_WEAKER_TLS", "true"),
+    ]);
+    let app = stack
+        .start(settings, None)
+        .await
+        .map_err(|(error, _)| error)
+        .expect("starts when allowed by name");
+
+    assert!(
+        error.contains("APP__DATABASE__IAM__ALLOW_WEAKER_TLS") && error.contains("Require"),
+        "{error}"
+    );
+    let warnings: Vec<String> = start_lines
+        .events()
+        .into_iter()
+        .filter(|event| event.contains("WARN") && event.contains("allow_weaker_tls"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("Require"), "{warnings:?}");
+    app.create_task("over TLS that does not check the server").await;
 }
 
 async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region(backend: Backend) {
@@ -494,7 +536,12 @@ async fn cancel_requests_reach_the_upstream_server_through_the_emulator() {
 async fn a_mysql_token_is_never_sent_without_required_tls_and_the_error_says_what_to_change() {
     let stack = Stack::new(Backend::MariaDbIam).await;
 
-    let (error, stack) = refused_start(stack, &[("APP__DATABASE__TLS__MODE", "prefer")], None).await;
+    // Prefer may go without TLS, so IAM allows it only with allow_without_tls; the driver must still keep the token.
+    let prefer = [
+        ("APP__DATABASE__TLS__MODE", "prefer"),
+        ("APP__DATABASE__IAM__ALLOW_WITHOUT_TLS", "true"),
+    ];
+    let (error, stack) = refused_start(stack, &prefer, None).await;
 
     assert!(
         error.contains("mysql_clear_password") && error.contains("APP__DATABASE__TLS__MODE"),

@@ -40,6 +40,7 @@ mod errors;
 mod examples;
 mod health;
 mod iam;
+mod logging;
 mod migrations;
 mod pagination;
 mod provisioning;

@@ -58,12 +58,17 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates an empty database; the service's own migrations fill it.
     pub async fn create(backend: Backend) -> Self {
-        let name = format!("tasks_test_{}", Uuid::new_v4().simple());
+        Self::create_named(backend, "tasks_test_").await
+    }
+
+    /// Like [`TestDatabase::create`], with a name of `prefix` and hex digits; on PostgreSQL the prefix may hold any
+    /// character an identifier can, quotes and spaces included.
+    pub async fn create_named(backend: Backend, prefix: &str) -> Self {
+        let name = format!("{prefix}{}", Uuid::new_v4().simple());
         match backend {
             Backend::Postgres | Backend::PostgresIam => {
                 let admin_url = postgres_admin_url();
-                // The name is ours, made of a prefix and hex digits.
-                administer(&admin_url, format!("CREATE DATABASE {name}")).await;
+                administer(&admin_url, format!("CREATE DATABASE {}", quoted(&name))).await;
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
                 Self {
@@ -75,6 +80,7 @@ impl TestDatabase {
             }
             Backend::MariaDb | Backend::MariaDbIam => {
                 let admin_url = mysql_admin_url();
+                // The name is the suite's own, of letters, digits and underscores.
                 administer(&admin_url, format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await;
                 Self {
                     backend,
@@ -178,6 +184,11 @@ impl TestDatabase {
     }
 }
 
+/// `name` as a PostgreSQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Runs one statement as administrator of a database server, failing loudly when the server is not there.
 async fn administer(admin_url: &str, statement: String) {
     sqlx::any::install_default_drivers();
@@ -196,7 +207,7 @@ async fn drop_server_database(backend: Backend, name: &str) {
         Backend::Postgres | Backend::PostgresIam => {
             administer(
                 &postgres_admin_url(),
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)),
             )
             .await;
         }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use database::{Backend, TestDatabase};
 pub use iam::{EmulatorOptions, TestEmulator};
-pub use logs::assert_no_secrets_logged;
+pub use logs::{LogCapture, assert_no_secrets_logged};
 
 /// The password configured for the password-mode PostgreSQL tests. The local server trusts connections and never
 /// asks for it; it is there so the log scan can prove it is never written out.

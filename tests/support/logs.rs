@@ -1,8 +1,8 @@
 //! Every log line of the suite, from the service and the emulator alike, is checked for secrets as it is written;
-//! `TEST_LOG=1` also prints them.
+//! `TEST_LOG=1` also prints them, and a test can collect the lines that concern it with [`LogCapture`].
 
 use std::io::Write;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -18,6 +18,8 @@ const FORBIDDEN: [&str; 5] = [
 ];
 
 static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The captures under way: each collects the events whose text contains its marker.
+static CAPTURES: Mutex<Vec<(String, CapturedEvents)>> = Mutex::new(Vec::new());
 static PRINT: LazyLock<bool> = LazyLock::new(|| std::env::var_os("TEST_LOG").is_some());
 
 /// Hands tracing one buffer per event and inspects it when the event is complete.
@@ -55,9 +57,54 @@ impl Drop for EventBuffer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(format!("`{secret}` logged in: {}", excerpt.replace(secret, "<secret>")));
         }
+        for (marker, events) in CAPTURES.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            if line.contains(marker.as_str()) {
+                events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line.clone().into_owned());
+            }
+        }
         if *PRINT {
             let _ = std::io::stdout().write_all(&self.0);
         }
+    }
+}
+
+type CapturedEvents = Arc<Mutex<Vec<String>>>;
+
+/// Collects, while it lives, every event logged (by any test: tests share the process) whose text contains a marker
+/// of the test's own, such as a unique path or database name. Each event is kept whole, trailing newline included.
+#[derive(Debug)]
+pub struct LogCapture {
+    events: CapturedEvents,
+}
+
+impl LogCapture {
+    /// Starts collecting the events that contain `marker`.
+    #[must_use]
+    pub fn containing(marker: impl Into<String>) -> Self {
+        let events = CapturedEvents::default();
+        CAPTURES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((marker.into(), Arc::clone(&events)));
+        Self { events }
+    }
+
+    /// The events collected so far, oldest first.
+    #[must_use]
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        CAPTURES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, events)| !Arc::ptr_eq(events, &self.events));
     }
 }
 

@@ -1,10 +1,12 @@
 //! The one-off steps IAM database authentication needs, as commands rather than console clicks: the least-privilege
 //! IAM policy, turning IAM authentication on, and the database user with only what the service needs.
 
+use std::str::FromStr;
+
 use aws_config::SdkConfig;
 use infrastructure::{DatabaseBackend, DatabaseUrl};
-use rds_iam::BoxError;
 use rds_iam::discovery::{DatabaseResource, DiscoveryError, describe};
+use rds_iam::{BoxError, ConnectOptionsOf, IamConnectOptions, TlsMode, region_from_host};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use sqlx::mysql::MySqlConnection;
@@ -23,12 +25,32 @@ pub enum AdminError {
         #[source]
         source: BoxError,
     },
-    #[error("cannot connect with --admin-url")]
-    Connect(#[source] sqlx::Error),
+    #[error(
+        "cannot connect with --admin-url over TLS {mode:?} (require by default, verify-full for an RDS host name, \
+         which needs the RDS CA in the URL: sslrootcert=global-bundle.pem for PostgreSQL, ssl-ca=... for MySQL; \
+         sslmode=disable for a local server without TLS)"
+    )]
+    Connect {
+        mode: TlsMode,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("--admin-url must be postgres:// or mysql://: {0}")]
     AdminUrl(String),
-    #[error("--db-user must be 1 to 63 characters without quotes, backslashes or control characters")]
+    #[error(
+        "--admin-url asks for sslmode=prefer (or allow), which sends the administrator's password in clear when the \
+         server, or whoever answers in its place, declines TLS: leave sslmode out (TLS is then required), or write \
+         require, verify-full, or disable on purpose for a local server"
+    )]
+    TlsNotRequired,
+    #[error("--db-user must be 1 to 63 bytes without quotes, backslashes or control characters")]
     UserName,
+    #[error(
+        "refusing to provision `{0}` for the service: it is the user --admin-url connects as or a member of it, a \
+         superuser, or it may create roles or databases, replicate, bypass row security or grant privileges; name a \
+         new user, which gets only what the service needs"
+    )]
+    PrivilegedUser(String),
     #[error("the `tasks` table does not exist yet: run `tasks-api migrate up` with the administrator URL first")]
     NoTasksTable,
     #[error(
@@ -155,9 +177,14 @@ pub async fn enable_iam(aws: &SdkConfig, resource: &DatabaseResource) -> Result<
 /// Creates the service's database user if missing, lets it log in with IAM tokens where the server is RDS, and
 /// grants it what the service needs on `tasks` and nothing more (no DDL, no superuser). Safe to run again. Returns
 /// what it did, a line a step.
+///
+/// The connection to `admin_url` requires TLS: `require`, or `verify-full` when the host is an RDS name, unless the
+/// URL's own `sslmode` (`ssl-mode`) says otherwise; `prefer` is refused, as it falls back to sending the password in
+/// clear. A user that is the connecting one, or has powers beyond the service's, is refused rather than changed.
 pub async fn provision_db_user(admin_url: &str, db_user: &str) -> Result<Vec<String>, AdminError> {
+    // PostgreSQL truncates names past 63 bytes (NAMEDATALEN - 1), however many characters those are.
     if db_user.is_empty()
-        || db_user.chars().count() > 63
+        || db_user.len() > 63
         || db_user
             .chars()
             .any(|c| c.is_control() || matches!(c, '"' | '\'' | '`' | '\\'))
@@ -172,20 +199,49 @@ pub async fn provision_db_user(admin_url: &str, db_user: &str) -> Result<Vec<Str
     }
     match url.backend() {
         DatabaseBackend::Postgres => {
-            let mut connection = PgConnection::connect(with_password.as_str())
-                .await
-                .map_err(AdminError::Connect)?;
+            let mut connection = connect_with_tls::<sqlx::Postgres>(with_password.as_str(), &url).await?;
             provision_postgres(&mut connection, db_user).await
         }
         DatabaseBackend::MySql => {
             let _ = with_password.set_scheme("mysql");
-            let mut connection = MySqlConnection::connect(with_password.as_str())
-                .await
-                .map_err(AdminError::Connect)?;
+            let mut connection = connect_with_tls::<sqlx::MySql>(with_password.as_str(), &url).await?;
             provision_mysql(&mut connection, db_user).await
         }
         DatabaseBackend::Sqlite => Err(AdminError::AdminUrl("SQLite has no users to provision".to_owned())),
     }
+}
+
+/// Connects with `with_password`, over the TLS [`admin_tls_mode`] picks.
+async fn connect_with_tls<DB: sqlx::Database>(
+    with_password: &str,
+    url: &DatabaseUrl,
+) -> Result<DB::Connection, AdminError>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions + FromStr<Err = sqlx::Error>,
+{
+    let options =
+        ConnectOptionsOf::<DB>::from_str(with_password).map_err(|error| AdminError::AdminUrl(error.to_string()))?;
+    // The host the driver will really reach, which a `host=` query parameter may have changed.
+    let mode = admin_tls_mode(&options.address().0, url.tls_mode())?;
+    DB::Connection::connect_with(&options.with_tls(mode, None))
+        .await
+        .map_err(|source| AdminError::Connect { mode, source })
+}
+
+/// The URL's explicit TLS mode, except `prefer`; else `verify-full` for an RDS host name (the administrator's
+/// password must not go to anyone holding some valid certificate) and `require` for any other.
+fn admin_tls_mode(host: &str, in_url: Option<TlsMode>) -> Result<TlsMode, AdminError> {
+    match in_url {
+        Some(TlsMode::Prefer) => Err(AdminError::TlsNotRequired),
+        Some(mode) => Ok(mode),
+        None if region_from_host(host).is_some() => Ok(TlsMode::VerifyFull),
+        None => Ok(TlsMode::Require),
+    }
+}
+
+/// `name` as a PostgreSQL identifier: in double quotes, with any double quote inside doubled.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 async fn provision_postgres(connection: &mut PgConnection, db_user: &str) -> Result<Vec<String>, AdminError> {
@@ -194,7 +250,7 @@ async fn provision_postgres(connection: &mut PgConnection, db_user: &str) -> Res
     let exists = |role: &str| {
         sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role.to_owned())
     };
-    let role = format!("\"{db_user}\"");
+    let role = quote_identifier(db_user);
     let tasks_exists: bool = sqlx::query_scalar("SELECT to_regclass('tasks') IS NOT NULL")
         .fetch_one(&mut *transaction)
         .await
@@ -207,6 +263,9 @@ async fn provision_postgres(connection: &mut PgConnection, db_user: &str) -> Res
         .await
         .map_err(AdminError::Sql)?
     {
+        if privileged_role(&mut transaction, db_user).await? {
+            return Err(AdminError::PrivilegedUser(db_user.to_owned()));
+        }
         report.push(format!("role {role} exists"));
     } else {
         execute(&mut *transaction, format!("CREATE ROLE {role} LOGIN")).await?;
@@ -227,7 +286,7 @@ async fn provision_postgres(connection: &mut PgConnection, db_user: &str) -> Res
         .await
         .map_err(AdminError::Sql)?;
     for grant in [
-        format!("GRANT CONNECT ON DATABASE \"{database}\" TO {role}"),
+        format!("GRANT CONNECT ON DATABASE {} TO {role}", quote_identifier(&database)),
         format!("GRANT USAGE ON SCHEMA public TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON tasks TO {role}"),
     ] {
@@ -236,6 +295,52 @@ async fn provision_postgres(connection: &mut PgConnection, db_user: &str) -> Res
     }
     transaction.commit().await.map_err(AdminError::Sql)?;
     Ok(report)
+}
+
+/// Whether `role` can do more than the service should: it is, or is a member of, the connecting (master) user, a
+/// superuser, a role with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS, or RDS's `rds_superuser`. Granting it
+/// `rds_iam` would also lock it out of password log-in.
+async fn privileged_role(connection: &mut PgConnection, role: &str) -> Result<bool, AdminError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles AS granted WHERE pg_has_role($1::name, granted.oid, 'MEMBER') \
+         AND (granted.rolsuper OR granted.rolcreaterole OR granted.rolcreatedb OR granted.rolreplication \
+         OR granted.rolbypassrls OR granted.rolname IN (current_user, 'rds_superuser')))",
+    )
+    .bind(role)
+    .fetch_one(connection)
+    .await
+    .map_err(AdminError::Sql)
+}
+
+/// Whether `user` is the one the administrator connects as (on RDS, the master user), at whichever host.
+async fn is_connecting_user(connection: &mut MySqlConnection, user: &str) -> Result<bool, AdminError> {
+    let connecting: String = sqlx::query_scalar("SELECT CURRENT_USER()")
+        .fetch_one(connection)
+        .await
+        .map_err(AdminError::Sql)?;
+    // `user@host`; the user part may itself contain `@`.
+    Ok(connecting
+        .rsplit_once('@')
+        .map_or(connecting.as_str(), |(name, _)| name)
+        == user)
+}
+
+/// Whether the MySQL `account` (`'user'@'%'`) can do more than the service should: it holds a global privilege
+/// (SUPER, CREATE USER, or reading every schema: the service needs none), or may grant what it holds anywhere.
+async fn privileged_account(connection: &mut MySqlConnection, account: &str) -> Result<bool, AdminError> {
+    let powers: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM information_schema.user_privileges WHERE grantee = ? \
+                 AND (privilege_type <> 'USAGE' OR is_grantable = 'YES')) \
+              + (SELECT COUNT(*) FROM information_schema.schema_privileges WHERE grantee = ? AND is_grantable = 'YES') \
+              + (SELECT COUNT(*) FROM information_schema.table_privileges WHERE grantee = ? AND is_grantable = 'YES')",
+    )
+    .bind(account)
+    .bind(account)
+    .bind(account)
+    .fetch_one(connection)
+    .await
+    .map_err(AdminError::Sql)?;
+    Ok(powers > 0)
 }
 
 async fn provision_mysql(connection: &mut MySqlConnection, db_user: &str) -> Result<Vec<String>, AdminError> {
@@ -255,7 +360,13 @@ async fn provision_mysql(connection: &mut MySqlConnection, db_user: &str) -> Res
         .fetch_one(&mut *connection)
         .await
         .map_err(AdminError::Sql)?;
+    if is_connecting_user(&mut *connection, db_user).await? {
+        return Err(AdminError::PrivilegedUser(db_user.to_owned()));
+    }
     if user_exists > 0 {
+        if privileged_account(&mut *connection, &account).await? {
+            return Err(AdminError::PrivilegedUser(db_user.to_owned()));
+        }
         report.push(format!("user {account} exists"));
     } else {
         let aws_plugin: i64 = sqlx::query_scalar(
@@ -293,4 +404,33 @@ where
         .await
         .map(drop)
         .map_err(AdminError::Sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_required_verified_for_rds_names_and_weakened_only_in_writing() {
+        let rds = "tasks.cluster-c9di9qmu8xqw.eu-west-1.rds.amazonaws.com";
+        let cases = [
+            (rds, None, Some(TlsMode::VerifyFull)),
+            ("db.example.com", None, Some(TlsMode::Require)),
+            ("127.0.0.1", Some(TlsMode::Disable), Some(TlsMode::Disable)),
+            (rds, Some(TlsMode::VerifyCa), Some(TlsMode::VerifyCa)),
+            ("127.0.0.1", Some(TlsMode::Prefer), None),
+        ];
+        for (host, in_url, expected) in cases {
+            assert_eq!(admin_tls_mode(host, in_url).ok(), expected, "{host} {in_url:?}");
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted_with_inner_quotes_doubled() {
+        assert_eq!(quote_identifier("tasks"), "\"tasks\"");
+        assert_eq!(
+            quote_identifier("a\"; DROP TABLE tasks; --"),
+            "\"a\"\"; DROP TABLE tasks; --\""
+        );
+    }
 }

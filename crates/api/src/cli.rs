@@ -77,7 +77,10 @@ enum AdminAction {
     },
     /// Create the database user if missing, GRANT rds_iam where that role exists (RDS PostgreSQL) or identify it
     /// with AWSAuthenticationPlugin (RDS MySQL/MariaDB), and grant it only SELECT, INSERT, UPDATE and DELETE on tasks.
-    /// Safe to run again.
+    /// Safe to run again. Refuses a user with more powers than the service needs.
+    ///
+    /// The connection requires TLS: verify-full for an RDS host name (add sslrootcert=global-bundle.pem, or ssl-ca=
+    /// on MySQL, to the URL), require otherwise; sslmode=disable in the URL turns it off for a local server.
     ProvisionDbUser {
         #[arg(long)]
         db_user: String,

@@ -138,7 +138,13 @@ impl ResponseError for ApiError {
             _ if answer.status.is_server_error() => {
                 tracing::error!(error = %rds_iam::error_chain(self), "request failed")
             }
-            _ => {}
+            // At INFO, so that probing and broken clients show in the logs without paging anyone.
+            _ => tracing::info!(
+                status = answer.status.as_u16(),
+                code = answer.code,
+                detail = %self,
+                "request refused"
+            ),
         }
         let problem = Problem {
             problem_type: "about:blank",

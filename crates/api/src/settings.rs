@@ -31,6 +31,9 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     #[serde(rename = "shutdown_timeout_secs", deserialize_with = "seconds")]
     pub shutdown_timeout: Duration,
+    /// Take the client's address from `Forwarded`/`X-Forwarded-For`, which only a proxy in front of the service may
+    /// be trusted to set; otherwise any client could write an address of its choice into the logs.
+    pub trust_forwarded_for: bool,
 }
 
 fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -82,6 +85,7 @@ const DEFAULTS: &str = r#"
 host = "127.0.0.1"
 port = 8080
 shutdown_timeout_secs = 30
+trust_forwarded_for = false
 
 [database]
 url = "sqlite://tasks.db?mode=rwc"
@@ -220,6 +224,40 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_the_query_string_is_moved_out_too_and_the_rest_of_the_query_kept() {
+        let settings = load(&[(
+            "DATABASE_URL",
+            "postgres://app@db/tasks?sslmode=require&password=s3cr%40t&application_name=x",
+        )])
+        .expect("settings load");
+        let printed = format!("{settings:?} {}", settings.database.url);
+        assert!(!printed.contains("s3cr"), "{printed}");
+        assert_eq!(
+            settings.database.url.as_url().query(),
+            Some("sslmode=require&application_name=x")
+        );
+        let Auth::Password(Some(password)) = &settings.database.auth else {
+            panic!("password kept: {:?}", settings.database.auth);
+        };
+        assert_eq!(password.expose_secret(), "s3cr@t");
+    }
+
+    #[test]
+    fn an_ssl_passphrase_in_the_url_is_refused_without_being_repeated() {
+        let error = load(&[(
+            "DATABASE_URL",
+            "postgres://app@db/tasks?sslkey=k.pem&sslpassword=pass-phrase",
+        )])
+        .expect_err("sqlx cannot use it");
+        let error = error.to_string();
+        assert!(
+            error.contains("sslpassword") && error.contains("APP__DATABASE__URL"),
+            "{error}"
+        );
+        assert!(!error.contains("pass-phrase"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let error = load(&[("APP__DATABASE__MAX_CONECTIONS", "3")]).expect_err("typo refused");
         assert!(error.to_string().contains("max_conections"), "{error}");
@@ -283,6 +321,7 @@ mod tests {
         assert_eq!(settings.database.tls.mode, TlsMode::VerifyFull);
         assert_eq!(iam(&settings).token_lifetime, rds_iam::TokenLifetime::MAX);
         assert_eq!(iam(&settings).assume_role, None, "no role unless one is named");
+        assert!(!iam(&settings).allow_weaker_tls && !iam(&settings).allow_without_tls);
         let mysql = load(&[
             ("APP__DATABASE__AUTH", "iam"),
             (
@@ -292,6 +331,17 @@ mod tests {
         ])
         .expect("MySQL IAM");
         assert_eq!(mysql.database.tls.mode, TlsMode::VerifyFull);
+        let weaker = load(&[
+            ("APP__DATABASE__AUTH", "iam"),
+            (
+                "APP__DATABASE__URL",
+                "postgres://db_iam_user@db:5432/tasks?sslmode=require",
+            ),
+            ("APP__DATABASE__IAM__ALLOW_WEAKER_TLS", "true"),
+        ])
+        .expect("weaker TLS, allowed by name");
+        assert_eq!(weaker.database.tls.mode, TlsMode::Require);
+        assert!(iam(&weaker).allow_weaker_tls);
         let password = load(&[("DATABASE_URL", "postgres://u@db/t")]).expect("password mode");
         assert_eq!(password.database.tls.mode, TlsMode::Prefer);
     }
@@ -308,6 +358,13 @@ mod tests {
                 vec![
                     ("APP__DATABASE__AUTH", "iam"),
                     ("DATABASE_URL", "postgres://u:p@db/tasks"),
+                ],
+                "APP__DATABASE__PASSWORD",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "iam"),
+                    ("DATABASE_URL", "mysql://u@db/tasks?password=p"),
                 ],
                 "APP__DATABASE__PASSWORD",
             ),
@@ -394,5 +451,12 @@ mod tests {
         ])
         .expect_err("ambiguous");
         assert!(error.to_string().contains("APP__DATABASE__PASSWORD"), "{error}");
+        for url in [
+            "postgres://app@db/tasks?password=first-secret&password=second-secret",
+            "postgres://app:first-secret@db/tasks?password=second-secret",
+        ] {
+            let error = load(&[("DATABASE_URL", url)]).expect_err(url).to_string();
+            assert!(error.contains("written twice") && !error.contains("secret"), "{error}");
+        }
     }
 }

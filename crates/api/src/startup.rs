@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::openapi::ApiDoc;
 use crate::routes::{self, health, tasks};
 use crate::settings::{ServerSettings, Settings};
-use crate::telemetry::RequestSpan;
+use crate::telemetry::{ForwardedHeaders, RequestSpan};
 
 /// The largest request body accepted: a name is at most 255 characters, so 16 KiB is generous.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -97,9 +97,13 @@ fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) 
     let repository = web::Data::new(SeaOrmTaskRepository::new(database.clone()));
     let database = web::Data::new(database.clone());
     let openapi = ApiDoc::openapi();
+    let forwarded = ForwardedHeaders {
+        trusted: settings.trust_forwarded_for,
+    };
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
+            .app_data(forwarded)
             .app_data(repository.clone())
             .app_data(database.clone())
             .configure(tasks::configure::<SeaOrmTaskRepository>)

@@ -49,9 +49,16 @@ fn iam_hint(error: &rds_iam::Error) -> String {
             key_and_variable("database.iam.region")
         ),
         rds_iam::Error::TlsRequired => format!(
-            "IAM authentication without TLS: set {} to verify-full, or {} = true for a local experiment",
+            "IAM authentication without guaranteed TLS (tls.mode disable or prefer, perhaps from the URL's sslmode): \
+             set {} to verify-full, or {} = true for a local experiment",
             key_and_variable("database.tls.mode"),
             key_and_variable("database.iam.allow_without_tls")
+        ),
+        rds_iam::Error::TlsUnverified { mode } => format!(
+            "IAM tokens would go to a server that is not fully verified (tls.mode {mode:?}, perhaps from the URL's \
+             sslmode): set {} to verify-full, or {} = true on purpose",
+            key_and_variable("database.tls.mode"),
+            key_and_variable("database.iam.allow_weaker_tls")
         ),
         rds_iam::Error::CleartextNeedsTls { .. } => format!(
             "IAM tokens are only sent over TLS: set {} to verify-full, verify-ca or require",

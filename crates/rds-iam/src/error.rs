@@ -46,12 +46,22 @@ pub enum Error {
         /// What is wrong with it and how to fix it.
         problem: String,
     },
-    /// IAM tokens would travel without TLS.
+    /// IAM tokens could travel without TLS: [`crate::TlsMode::Disable`], or [`crate::TlsMode::Prefer`], which falls
+    /// back to no TLS when the server, or whoever answers in its place, declines it.
     #[error(
-        "IAM tokens must not travel without TLS: use TlsMode::VerifyFull (the default), or allow_without_tls for a \
-         local experiment"
+        "IAM tokens must not travel without TLS (TlsMode::Disable, or Prefer, which falls back to none): use \
+         TlsMode::VerifyFull (the default), or allow_without_tls for a local experiment"
     )]
     TlsRequired,
+    /// IAM tokens would go to a server whose certificate or host name is not checked.
+    #[error(
+        "IAM tokens must only be sent to a verified server, and TlsMode::{mode:?} does not check its certificate or \
+         its name: use TlsMode::VerifyFull (the default), or allow_weaker_tls on purpose"
+    )]
+    TlsUnverified {
+        /// The mode that was asked for.
+        mode: crate::TlsMode,
+    },
     /// The first token could not be signed.
     #[error(transparent)]
     Sign(#[from] SignError),

@@ -26,11 +26,14 @@ pub type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as sqlx::Con
 pub enum TlsMode {
     /// No TLS: refused with IAM unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
     Disable,
-    /// TLS when the server offers it.
+    /// TLS when the server offers it, none when it (or whoever answers in its place) declines: refused with IAM,
+    /// like [`TlsMode::Disable`], unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
     Prefer,
-    /// TLS, without checking the certificate.
+    /// TLS, without checking the certificate: refused with IAM unless [`IamPoolBuilder::allow_weaker_tls`] says
+    /// otherwise.
     Require,
-    /// TLS with the certificate chain checked, not the host name.
+    /// TLS with the certificate chain checked, not the host name: refused with IAM unless
+    /// [`IamPoolBuilder::allow_weaker_tls`] says otherwise.
     VerifyCa,
     /// TLS with the certificate chain and the host name checked (MySQL's `VERIFY_IDENTITY`).
     #[default]
@@ -157,6 +160,7 @@ pub struct IamPoolBuilder<DB: sqlx::Database> {
     tls_mode: TlsMode,
     root_cert: Option<PathBuf>,
     allow_without_tls: bool,
+    allow_weaker_tls: bool,
     sdk_config: Option<SdkConfig>,
     signer: Option<Box<dyn TokenSigner>>,
     resource: Option<DatabaseResource>,
@@ -195,6 +199,7 @@ where
             tls_mode: TlsMode::default(),
             root_cert: None,
             allow_without_tls: false,
+            allow_weaker_tls: false,
             sdk_config: None,
             signer: None,
             resource: None,
@@ -285,10 +290,20 @@ where
         self
     }
 
-    /// Permit [`TlsMode::Disable`], for local experiments only.
+    /// Permit [`TlsMode::Disable`] and [`TlsMode::Prefer`], under which tokens may travel in clear, for local
+    /// experiments only. Implies [`IamPoolBuilder::allow_weaker_tls`].
     #[must_use]
     pub fn allow_without_tls(mut self, allow: bool) -> Self {
         self.allow_without_tls = allow;
+        self
+    }
+
+    /// Permit [`TlsMode::Require`] and [`TlsMode::VerifyCa`]: encrypted, but to a server whose certificate or name
+    /// is not checked, so whoever can intercept the connection can collect tokens. For a server that cannot present
+    /// a verifiable certificate; the pool logs a warning when it is built.
+    #[must_use]
+    pub fn allow_weaker_tls(mut self, allow: bool) -> Self {
+        self.allow_weaker_tls = allow;
         self
     }
 
@@ -327,6 +342,7 @@ where
         self.lifetime = settings.token_lifetime;
         self.policy = settings.refresh;
         self.allow_without_tls = settings.allow_without_tls;
+        self.allow_weaker_tls = settings.allow_weaker_tls;
         self.resource.clone_from(&settings.resource);
         self
     }
@@ -335,14 +351,21 @@ where
     /// configuration or credential problem shows here, a server that refuses them at the first query. Use
     /// [`IamPoolBuilder::connect`] to find out at once.
     pub async fn build(self) -> Result<IamPool<DB>, Error> {
-        if self.tls_mode == TlsMode::Disable && !self.allow_without_tls {
-            return Err(Error::TlsRequired);
-        }
-        if self.tls_mode != TlsMode::VerifyFull {
+        // The one rule for what TLS tokens may travel over: verify-full, or a weaker mode a setting names on purpose.
+        let allowed_by = match self.tls_mode {
+            TlsMode::VerifyFull => None,
+            TlsMode::Disable | TlsMode::Prefer if self.allow_without_tls => Some("allow_without_tls"),
+            TlsMode::Disable | TlsMode::Prefer => return Err(Error::TlsRequired),
+            TlsMode::Require | TlsMode::VerifyCa if self.allow_weaker_tls => Some("allow_weaker_tls"),
+            TlsMode::Require | TlsMode::VerifyCa if self.allow_without_tls => Some("allow_without_tls"),
+            TlsMode::Require | TlsMode::VerifyCa => return Err(Error::TlsUnverified { mode: self.tls_mode }),
+        };
+        if let Some(allowed_by) = allowed_by {
             tracing::warn!(
                 mode = ?self.tls_mode,
-                "IAM tokens are sent without full certificate and host name verification; use TlsMode::VerifyFull \
-                 outside local experiments"
+                allowed_by,
+                "IAM tokens are sent without full certificate and host name verification, as allowed by \
+                 `{allowed_by}`; use TlsMode::VerifyFull outside local experiments"
             );
         }
         let mut options = self.options;
@@ -537,22 +560,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_tls_iam_is_refused_unless_explicitly_allowed() {
+    async fn tls_weaker_than_verify_full_is_refused_unless_a_setting_allows_it_by_name() {
         let options = PgConnectOptions::new().host("db.example").username("app");
         let aws = offline_aws().await;
-        let builder = || {
+        let build = |mode, allow_without_tls, allow_weaker_tls| {
             IamPool::<sqlx::Postgres>::builder(options.clone())
-                .tls_mode(TlsMode::Disable)
+                .tls_mode(mode)
+                .allow_without_tls(allow_without_tls)
+                .allow_weaker_tls(allow_weaker_tls)
                 .sdk_config(aws.clone())
+                .build()
         };
-
-        let refused = builder().build().await.expect_err("no TLS, not allowed");
-        assert!(matches!(refused, Error::TlsRequired), "{refused}");
-        builder()
-            .allow_without_tls(true)
-            .build()
-            .await
-            .expect("allowed on purpose");
+        // (mode, allow_without_tls, allow_weaker_tls, built)
+        let cases = [
+            (TlsMode::VerifyFull, false, false, true),
+            (TlsMode::VerifyCa, false, false, false),
+            (TlsMode::Require, false, false, false),
+            (TlsMode::VerifyCa, false, true, true),
+            (TlsMode::Require, false, true, true),
+            // Prefer falls back to no TLS when whoever answers declines it: allowing weaker TLS is not enough.
+            (TlsMode::Prefer, false, true, false),
+            (TlsMode::Disable, false, true, false),
+            (TlsMode::Prefer, true, false, true),
+            (TlsMode::Disable, true, false, true),
+            (TlsMode::Require, true, false, true),
+        ];
+        for (mode, allow_without_tls, allow_weaker_tls, built) in cases {
+            let result = build(mode, allow_without_tls, allow_weaker_tls).await;
+            let case = format!("{mode:?}, allow_without_tls {allow_without_tls}, allow_weaker_tls {allow_weaker_tls}");
+            match result {
+                Ok(_) => assert!(built, "{case}: built"),
+                Err(Error::TlsRequired) => {
+                    assert!(!built && matches!(mode, TlsMode::Disable | TlsMode::Prefer), "{case}")
+                }
+                Err(Error::TlsUnverified { mode: refused }) => assert!(!built && refused == mode, "{case}"),
+                Err(other) => panic!("{case}: {other}"),
+            }
+        }
     }
 
     #[tokio::test]

@@ -219,8 +219,10 @@ mod serde_settings {
         pub signing_port: Option<u16>,
         pub token_lifetime: TokenLifetime,
         pub refresh: RefreshPolicy,
-        /// Lets IAM run without TLS, for local experiments only.
+        /// Lets IAM run without TLS (`disable`, `prefer`), for local experiments only.
         pub allow_without_tls: bool,
+        /// Lets IAM run over TLS that does not verify the server (`require`, `verify-ca`).
+        pub allow_weaker_tls: bool,
         pub assume_role: Option<AssumeRole>,
         /// A cluster or instance whose endpoint is looked up; `None` for the connect options' own host.
         pub resource: Option<DatabaseResource>,
@@ -247,6 +249,7 @@ mod serde_settings {
         refresh_percent: u8,
         retry_max_secs: u64,
         allow_without_tls: bool,
+        allow_weaker_tls: bool,
         #[serde(deserialize_with = "parsed")]
         assume_role_arn: Option<RoleArn>,
         external_id: Option<String>,
@@ -269,6 +272,7 @@ mod serde_settings {
                 refresh_percent: 80,
                 retry_max_secs: 30,
                 allow_without_tls: false,
+                allow_weaker_tls: false,
                 assume_role_arn: None,
                 external_id: None,
                 session_name: None,
@@ -342,6 +346,7 @@ mod serde_settings {
                     ..RefreshPolicy::default()
                 },
                 allow_without_tls: raw.allow_without_tls,
+                allow_weaker_tls: raw.allow_weaker_tls,
                 assume_role,
                 resource,
                 tunnel: raw.tunnel,

@@ -194,16 +194,7 @@ fn check_iam_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
 /// `database.tls.mode`, else the URL's `sslmode` (PostgreSQL) or `ssl-mode` (MySQL), else `verify-full` with IAM
 /// and `prefer` with a password.
 fn resolve_tls_mode(configured: Option<TlsMode>, url: &DatabaseUrl, auth: AuthMode) -> TlsMode {
-    let from_url = url.as_url().query_pairs().find_map(|(name, value)| {
-        (name == "sslmode" || name == "ssl-mode").then(|| match value.to_ascii_lowercase().replace('_', "-").as_str() {
-            "disable" | "disabled" => TlsMode::Disable,
-            "require" | "required" => TlsMode::Require,
-            "verify-ca" => TlsMode::VerifyCa,
-            "verify-full" | "verify-identity" => TlsMode::VerifyFull,
-            _ => TlsMode::Prefer,
-        })
-    });
-    match (configured.or(from_url), auth) {
+    match (configured.or(url.tls_mode()), auth) {
         (Some(mode), _) => mode,
         (None, AuthMode::Iam) => TlsMode::VerifyFull,
         (None, AuthMode::Password) => TlsMode::Prefer,

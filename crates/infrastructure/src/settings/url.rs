@@ -1,5 +1,6 @@
 //! The database URL: which server, which engine, and any password taken out of it so the rest can be logged.
 
+use rds_iam::TlsMode;
 use secrecy::SecretString;
 use url::Url;
 
@@ -12,7 +13,12 @@ pub enum DatabaseBackend {
     Sqlite,
 }
 
-/// A database URL with any password taken out of it and kept as a secret.
+/// The query parameters sqlx reads a secret from: PostgreSQL's `password` (taken as the password for MySQL too,
+/// whose driver would silently ignore it), and libpq's `sslpassword`, which sqlx does not know and would log, value
+/// and all, as an unrecognised parameter.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// A database URL with any password taken out of it (from its user info or its `?password=`) and kept as a secret.
 #[derive(Debug, Clone)]
 pub struct DatabaseUrl {
     url: Url,
@@ -39,7 +45,7 @@ impl DatabaseUrl {
                 ));
             }
         };
-        let password = url
+        let mut password = url
             .password()
             .map(|encoded| {
                 percent_encoding::percent_decode_str(encoded)
@@ -51,10 +57,39 @@ impl DatabaseUrl {
             // Only fails for URLs that cannot have credentials, and those cannot have had a password either.
             let _ = url.set_password(None);
         }
+        let (secrets, kept): (Vec<_>, Vec<_>) = url
+            .query_pairs()
+            .into_owned()
+            .partition(|(name, _)| SECRET_PARAMETERS.contains(&name.as_str()));
+        for (name, value) in &secrets {
+            match (name.as_str(), &password) {
+                ("password", None) => password = Some(SecretString::from(value.as_str())),
+                ("password", Some(_)) => {
+                    return Err(
+                        "the password is written twice in the URL (in its user info or as ?password=); \
+                                keep only one"
+                            .to_owned(),
+                    );
+                }
+                // Never echo the value: it is a secret even when refused.
+                _ => {
+                    return Err(format!(
+                        "`{name}` is not supported: the driver reads only unencrypted client keys, so decrypt the \
+                         key file instead of giving its passphrase"
+                    ));
+                }
+            }
+        }
+        if !secrets.is_empty() {
+            url.set_query(None);
+            if !kept.is_empty() {
+                url.query_pairs_mut().extend_pairs(kept);
+            }
+        }
         Ok(Self { url, backend, password })
     }
 
-    /// The URL without its password.
+    /// The URL without its password, fit to be logged.
     #[must_use]
     pub fn as_url(&self) -> &Url {
         &self.url
@@ -65,7 +100,24 @@ impl DatabaseUrl {
         self.backend
     }
 
-    /// The password that was written in the URL.
+    /// The TLS mode the URL asks for with PostgreSQL's `sslmode` or MySQL's `ssl-mode`, in either spelling; an
+    /// unknown value (libpq's `allow`) counts as `prefer`.
+    #[must_use]
+    pub fn tls_mode(&self) -> Option<TlsMode> {
+        self.url.query_pairs().find_map(|(name, value)| {
+            (name == "sslmode" || name == "ssl-mode").then(|| {
+                match value.to_ascii_lowercase().replace('_', "-").as_str() {
+                    "disable" | "disabled" => TlsMode::Disable,
+                    "require" | "required" => TlsMode::Require,
+                    "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" | "verify-identity" => TlsMode::VerifyFull,
+                    _ => TlsMode::Prefer,
+                }
+            })
+        })
+    }
+
+    /// The password that was written in the URL, in its user info or as `?password=`.
     #[must_use]
     pub fn password(&self) -> Option<&SecretString> {
         self.password.as_ref()
