@@ -1,7 +1,7 @@
 //! An STS pass-through. RDS accepts tokens signed with temporary credentials that AWS STS issued, because both are
 //! AWS. An STS emulator (moto, LocalStack) cannot be asked for a secret it handed out, so the emulator stands between
-//! the client and that STS instead: it forwards every request unchanged, and learns the credentials in each answer
-//! before the client sees them. Any STS that speaks the AWS Query protocol works.
+//! the client and that STS instead: it forwards every request to that STS's URL unchanged, and learns the credentials
+//! in each answer before the client sees them. Any STS that speaks the AWS Query protocol works.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -81,6 +81,8 @@ impl StsTap {
     pub(crate) async fn bind(options: StsPassThrough, verifier: Verifier) -> std::io::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // A redirect would lead away from the one upstream the pass-through may reach.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(options.listen).await?;
@@ -131,16 +133,25 @@ impl StsTap {
     }
 
     async fn forward(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        // STS answers at `/` only. Any other path is refused rather than joined onto the upstream URL, where a path
+        // such as `//other-host/x` would name another host.
+        if request.uri().path() != "/" {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "the RDS IAM emulator's STS pass-through serves only the path /".to_owned(),
+            );
+        }
         match self.try_forward(request).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(upstream = %self.upstream, %error, "STS pass-through cannot reach its upstream");
-                let mut response = Response::new(Full::new(Bytes::from(format!(
-                    "the RDS IAM emulator's STS pass-through cannot reach {}: {error}",
-                    self.upstream
-                ))));
-                *response.status_mut() = StatusCode::BAD_GATEWAY;
-                response
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "the RDS IAM emulator's STS pass-through cannot reach {}: {error}",
+                        self.upstream
+                    ),
+                )
             }
         }
     }
@@ -148,8 +159,9 @@ impl StsTap {
     async fn try_forward(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ForwardError> {
         let (parts, body) = request.into_parts();
         let body = body.collect().await.map_err(ForwardError::Request)?.to_bytes();
-        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
-        let url = self.upstream.join(path).map_err(ForwardError::Url)?;
+        // The configured URL itself; only the query (the Query protocol's GET form) comes from the client.
+        let mut url = self.upstream.clone();
+        url.set_query(parts.uri.query());
         let answer = self
             .client
             .request(parts.method, url)
@@ -212,10 +224,14 @@ impl StsTap {
 enum ForwardError {
     #[error("reading the request: {0}")]
     Request(hyper::Error),
-    #[error("the request path: {0}")]
-    Url(url::ParseError),
     #[error(transparent)]
     Upstream(#[from] reqwest::Error),
+}
+
+fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response
 }
 
 fn end_to_end(mut headers: HeaderMap<HeaderValue>) -> HeaderMap<HeaderValue> {
@@ -257,11 +273,9 @@ fn issued_credentials(answer: &[u8]) -> Result<Option<Credentials>, quick_xml::D
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use super::{StsPassThrough, StsTap, issued_credentials};
+    use super::*;
     use crate::credentials::CredentialStore;
-    use crate::sigv4::Verifier;
+    use crate::sigv4::MAX_TOKEN_LIFETIME;
 
     /// moto's answer to AssumeRole (session token shortened).
     const MOTO_ASSUME_ROLE: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
@@ -369,27 +383,103 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_unreachable_upstream_is_a_bad_gateway_that_names_it() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-        let upstream = format!("http://{}", closed.local_addr().expect("an address"));
-        drop(closed);
-        let verifier = Verifier::new(
+    /// An HTTP server standing in for an STS (or for a host the pass-through must never reach): it answers every
+    /// request with one body and records each request's method and target.
+    struct FakeServer {
+        address: SocketAddr,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FakeServer {
+        async fn start(answer: &'static str) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+            let address = listener.local_addr().expect("an address");
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    let seen = Arc::clone(&seen);
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        seen.lock()
+                            .expect("not poisoned")
+                            .push(format!("{} {}", request.method(), request.uri()));
+                        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer)))) }
+                    });
+                    tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(socket), service));
+                }
+            });
+            Self { address, requests }
+        }
+
+        fn url(&self) -> String {
+            format!("http://{}/", self.address)
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().expect("not poisoned").clone()
+        }
+    }
+
+    /// A verifier that knows no key.
+    fn verifier() -> Verifier {
+        Verifier::new(
             CredentialStore::default(),
             "us-east-1",
             "localhost:5432",
-            Duration::from_secs(900),
-        );
+            MAX_TOKEN_LIFETIME,
+        )
+    }
+
+    /// Runs a pass-through to `upstream`; returns its URL and what it learns.
+    async fn start_tap(upstream: &str, verifier: Verifier) -> (String, Arc<IssuedLog>) {
         let options = StsPassThrough {
             listen: "127.0.0.1:0".parse().expect("an address"),
             upstream: upstream.parse().expect("a URL"),
         };
         let tap = StsTap::bind(options, verifier).await.expect("binds");
-        let address = tap.local_addr();
+        let (url, issued) = (format!("http://{}", tap.local_addr()), tap.issued());
         tokio::spawn(tap.run());
+        (url, issued)
+    }
+
+    #[tokio::test]
+    async fn requests_reach_only_the_configured_upstream_at_the_root_path() {
+        let upstream = FakeServer::start("<GetCallerIdentityResponse/>").await;
+        let elsewhere = FakeServer::start("<elsewhere/>").await;
+        let (tap, _) = start_tap(&upstream.url(), verifier()).await;
+        let client = reqwest::Client::new();
+
+        // Joined onto the upstream URL, this path would be a URL of its own, on another host.
+        let response = client
+            .post(format!("{tap}//{}/x", elsewhere.address))
+            .body("Action=GetCallerIdentity&Version=2011-06-15")
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 404);
+        let response = client
+            .get(format!("{tap}/?Action=GetCallerIdentity&Version=2011-06-15"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+
+        assert_eq!(elsewhere.requests(), Vec::<String>::new());
+        assert_eq!(
+            upstream.requests(),
+            ["GET /?Action=GetCallerIdentity&Version=2011-06-15"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_bad_gateway_that_names_it() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let upstream = format!("http://{}", closed.local_addr().expect("an address"));
+        drop(closed);
+        let (tap, _) = start_tap(&upstream, verifier()).await;
 
         let response = reqwest::Client::new()
-            .post(format!("http://{address}/"))
+            .post(format!("{tap}/"))
             .body("Action=AssumeRole&Version=2011-06-15")
             .send()
             .await
