@@ -22,7 +22,7 @@ pub enum CredentialsError {
     Syntax(#[source] ini::ParseError),
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 struct Secret {
     secret_access_key: String,
     session_token: Option<String>,
@@ -75,6 +75,23 @@ impl CredentialStore {
                 session_token,
             },
         );
+    }
+
+    /// Adds temporary credentials that an STS answer carried, unless the key is already known with another secret
+    /// or session token: an answer must not be able to replace the secret of a key, least of all a configured one.
+    /// True when the key is now known as given.
+    pub(crate) fn learn(&mut self, access_key_id: String, secret_access_key: String, session_token: String) -> bool {
+        let learned = Secret {
+            secret_access_key,
+            session_token: Some(session_token),
+        };
+        match self.secrets.get(&access_key_id) {
+            Some(known) => *known == learned,
+            None => {
+                self.secrets.insert(access_key_id, learned);
+                true
+            }
+        }
     }
 
     #[must_use]

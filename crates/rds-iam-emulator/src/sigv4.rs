@@ -86,13 +86,14 @@ impl Verifier {
         &self.endpoint
     }
 
-    /// Accepts tokens signed with these credentials from now on.
-    pub fn learn(&self, access_key_id: String, secret_access_key: String, session_token: Option<String>) {
-        self.credentials.write().unwrap_or_else(PoisonError::into_inner).insert(
+    /// Accepts tokens signed with these temporary credentials from now on, unless their key is already known
+    /// otherwise (see [`CredentialStore::learn`]); true when it is known as given.
+    pub(crate) fn learn(&self, access_key_id: String, secret_access_key: String, session_token: String) -> bool {
+        self.credentials.write().unwrap_or_else(PoisonError::into_inner).learn(
             access_key_id,
             secret_access_key,
             session_token,
-        );
+        )
     }
 
     fn store(&self) -> std::sync::RwLockReadGuard<'_, CredentialStore> {
@@ -335,20 +336,33 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// Tokens made by an independent signer, for the tests of every module that verifies tokens.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     /// Made once with botocore 1.x (`generate_db_auth_token`, time frozen at 2024-08-26T22:00:00Z), an independent
-    /// implementation of SigV4: our verifier must accept its tokens byte for byte.
-    const BOTOCORE_TOKEN: &str = "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=dd0cba843009474347af724090233265628ace491ea17ce3eb3da098b983ad89";
+    /// implementation of SigV4: our verifier must accept its tokens byte for byte. Signed for
+    /// `prod-instance.us-east-1.rds.amazonaws.com:3306` and user `peccy` with key `akid`, secret `secret`.
+    pub(crate) const BOTOCORE_TOKEN: &str = "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=dd0cba843009474347af724090233265628ace491ea17ce3eb3da098b983ad89";
 
-    /// Also botocore, with a session token and a user name that needs percent-encoding.
-    const BOTOCORE_SESSION_TOKEN: &str = "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432/?Action=connect&DBUser=db%20user%2Bx%40corp&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240826%2Feu-west-3%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F%2F%2F%2F%2F%2F%2F%2F%2FwEaDFAKE%2FTOKEN%2Bwith%2Fslashes%3D&X-Amz-Signature=eff84d6423566e6fb89c91accde5807aa7f6d62fa5ada67754b1bc82eed8a4eb";
+    /// Also botocore, with a session token and a user name that needs percent-encoding: for
+    /// `tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432`, user `db user+x@corp`, key `AKIDEXAMPLE`, secret
+    /// [`SESSION_SECRET`], session token [`SESSION_TOKEN`].
+    pub(crate) const BOTOCORE_SESSION_TOKEN: &str = "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432/?Action=connect&DBUser=db%20user%2Bx%40corp&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240826%2Feu-west-3%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F%2F%2F%2F%2F%2F%2F%2F%2FwEaDFAKE%2FTOKEN%2Bwith%2Fslashes%3D&X-Amz-Signature=eff84d6423566e6fb89c91accde5807aa7f6d62fa5ada67754b1bc82eed8a4eb";
+    pub(crate) const SESSION_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    pub(crate) const SESSION_TOKEN: &str = "FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=";
 
-    fn signed_at() -> SystemTime {
+    /// When both tokens were signed.
+    pub(crate) fn signed_at() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_724_709_600)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     fn verifier(region: &str, endpoint: &str) -> Verifier {
         let credentials = CredentialStore::parse(
@@ -392,30 +406,55 @@ mod tests {
 
     #[test]
     fn temporary_credentials_are_bound_to_their_session_token() {
-        let verifier = verifier("eu-west-3", "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432");
+        let bound_to = |session_token: &str| {
+            let mut credentials = CredentialStore::default();
+            credentials.insert(
+                "AKIDEXAMPLE".to_owned(),
+                SESSION_SECRET.to_owned(),
+                Some(session_token.to_owned()),
+            );
+            Verifier::new(
+                credentials,
+                "eu-west-3",
+                "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+                MAX_TOKEN_LIFETIME,
+            )
+        };
         assert_eq!(access_key_id(BOTOCORE_SESSION_TOKEN).as_deref(), Some("AKIDEXAMPLE"));
-        let secret = verifier
-            .store()
-            .secret_for("AKIDEXAMPLE")
-            .map(str::to_owned)
-            .expect("known");
 
-        verifier.learn(
-            "AKIDEXAMPLE".to_owned(),
-            secret.clone(),
-            Some("another-session".to_owned()),
-        );
         assert_eq!(
-            verifier.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
+            bound_to("another-session").verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
             Err(Rejection::WrongSessionToken("AKIDEXAMPLE".to_owned()))
         );
-        let issued = "FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=".to_owned();
-        verifier.learn("AKIDEXAMPLE".to_owned(), secret, Some(issued));
         assert!(
-            verifier
+            bound_to(SESSION_TOKEN)
                 .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn learning_never_changes_a_known_key() {
+        let verifier = us_east();
+        let learn =
+            |key: &str, secret: &str, token: &str| verifier.learn(key.to_owned(), secret.to_owned(), token.to_owned());
+
+        assert!(
+            !learn("akid", "attacker's secret", "t"),
+            "a configured key keeps its secret"
+        );
+        assert!(
+            !learn("akid", "secret", "t"),
+            "a long-term key does not become a temporary one"
+        );
+        assert!(learn("ASIANEW", "s1", "t1"));
+        assert!(learn("ASIANEW", "s1", "t1"), "the same credentials again");
+        assert!(!learn("ASIANEW", "s2", "t1"));
+        assert!(!learn("ASIANEW", "s1", "t2"));
+
+        assert!(verifier.verify(BOTOCORE_TOKEN, "peccy", signed_at()).is_ok());
+        assert_eq!(verifier.store().secret_for("ASIANEW"), Some("s1"));
+        assert_eq!(verifier.store().session_token_for("ASIANEW"), Some("t1"));
     }
 
     #[test]

@@ -205,11 +205,18 @@ impl StsTap {
             role_session_name: parameter("RoleSessionName"),
             external_id: parameter("ExternalId"),
         };
-        self.verifier.learn(
+        if !self.verifier.learn(
             issued.access_key_id.clone(),
             credentials.secret_access_key,
-            Some(credentials.session_token),
-        );
+            credentials.session_token,
+        ) {
+            tracing::warn!(
+                access_key_id = issued.access_key_id,
+                action = issued.action,
+                "STS pass-through: an answer names a known access key with other credentials; kept the known ones"
+            );
+            return;
+        }
         tracing::info!(
             access_key_id = issued.access_key_id,
             action = issued.action,
@@ -276,6 +283,7 @@ mod tests {
     use super::*;
     use crate::credentials::CredentialStore;
     use crate::sigv4::MAX_TOKEN_LIFETIME;
+    use crate::sigv4::fixtures::{BOTOCORE_TOKEN, signed_at};
 
     /// moto's answer to AssumeRole (session token shortened).
     const MOTO_ASSUME_ROLE: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
@@ -469,6 +477,38 @@ mod tests {
             upstream.requests(),
             ["GET /?Action=GetCallerIdentity&Version=2011-06-15"]
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_cannot_replace_the_secret_of_a_known_key() {
+        const ATTACKER_ANSWER: &str = "<AssumeRoleResponse><AssumeRoleResult><Credentials>\
+            <AccessKeyId>akid</AccessKeyId><SecretAccessKey>attacker</SecretAccessKey><SessionToken>t</SessionToken>\
+            <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
+        let upstream = FakeServer::start(ATTACKER_ANSWER).await;
+        let mut credentials = CredentialStore::default();
+        credentials.insert("akid".to_owned(), "secret".to_owned(), None);
+        let verifier = Verifier::new(
+            credentials,
+            "us-east-1",
+            "prod-instance.us-east-1.rds.amazonaws.com:3306",
+            MAX_TOKEN_LIFETIME,
+        );
+        let (tap, issued) = start_tap(&upstream.url(), verifier.clone()).await;
+
+        let answer = reqwest::Client::new()
+            .post(format!("{tap}/"))
+            .body("Action=AssumeRole&Version=2011-06-15")
+            .send()
+            .await
+            .expect("answered");
+
+        assert_eq!(
+            answer.text().await.expect("a body"),
+            ATTACKER_ANSWER,
+            "relayed unchanged"
+        );
+        assert_eq!(issued.list(), []);
+        assert_eq!(verifier.verify(BOTOCORE_TOKEN, "peccy", signed_at()).map(drop), Ok(()));
     }
 
     #[tokio::test]
