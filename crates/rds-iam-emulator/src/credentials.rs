@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::SystemTime;
 
 use ini::{Ini, ParseOption};
 
@@ -26,6 +27,8 @@ pub enum CredentialsError {
 struct Secret {
     secret_access_key: String,
     session_token: Option<String>,
+    /// When temporary credentials stop working, as STS said; configured keys do not expire.
+    expires_at: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for CredentialStore {
@@ -73,17 +76,29 @@ impl CredentialStore {
             Secret {
                 secret_access_key,
                 session_token,
+                expires_at: None,
             },
         );
     }
 
-    /// Adds temporary credentials that an STS answer carried, unless the key is already known with another secret
-    /// or session token: an answer must not be able to replace the secret of a key, least of all a configured one.
-    /// True when the key is now known as given.
-    pub(crate) fn learn(&mut self, access_key_id: String, secret_access_key: String, session_token: String) -> bool {
+    /// Adds temporary credentials that an STS answer carried, valid until `expires_at`, unless the key is already
+    /// known with another secret or session token: an answer must not be able to replace the secret of a key, least
+    /// of all a configured one. Credentials that expired before `now` are forgotten first, so their keys are no
+    /// longer known. True when the key is now known as given.
+    pub(crate) fn learn(
+        &mut self,
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: String,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> bool {
+        self.secrets
+            .retain(|_, known| known.expires_at.is_none_or(|expires_at| expires_at > now));
         let learned = Secret {
             secret_access_key,
             session_token: Some(session_token),
+            expires_at: Some(expires_at),
         };
         match self.secrets.get(&access_key_id) {
             Some(known) => *known == learned,
@@ -107,6 +122,12 @@ impl CredentialStore {
         self.secrets.get(access_key_id)?.session_token.as_deref()
     }
 
+    /// When `access_key_id`'s temporary credentials expire; `None` for a key that does not.
+    #[must_use]
+    pub fn expires_at(&self, access_key_id: &str) -> Option<SystemTime> {
+        self.secrets.get(access_key_id)?.expires_at
+    }
+
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
@@ -115,6 +136,8 @@ impl CredentialStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -143,6 +166,40 @@ mod tests {
         assert_eq!(store.secret_for("AKIA1"), Some("\"a\\b\""));
         assert_eq!(store.session_token_for("AKIA1"), Some("t=="));
         assert_eq!(store.secret_for("AKIA2"), Some("new"));
+    }
+
+    #[test]
+    fn expired_credentials_are_forgotten_when_more_are_learned() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut store =
+            CredentialStore::parse("[a]\naws_access_key_id = AKIA1\naws_secret_access_key = s1\n").expect("INI");
+        let minute = Duration::from_secs(60);
+        assert!(store.learn(
+            "ASIA1".to_owned(),
+            "s".to_owned(),
+            "t".to_owned(),
+            start + minute,
+            start
+        ));
+        assert_eq!(store.expires_at("ASIA1"), Some(start + minute));
+
+        let later = start + 2 * minute;
+        assert!(store.learn(
+            "ASIA2".to_owned(),
+            "s".to_owned(),
+            "t".to_owned(),
+            later + minute,
+            later
+        ));
+        assert_eq!(store.secret_for("ASIA1"), None);
+        assert_eq!(store.secret_for("AKIA1"), Some("s1"), "configured keys never expire");
+        assert!(store.learn(
+            "ASIA1".to_owned(),
+            "new".to_owned(),
+            "t".to_owned(),
+            later + minute,
+            later
+        ));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod state;
 mod sts;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time;
 mod tls;
 
 pub use server::{Emulator, Options, StartError};

@@ -5,13 +5,14 @@
 
 use std::fmt::Write as _;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use crate::credentials::CredentialStore;
+use crate::time;
 
 const SERVICE: &str = "rds-db";
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -48,6 +49,8 @@ pub enum Rejection {
     BadSignature,
     #[error("access key `{0}` is temporary, and the token does not carry its session token")]
     WrongSessionToken(String),
+    #[error("access key `{0}` belongs to temporary credentials that have expired")]
+    CredentialsExpired(String),
 }
 
 /// What a valid token proved.
@@ -86,13 +89,21 @@ impl Verifier {
         &self.endpoint
     }
 
-    /// Accepts tokens signed with these temporary credentials from now on, unless their key is already known
-    /// otherwise (see [`CredentialStore::learn`]); true when it is known as given.
-    pub(crate) fn learn(&self, access_key_id: String, secret_access_key: String, session_token: String) -> bool {
+    /// Accepts tokens signed with these temporary credentials until `expires_at`, unless their key is already
+    /// known otherwise (see [`CredentialStore::learn`]); true when it is known as given.
+    pub(crate) fn learn(
+        &self,
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: String,
+        expires_at: SystemTime,
+    ) -> bool {
         self.credentials.write().unwrap_or_else(PoisonError::into_inner).learn(
             access_key_id,
             secret_access_key,
             session_token,
+            expires_at,
+            SystemTime::now(),
         )
     }
 
@@ -154,7 +165,8 @@ impl Verifier {
         }
 
         let amz_date = token.param("X-Amz-Date")?;
-        let signed_at = parse_amz_date(amz_date)?;
+        let signed_at = time::parse_basic(amz_date)
+            .ok_or_else(|| Rejection::Malformed(format!("X-Amz-Date `{amz_date}` is not YYYYMMDDTHHMMSSZ")))?;
         if !amz_date.starts_with(scope_date) || scope_date.len() != 8 {
             return Err(Rejection::Malformed(
                 "X-Amz-Date and the credential scope's date differ".to_owned(),
@@ -207,6 +219,14 @@ impl Verifier {
         {
             return Err(Rejection::WrongSessionToken(access_key_id.to_owned()));
         }
+        // A token signed with temporary credentials works no longer than they do.
+        let expires_at = match credentials.expires_at(access_key_id) {
+            Some(credentials_expire) if credentials_expire <= now => {
+                return Err(Rejection::CredentialsExpired(access_key_id.to_owned()));
+            }
+            Some(credentials_expire) => expires_at.min(credentials_expire),
+            None => expires_at,
+        };
 
         Ok(VerifiedToken {
             access_key_id: access_key_id.to_owned(),
@@ -300,42 +320,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Parses SigV4's basic ISO 8601 form, `20240826T220000Z`.
-fn parse_amz_date(value: &str) -> Result<SystemTime, Rejection> {
-    let malformed = || Rejection::Malformed(format!("X-Amz-Date `{value}` is not YYYYMMDDTHHMMSSZ"));
-    let bytes = value.as_bytes();
-    if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
-        return Err(malformed());
-    }
-    let number = |range: std::ops::Range<usize>| -> Result<u32, Rejection> {
-        value
-            .get(range)
-            .and_then(|digits| digits.parse().ok())
-            .ok_or_else(malformed)
-    };
-    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
-    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return Err(malformed());
-    }
-    let days = days_from_civil(i64::from(year), month, day);
-    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    u64::try_from(seconds)
-        .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
-        .map_err(|_| malformed())
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 /// Tokens made by an independent signer, for the tests of every module that verifies tokens.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -375,14 +359,6 @@ mod tests {
 
     fn us_east() -> Verifier {
         verifier("us-east-1", "prod-instance.us-east-1.rds.amazonaws.com:3306")
-    }
-
-    #[test]
-    fn dates_convert_to_unix_time() {
-        assert_eq!(parse_amz_date("20240826T220000Z"), Ok(signed_at()));
-        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(UNIX_EPOCH));
-        assert!(parse_amz_date("2024-08-26T22:00Z").is_err());
-        assert!(parse_amz_date("20241326T220000Z").is_err());
     }
 
     #[test]
@@ -436,8 +412,10 @@ mod tests {
     #[test]
     fn learning_never_changes_a_known_key() {
         let verifier = us_east();
-        let learn =
-            |key: &str, secret: &str, token: &str| verifier.learn(key.to_owned(), secret.to_owned(), token.to_owned());
+        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+        let learn = |key: &str, secret: &str, token: &str| {
+            verifier.learn(key.to_owned(), secret.to_owned(), token.to_owned(), in_an_hour)
+        };
 
         assert!(
             !learn("akid", "attacker's secret", "t"),

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 use crate::sigv4::Verifier;
+use crate::time;
 
 /// Where the pass-through listens and which STS it forwards to.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct IssuedCredentials {
     pub role_arn: Option<String>,
     pub role_session_name: Option<String>,
     pub external_id: Option<String>,
+    /// When STS said the credentials expire; tokens signed with them are refused from then on.
+    pub expires_at: SystemTime,
 }
 
 /// Every set of credentials learned so far, oldest first; readable while the emulator runs.
@@ -198,17 +201,27 @@ impl StsTap {
                 .find(|(key, _)| key == name)
                 .map(|(_, value)| value.clone().into_owned())
         };
+        let Some(expires_at) = time::parse_extended(&credentials.expiration) else {
+            tracing::warn!(
+                access_key_id = credentials.access_key_id,
+                expiration = credentials.expiration,
+                "STS pass-through: the credentials in an answer have no readable Expiration; not learned"
+            );
+            return;
+        };
         let issued = IssuedCredentials {
             access_key_id: credentials.access_key_id,
             action: parameter("Action").unwrap_or_default(),
             role_arn: parameter("RoleArn"),
             role_session_name: parameter("RoleSessionName"),
             external_id: parameter("ExternalId"),
+            expires_at,
         };
         if !self.verifier.learn(
             issued.access_key_id.clone(),
             credentials.secret_access_key,
             credentials.session_token,
+            expires_at,
         ) {
             tracing::warn!(
                 access_key_id = issued.access_key_id,
@@ -263,13 +276,15 @@ struct AnswerPart {
     credentials: Option<Credentials>,
 }
 
-/// Temporary credentials as STS issues them; `Expiration` is the client's business, not the verifier's.
+/// Temporary credentials as STS issues them.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Credentials {
     access_key_id: String,
     secret_access_key: String,
     session_token: String,
+    /// ISO 8601, e.g. `2026-11-25T10:57:00.661023Z`.
+    expiration: String,
 }
 
 /// The credentials a successful STS answer carries; `None` for actions that issue none (GetCallerIdentity, ...).
@@ -282,8 +297,8 @@ fn issued_credentials(answer: &[u8]) -> Result<Option<Credentials>, quick_xml::D
 mod tests {
     use super::*;
     use crate::credentials::CredentialStore;
-    use crate::sigv4::MAX_TOKEN_LIFETIME;
-    use crate::sigv4::fixtures::{BOTOCORE_TOKEN, signed_at};
+    use crate::sigv4::fixtures::{BOTOCORE_SESSION_TOKEN, BOTOCORE_TOKEN, signed_at};
+    use crate::sigv4::{MAX_TOKEN_LIFETIME, Rejection};
 
     /// moto's answer to AssumeRole (session token shortened).
     const MOTO_ASSUME_ROLE: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
@@ -359,7 +374,7 @@ mod tests {
     fn credentials_are_read_in_any_order_with_any_layout() {
         let answer = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
             <Credentials>\n  <SessionToken>FQoG+ZXIv/YXdz=</SessionToken>\n  <SecretAccessKey>s3cr&amp;t&#43;</SecretAccessKey>\n\
-            <AccessKeyId>ASIAEXAMPLE</AccessKeyId></Credentials><AssumedRoleUser><Arn>arn</Arn></AssumedRoleUser>\
+            <AccessKeyId>ASIAEXAMPLE</AccessKeyId><Expiration>2026-11-25T10:57:00Z</Expiration></Credentials><AssumedRoleUser><Arn>arn</Arn></AssumedRoleUser>\
             </AssumeRoleResult></AssumeRoleResponse>";
         assert_eq!(
             read(answer),
@@ -509,6 +524,42 @@ mod tests {
         );
         assert_eq!(issued.list(), []);
         assert_eq!(verifier.verify(BOTOCORE_TOKEN, "peccy", signed_at()).map(drop), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn learned_credentials_expire_when_sts_said_they_do() {
+        // The credentials of BOTOCORE_SESSION_TOKEN, expiring five minutes after it was signed.
+        const ANSWER: &str = "<AssumeRoleResponse><AssumeRoleResult><Credentials>\
+            <AccessKeyId>AKIDEXAMPLE</AccessKeyId><SecretAccessKey>wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY</SecretAccessKey>\
+            <SessionToken>FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=</SessionToken>\
+            <Expiration>2024-08-26T22:05:00.000Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
+        let upstream = FakeServer::start(ANSWER).await;
+        let verifier = Verifier::new(
+            CredentialStore::default(),
+            "eu-west-3",
+            "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+            MAX_TOKEN_LIFETIME,
+        );
+        let (tap, issued) = start_tap(&upstream.url(), verifier.clone()).await;
+
+        reqwest::Client::new()
+            .post(format!("{tap}/"))
+            .body("Action=AssumeRole&Version=2011-06-15")
+            .send()
+            .await
+            .expect("answered");
+
+        let expiration = signed_at() + Duration::from_secs(300);
+        assert_eq!(issued.list()[0].expires_at, expiration);
+        let at = |instant| verifier.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", instant);
+        assert_eq!(
+            at(expiration - Duration::from_secs(1)).map(|token| token.expires_at),
+            Ok(expiration)
+        );
+        assert_eq!(
+            at(expiration),
+            Err(Rejection::CredentialsExpired("AKIDEXAMPLE".to_owned()))
+        );
     }
 
     #[tokio::test]
