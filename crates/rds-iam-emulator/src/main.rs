@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{Emulator, Options, StsPassThrough};
+use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, Emulator, Options, StsPassThrough};
 use tracing_subscriber::EnvFilter;
 
 /// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
@@ -42,6 +42,9 @@ struct Cli {
     /// Where the STS pass-through listens, with --sts-upstream.
     #[arg(long, default_value = "127.0.0.1:5434", requires = "sts_upstream")]
     sts_listen: SocketAddr,
+    /// Seconds an STS client may take to send its request's headers, and again its body.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
             listen: cli.sts_listen,
             upstream,
         }),
+        handshake_timeout: Duration::from_secs(cli.handshake_timeout),
     })
     .await?;
     tokio::select! {

@@ -33,7 +33,14 @@ pub struct Options {
     pub max_token_age: Duration,
     /// An STS pass-through: temporary credentials issued through it are accepted too, bound to their session tokens.
     pub sts: Option<StsPassThrough>,
+    /// How long a client may take to present itself: an STS client to send its request's headers, and again its
+    /// body.
+    pub handshake_timeout: Duration,
 }
+
+/// [`Options::handshake_timeout`] unless told otherwise: ample for a client on the same machine or network, short
+/// enough that silent connections do not pile up.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +140,7 @@ impl Emulator {
         let sts = match options.sts {
             Some(sts) => {
                 let address = sts.listen;
-                let tap = StsTap::bind(sts, verifier.clone())
+                let tap = StsTap::bind(sts, verifier.clone(), options.handshake_timeout)
                     .await
                     .map_err(|source| StartError::StsListen { address, source })?;
                 Some(tap)

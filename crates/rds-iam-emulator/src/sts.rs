@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use url::Url;
@@ -59,6 +60,10 @@ impl IssuedLog {
     }
 }
 
+/// STS requests are small: the largest, AssumeRoleWithWebIdentity, carries a JWT of a few KB and a session policy
+/// of at most 2 KB.
+const MAX_REQUEST_BODY: usize = 64 * 1024;
+
 /// Headers that describe one hop of the connection, not the message, and so are not forwarded.
 const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::CONNECTION,
@@ -78,10 +83,16 @@ pub(crate) struct StsTap {
     client: reqwest::Client,
     verifier: Verifier,
     issued: Arc<IssuedLog>,
+    /// How long a client may take to send its request's headers, and again its body.
+    read_timeout: Duration,
 }
 
 impl StsTap {
-    pub(crate) async fn bind(options: StsPassThrough, verifier: Verifier) -> std::io::Result<Self> {
+    pub(crate) async fn bind(
+        options: StsPassThrough,
+        verifier: Verifier,
+        read_timeout: Duration,
+    ) -> std::io::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             // A redirect would lead away from the one upstream the pass-through may reach.
@@ -96,6 +107,7 @@ impl StsTap {
             client,
             verifier,
             issued: Arc::default(),
+            read_timeout,
         })
     }
 
@@ -125,7 +137,10 @@ impl StsTap {
                     let tap = Arc::clone(&tap);
                     async move { Ok::<_, Infallible>(tap.forward(request).await) }
                 });
+                // A client that trickles its headers would otherwise hold its connection for ever.
                 if let Err(error) = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(tap.read_timeout)
                     .serve_connection(TokioIo::new(socket), service)
                     .await
                 {
@@ -144,7 +159,24 @@ impl StsTap {
                 "the RDS IAM emulator's STS pass-through serves only the path /".to_owned(),
             );
         }
-        match self.try_forward(request).await {
+        let (parts, body) = request.into_parts();
+        let body = match tokio::time::timeout(self.read_timeout, Limited::new(body, MAX_REQUEST_BODY).collect()).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => {
+                return plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("STS requests to the RDS IAM emulator are at most {MAX_REQUEST_BODY} bytes"),
+                );
+            }
+            Ok(Err(error)) => return plain(StatusCode::BAD_REQUEST, format!("cannot read the request: {error}")),
+            Err(_) => {
+                return plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body came too slowly".to_owned(),
+                );
+            }
+        };
+        match self.try_forward(parts, body).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(upstream = %self.upstream, %error, "STS pass-through cannot reach its upstream");
@@ -159,9 +191,7 @@ impl StsTap {
         }
     }
 
-    async fn try_forward(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ForwardError> {
-        let (parts, body) = request.into_parts();
-        let body = body.collect().await.map_err(ForwardError::Request)?.to_bytes();
+    async fn try_forward(&self, parts: Parts, body: Bytes) -> Result<Response<Full<Bytes>>, reqwest::Error> {
         // The configured URL itself; only the query (the Query protocol's GET form) comes from the client.
         let mut url = self.upstream.clone();
         url.set_query(parts.uri.query());
@@ -240,14 +270,6 @@ impl StsTap {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ForwardError {
-    #[error("reading the request: {0}")]
-    Request(hyper::Error),
-    #[error(transparent)]
-    Upstream(#[from] reqwest::Error),
-}
-
 fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
@@ -295,6 +317,8 @@ fn issued_credentials(answer: &[u8]) -> Result<Option<Credentials>, quick_xml::D
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
     use crate::credentials::CredentialStore;
     use crate::sigv4::fixtures::{BOTOCORE_SESSION_TOKEN, BOTOCORE_TOKEN, signed_at};
@@ -453,13 +477,16 @@ mod tests {
         )
     }
 
+    /// The pass-throughs' read timeout in these tests.
+    const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
     /// Runs a pass-through to `upstream`; returns its URL and what it learns.
     async fn start_tap(upstream: &str, verifier: Verifier) -> (String, Arc<IssuedLog>) {
         let options = StsPassThrough {
             listen: "127.0.0.1:0".parse().expect("an address"),
             upstream: upstream.parse().expect("a URL"),
         };
-        let tap = StsTap::bind(options, verifier).await.expect("binds");
+        let tap = StsTap::bind(options, verifier, READ_TIMEOUT).await.expect("binds");
         let (url, issued) = (format!("http://{}", tap.local_addr()), tap.issued());
         tokio::spawn(tap.run());
         (url, issued)
@@ -560,6 +587,59 @@ mod tests {
             at(expiration),
             Err(Rejection::CredentialsExpired("AKIDEXAMPLE".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn oversized_request_bodies_are_refused_before_reaching_the_upstream() {
+        let upstream = FakeServer::start("<AssumeRoleResponse/>").await;
+        let (tap, _) = start_tap(&upstream.url(), verifier()).await;
+        let client = reqwest::Client::new();
+        let policy = "x".repeat(MAX_REQUEST_BODY);
+
+        let response = client
+            .post(format!("{tap}/"))
+            .body(format!("Action=AssumeRole&Policy={policy}"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 413);
+        // Without a length announced up front, the limit applies as the body streams in.
+        let chunks = futures_util::stream::iter(
+            [b"Action=AssumeRole&Policy=".to_vec(), policy.into_bytes()].map(Ok::<_, std::io::Error>),
+        );
+        let response = client
+            .post(format!("{tap}/"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 413);
+
+        assert_eq!(upstream.requests(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn clients_that_send_their_request_too_slowly_are_cut_off() {
+        let upstream = FakeServer::start("<AssumeRoleResponse/>").await;
+        let (tap, _) = start_tap(&upstream.url(), verifier()).await;
+        let address = tap.trim_start_matches("http://");
+        let patience = READ_TIMEOUT * 4;
+
+        // Headers that never end, and a body that never comes.
+        for sent in [
+            "POST / HTTP/1.1\r\nHost: sts\r\n".to_owned(),
+            "POST / HTTP/1.1\r\nHost: sts\r\nContent-Length: 100\r\n\r\nAction=".to_owned(),
+        ] {
+            let mut socket = tokio::net::TcpStream::connect(address).await.expect("connects");
+            socket.write_all(sent.as_bytes()).await.expect("sends");
+            let mut answer = String::new();
+            tokio::time::timeout(patience, socket.read_to_string(&mut answer))
+                .await
+                .expect("the pass-through gives up within its read timeout")
+                .expect("reads");
+            assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+        }
+        assert_eq!(upstream.requests(), Vec::<String>::new());
     }
 
     #[tokio::test]

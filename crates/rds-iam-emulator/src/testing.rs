@@ -29,10 +29,10 @@ use url::Url;
 
 use crate::credentials::CredentialStore;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
-use crate::{AuthCounts, Emulator, IssuedLog, Options, StsPassThrough};
+use crate::{AuthCounts, DEFAULT_HANDSHAKE_TIMEOUT, Emulator, IssuedLog, Options, StsPassThrough};
 
 /// How a test wants its emulator. The defaults are the emulator's own: region `us-east-1`, tokens signed for the
-/// listen address, a maximum token age of 15 minutes, no STS pass-through.
+/// listen address, a maximum token age of 15 minutes, no STS pass-through, a handshake timeout of 10 seconds.
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
     /// The region tokens must be signed for.
@@ -43,6 +43,8 @@ pub struct EmulatorOptions {
     pub max_token_age: Duration,
     /// The STS that the emulator's STS pass-through forwards to; the emulator accepts the credentials it issues.
     pub sts_upstream: Option<String>,
+    /// How long a client may take to present itself (see [`Options::handshake_timeout`]).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for EmulatorOptions {
@@ -52,6 +54,7 @@ impl Default for EmulatorOptions {
             endpoint: None,
             max_token_age: MAX_TOKEN_LIFETIME,
             sts_upstream: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -103,6 +106,7 @@ impl TestEmulator {
                 listen: any_port,
                 upstream: sts.parse().expect("the STS upstream's URL"),
             }),
+            handshake_timeout: options.handshake_timeout,
         })
         .await
         .expect("the emulator starts");
