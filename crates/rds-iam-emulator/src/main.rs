@@ -42,7 +42,8 @@ struct Cli {
     /// Where the STS pass-through listens, with --sts-upstream.
     #[arg(long, default_value = "127.0.0.1:5434", requires = "sts_upstream")]
     sts_listen: SocketAddr,
-    /// Seconds an STS client may take to send its request's headers, and again its body.
+    /// Seconds a database client may take from connecting until its upstream session is open, and an STS client to
+    /// send its request's headers, and again its body.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout: u64,
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use url::Url;
 
-use crate::state::Shared;
+use crate::state::{Session, Shared};
 use wire::{CLEAR_PASSWORD, HandshakeResponse, Packet};
 
 /// `ER_ACCESS_DENIED_ERROR`, the code RDS answers a refused token with.
@@ -48,12 +48,14 @@ impl MySqlUpstream {
     }
 }
 
-pub(crate) async fn serve(
+/// Authenticates the client and opens its session on the upstream; `None` when the connection ends here, the
+/// client having been told why.
+pub(crate) async fn handshake(
     shared: &Shared,
     upstream_server: &MySqlUpstream,
     mut socket: TcpStream,
     peer: SocketAddr,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Session>> {
     // The upstream's greeting is what the client sees (server version, connection id for KILL, capabilities), so the
     // upstream connection is opened first.
     let mut upstream = match TcpStream::connect(&upstream_server.address).await {
@@ -65,13 +67,15 @@ pub(crate) async fn serve(
                 GENERAL_ERROR,
                 "the upstream database server is unreachable",
             );
-            return wire::write_packet(&mut socket, 0, &refusal).await;
+            wire::write_packet(&mut socket, 0, &refusal).await?;
+            return Ok(None);
         }
     };
     upstream.set_nodelay(true)?;
     let upstream_greeting = wire::read_packet(&mut upstream).await?;
     if upstream_greeting.payload.first() == Some(&0xff) {
-        return wire::write_packet(&mut socket, 0, &upstream_greeting.payload).await;
+        wire::write_packet(&mut socket, 0, &upstream_greeting.payload).await?;
+        return Ok(None);
     }
     let greeting = wire::Greeting::parse(&upstream_greeting.payload)?;
     let ours = wire::Greeting {
@@ -97,13 +101,14 @@ pub(crate) async fn serve(
                 peer.ip()
             ),
         );
-        return wire::write_packet(&mut socket, first.next(), &refusal).await;
+        wire::write_packet(&mut socket, first.next(), &refusal).await?;
+        return Ok(None);
     }
     let mut client = shared.acceptor.accept(socket).await?;
     let response_packet = wire::read_packet(&mut client).await?;
     let response = HandshakeResponse::parse(&response_packet.payload)?;
     let Some((token, next)) = read_token(&mut client, &response, &response_packet, peer).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if !shared.check_token(&token, &response.user, peer) {
         let refusal = wire::error_packet(
@@ -115,7 +120,8 @@ pub(crate) async fn serve(
                 peer.ip()
             ),
         );
-        return wire::write_packet(&mut client, next, &refusal).await;
+        wire::write_packet(&mut client, next, &refusal).await?;
+        return Ok(None);
     }
 
     let password = upstream_server.password_for(&response.user);
@@ -126,10 +132,9 @@ pub(crate) async fn serve(
         ..response
     };
     wire::write_packet(&mut upstream, upstream_greeting.next(), &login.encode()).await?;
-    if log_in_upstream(&mut upstream, &mut client, password, next).await? {
-        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    }
-    Ok(())
+    Ok(log_in_upstream(&mut upstream, &mut client, password, next)
+        .await?
+        .then_some(Session { client, upstream }))
 }
 
 /// The token, in clear text: from the handshake response when the client already used `mysql_clear_password`,

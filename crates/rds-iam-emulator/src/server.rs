@@ -12,7 +12,7 @@ use crate::credentials::CredentialStore;
 use crate::mysql::{self, MySqlUpstream};
 use crate::postgres;
 use crate::sigv4::Verifier;
-use crate::state::{AuthCounts, Shared};
+use crate::state::{AuthCounts, Session, Shared};
 use crate::sts::{IssuedLog, StsPassThrough, StsTap};
 use crate::tls;
 
@@ -33,8 +33,8 @@ pub struct Options {
     pub max_token_age: Duration,
     /// An STS pass-through: temporary credentials issued through it are accepted too, bound to their session tokens.
     pub sts: Option<StsPassThrough>,
-    /// How long a client may take to present itself: an STS client to send its request's headers, and again its
-    /// body.
+    /// How long a client may take to present itself: a database client from connecting until its upstream session
+    /// is open (TLS, start-up, token), an STS client to send its request's headers, and again its body.
     pub handshake_timeout: Duration,
 }
 
@@ -155,6 +155,7 @@ impl Emulator {
                 acceptor: tls.acceptor,
                 verifier,
                 counts: Arc::default(),
+                handshake_timeout: options.handshake_timeout,
             }),
             upstream: Arc::new(upstream),
             sts,
@@ -237,8 +238,29 @@ impl Emulator {
 async fn serve(shared: &Shared, upstream: &Upstream, socket: TcpStream) -> std::io::Result<()> {
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
-    match upstream {
-        Upstream::Postgres { address } => postgres::serve(shared, address, socket, peer).await,
-        Upstream::MySql(upstream) => mysql::serve(shared, upstream, socket, peer).await,
+    let handshake = async {
+        match upstream {
+            Upstream::Postgres { address } => postgres::handshake(shared, address, socket, peer).await,
+            Upstream::MySql(upstream) => mysql::handshake(shared, upstream, socket, peer).await,
+        }
+    };
+    // A client that stalls before its session opens (or an upstream that does) would otherwise hold a connection
+    // for ever; once the session is open, it may idle as long as the upstream lets it.
+    match tokio::time::timeout(shared.handshake_timeout, handshake).await {
+        Ok(Ok(Some(Session {
+            mut client,
+            mut upstream,
+        }))) => tokio::io::copy_bidirectional(&mut client, &mut upstream)
+            .await
+            .map(drop),
+        Ok(result) => result.map(drop),
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                timeout_secs = shared.handshake_timeout.as_secs_f64(),
+                "handshake timed out; connection closed"
+            );
+            Ok(())
+        }
     }
 }
