@@ -21,7 +21,7 @@ pub mod testing;
 mod time;
 mod tls;
 
-pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, Emulator, Options, StartError};
+pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StartError};
 pub use state::AuthCounts;
 pub use sts::{IssuedCredentials, IssuedLog, StsPassThrough};
 pub use tls::TlsError;

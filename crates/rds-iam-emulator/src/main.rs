@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, Emulator, Options, StsPassThrough};
+use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StsPassThrough};
 use tracing_subscriber::EnvFilter;
 
 /// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
@@ -46,6 +46,9 @@ struct Cli {
     /// send its request's headers, and again its body.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout: u64,
+    /// Database connections open at once (authenticating or relaying); more are refused as a full server refuses.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             upstream,
         }),
         handshake_timeout: Duration::from_secs(cli.handshake_timeout),
+        max_connections: cli.max_connections,
     })
     .await?;
     tokio::select! {

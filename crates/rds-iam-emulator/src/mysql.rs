@@ -17,6 +17,8 @@ use wire::{CLEAR_PASSWORD, HandshakeResponse, Packet};
 const ACCESS_DENIED: u16 = 1045;
 /// `ER_UNKNOWN_ERROR`, for failures that are not the client's.
 const UNKNOWN_ERROR: u16 = 1105;
+/// `ER_CON_COUNT_ERROR`, with its SQLSTATE.
+const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
 const INVALID_AUTHORIZATION: &str = "28000";
 const GENERAL_ERROR: &str = "HY000";
 
@@ -135,6 +137,18 @@ pub(crate) async fn handshake(
     Ok(log_in_upstream(&mut upstream, &mut client, password, next)
         .await?
         .then_some(Session { client, upstream }))
+}
+
+/// Refuses a client over the emulator's connection limit as a full MySQL server does: an error in place of the
+/// greeting.
+pub(crate) async fn refuse_busy(mut socket: TcpStream) -> std::io::Result<()> {
+    let (code, sql_state) = TOO_MANY_CONNECTIONS;
+    wire::write_packet(
+        &mut socket,
+        0,
+        &wire::error_packet(code, sql_state, "Too many connections"),
+    )
+    .await
 }
 
 /// The token, in clear text: from the handshake response when the client already used `mysql_clear_password`,

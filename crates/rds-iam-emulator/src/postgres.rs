@@ -17,6 +17,8 @@ use wire::Initial;
 const INVALID_PASSWORD: &str = "28P01";
 /// SQLSTATE `invalid_authorization_specification`: refused before any password was asked for.
 const INVALID_AUTHORIZATION: &str = "28000";
+/// SQLSTATE `too_many_connections`.
+const TOO_MANY_CONNECTIONS: &str = "53300";
 
 /// Authenticates the client and opens its session on the upstream; `None` when the connection ends here (refused,
 /// or a cancel request forwarded).
@@ -119,6 +121,13 @@ async fn authenticate(
             }
         }
     }
+}
+
+/// Refuses a client over the emulator's connection limit in PostgreSQL's words, before TLS, once it has sent its
+/// first message: closing with that message unread would reset the connection under the answer.
+pub(crate) async fn refuse_busy(mut socket: TcpStream) -> std::io::Result<()> {
+    wire::read_initial(&mut socket).await?;
+    wire::send_fatal(&mut socket, TOO_MANY_CONNECTIONS, "sorry, too many clients already").await
 }
 
 /// Cancel requests carry the upstream's own process id and key (the client learnt them from the relayed

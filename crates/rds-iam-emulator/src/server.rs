@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::credentials::CredentialStore;
@@ -36,11 +37,21 @@ pub struct Options {
     /// How long a client may take to present itself: a database client from connecting until its upstream session
     /// is open (TLS, start-up, token), an STS client to send its request's headers, and again its body.
     pub handshake_timeout: Duration,
+    /// How many database connections may be open at once, authenticating or relaying; clients beyond it are refused
+    /// in their protocol's words for a full server.
+    pub max_connections: usize,
 }
 
 /// [`Options::handshake_timeout`] unless told otherwise: ample for a client on the same machine or network, short
 /// enough that silent connections do not pile up.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`Options::max_connections`] unless told otherwise: PostgreSQL's own default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+
+/// How long a client refused for the connection limit has to read why; such clients hold no connection slot, so
+/// they are given little time.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +100,14 @@ impl Upstream {
             Self::MySql(upstream) => &upstream.address,
         }
     }
+
+    /// Tells a client that the emulator is full, as the upstream's engine would.
+    async fn refuse_busy(&self, socket: TcpStream) -> std::io::Result<()> {
+        match self {
+            Self::Postgres { .. } => postgres::refuse_busy(socket).await,
+            Self::MySql(_) => mysql::refuse_busy(socket).await,
+        }
+    }
 }
 
 /// A bound emulator, ready to serve.
@@ -99,6 +118,7 @@ pub struct Emulator {
     shared: Arc<Shared>,
     upstream: Arc<Upstream>,
     sts: Option<StsTap>,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -159,6 +179,7 @@ impl Emulator {
             }),
             upstream: Arc::new(upstream),
             sts,
+            max_connections: options.max_connections,
         })
     }
 
@@ -215,15 +236,24 @@ impl Emulator {
             ca = %self.ca_pem_path.display(),
             "RDS IAM emulator ready"
         );
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         loop {
             match self.listener.accept().await {
                 Ok((socket, peer)) => {
                     let shared = Arc::clone(&self.shared);
                     let upstream = Arc::clone(&self.upstream);
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        tracing::warn!(%peer, limit = self.max_connections, "refused: too many connections");
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(REFUSAL_TIMEOUT, upstream.refuse_busy(socket)).await;
+                        });
+                        continue;
+                    };
                     tokio::spawn(async move {
                         if let Err(error) = serve(&shared, &upstream, socket).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
+                        drop(slot);
                     });
                 }
                 Err(error) => {

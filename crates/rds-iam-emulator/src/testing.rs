@@ -29,10 +29,13 @@ use url::Url;
 
 use crate::credentials::CredentialStore;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
-use crate::{AuthCounts, DEFAULT_HANDSHAKE_TIMEOUT, Emulator, IssuedLog, Options, StsPassThrough};
+use crate::{
+    AuthCounts, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, IssuedLog, Options, StsPassThrough,
+};
 
 /// How a test wants its emulator. The defaults are the emulator's own: region `us-east-1`, tokens signed for the
-/// listen address, a maximum token age of 15 minutes, no STS pass-through, a handshake timeout of 10 seconds.
+/// listen address, a maximum token age of 15 minutes, no STS pass-through, a handshake timeout of 10 seconds, at
+/// most 100 connections.
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
     /// The region tokens must be signed for.
@@ -45,6 +48,8 @@ pub struct EmulatorOptions {
     pub sts_upstream: Option<String>,
     /// How long a client may take to present itself (see [`Options::handshake_timeout`]).
     pub handshake_timeout: Duration,
+    /// How many database connections may be open at once (see [`Options::max_connections`]).
+    pub max_connections: usize,
 }
 
 impl Default for EmulatorOptions {
@@ -55,6 +60,7 @@ impl Default for EmulatorOptions {
             max_token_age: MAX_TOKEN_LIFETIME,
             sts_upstream: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -107,6 +113,7 @@ impl TestEmulator {
                 upstream: sts.parse().expect("the STS upstream's URL"),
             }),
             handshake_timeout: options.handshake_timeout,
+            max_connections: options.max_connections,
         })
         .await
         .expect("the emulator starts");

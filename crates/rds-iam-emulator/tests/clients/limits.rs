@@ -1,4 +1,4 @@
-//! What a client may cost the emulator: how long it may take to authenticate.
+//! What a client may cost the emulator: how long it may take to authenticate, how many may be connected at once.
 
 use std::time::{Duration, Instant};
 
@@ -65,4 +65,59 @@ async fn stalled_postgres_handshakes_are_cut_off_but_sessions_may_outlive_the_ti
 #[tokio::test]
 async fn stalled_mysql_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout() {
     stalled_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout(Engine::MariaDb).await;
+}
+
+/// Connects and goes as far as the emulator's first answer (the greeting, or its yes to TLS), then waits: from then
+/// on, the connection holds one of the emulator's slots.
+async fn hold_a_connection(engine: Engine, address: std::net::SocketAddr) -> TcpStream {
+    let mut socket = TcpStream::connect(address).await.expect("connects");
+    if engine == Engine::Postgres {
+        socket.write_all(&SSL_REQUEST).await.expect("sends");
+    }
+    let mut first = [0; 1];
+    socket.read_exact(&mut first).await.expect("the emulator answers");
+    socket
+}
+
+async fn beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(engine: Engine) {
+    let emulator = support::start(
+        engine,
+        EmulatorOptions {
+            max_connections: 1,
+            ..EmulatorOptions::default()
+        },
+    )
+    .await;
+    let admin = support::admin(&emulator);
+    let token = support::token(&emulator, &admin).await;
+    let holder = hold_a_connection(engine, emulator.address).await;
+
+    let refused = support::client(engine, &emulator, &admin, &token, "SELECT 1")
+        .await
+        .expect_err("no slot is free");
+    let full = match engine {
+        Engine::Postgres => "server sent an error response during SSL exchange",
+        Engine::MariaDb => "1040 - Too many connections",
+    };
+    assert!(refused.contains(full), "{refused}");
+
+    drop(holder);
+    let freed_by = Instant::now() + Duration::from_secs(2);
+    loop {
+        match support::client(engine, &emulator, &admin, &token, "SELECT 1").await {
+            Ok(output) => break assert_eq!(output, "1"),
+            Err(error) => assert!(Instant::now() < freed_by, "the slot is not freed: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn beyond_the_connection_limit_postgres_clients_are_refused_as_by_a_full_server() {
+    beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn beyond_the_connection_limit_mysql_clients_are_refused_as_by_a_full_server() {
+    beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(Engine::MariaDb).await;
 }
