@@ -2,4 +2,5 @@
 //! SDK's own signer, in front of the local PostgreSQL (`TEST_DATABASE_URL`) and MariaDB (`TEST_MYSQL_URL`).
 
 mod limits;
+mod mysql;
 mod support;

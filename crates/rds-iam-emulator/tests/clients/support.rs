@@ -36,9 +36,14 @@ impl Engine {
 
 /// An emulator in front of `engine`'s local server that knows [`ACCESS_KEY_ID`].
 pub(crate) async fn start(engine: Engine, options: EmulatorOptions) -> TestEmulator {
+    start_in_front_of(engine.upstream(), options).await
+}
+
+/// An emulator in front of `upstream` that knows [`ACCESS_KEY_ID`].
+pub(crate) async fn start_in_front_of(upstream: url::Url, options: EmulatorOptions) -> TestEmulator {
     let mut credentials = CredentialStore::default();
     credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
-    TestEmulator::start(engine.upstream(), credentials, options).await
+    TestEmulator::start(upstream, credentials, options).await
 }
 
 /// The upstream's administrator, as whom the tests log in.
