@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
 use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StsPassThrough};
+use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
 /// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
@@ -18,7 +19,8 @@ struct Cli {
     /// The real server, postgres://host:port or mysql://[user[:password]@]host:port; sessions open there as the
     /// client's user, so give the emulator trust authentication (PostgreSQL) or users without a password (MySQL).
     #[arg(long, default_value = "postgres://127.0.0.1:5432")]
-    upstream: url::Url,
+    // Parsed in `main`: clap would quote a value it cannot parse, password included, in its error.
+    upstream: SecretString,
     /// The region tokens must be signed for.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -57,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
+    let upstream = url::Url::parse(cli.upstream.expose_secret())
+        .map_err(|error| anyhow::anyhow!("--upstream is not a URL: {error}"))?;
     let credentials = CredentialStore::load(&cli.credentials)
         .with_context(|| format!("reading --credentials {}", cli.credentials.display()))?;
     anyhow::ensure!(
@@ -66,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let emulator = Emulator::bind(Options {
         listen: cli.listen,
-        upstream: cli.upstream,
+        upstream,
         region: cli.region,
         credentials,
         tls_dir: cli.tls_dir,

@@ -6,6 +6,7 @@ mod wire;
 
 use std::net::SocketAddr;
 
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -28,7 +29,7 @@ const GENERAL_ERROR: &str = "HY000";
 pub(crate) struct MySqlUpstream {
     pub(crate) address: String,
     user: String,
-    password: String,
+    password: SecretString,
     /// The upstream's greeting, read once: see [`MySqlUpstream::template`].
     template: Mutex<Option<Greeting>>,
 }
@@ -43,14 +44,18 @@ impl MySqlUpstream {
         Self {
             address: format!("{host}:{}", url.port().unwrap_or(3306)),
             user: decode(url.username()),
-            password: url.password().map(decode).unwrap_or_default(),
+            password: url.password().map(decode).unwrap_or_default().into(),
             template: Mutex::default(),
         }
     }
 
     /// The URL's password is for the URL's user; every other user must have none.
     fn password_for(&self, user: &str) -> &str {
-        if self.user == user { &self.password } else { "" }
+        if self.user == user {
+            self.password.expose_secret()
+        } else {
+            ""
+        }
     }
 
     /// The upstream's greeting, which clients are greeted with: its version and capabilities decide how a client

@@ -18,7 +18,7 @@ use crate::sts::{IssuedLog, StsPassThrough, StsTap};
 use crate::tls;
 
 /// How the emulator is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub listen: SocketAddr,
     /// The real server: `postgres://host:port` or `mysql://[user[:password]@]host:port` (also `mariadb://`); the
@@ -40,6 +40,45 @@ pub struct Options {
     /// How many database connections may be open at once, authenticating or relaying; clients beyond it are refused
     /// in their protocol's words for a full server.
     pub max_connections: usize,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            listen,
+            upstream,
+            region,
+            credentials,
+            tls_dir,
+            endpoint,
+            max_token_age,
+            sts,
+            handshake_timeout,
+            max_connections,
+        } = self;
+        f.debug_struct("Options")
+            .field("listen", listen)
+            .field("upstream", &redacted(upstream).as_str())
+            .field("region", region)
+            .field("credentials", credentials)
+            .field("tls_dir", tls_dir)
+            .field("endpoint", endpoint)
+            .field("max_token_age", max_token_age)
+            .field("sts", sts)
+            .field("handshake_timeout", handshake_timeout)
+            .field("max_connections", max_connections)
+            .finish()
+    }
+}
+
+/// `url` with its password, if it has one, masked: for `Debug` output and error messages.
+pub(crate) fn redacted(url: &Url) -> Url {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        // Fails only for URLs that cannot have a password, and this one has one.
+        let _ = url.set_password(Some("***"));
+    }
+    url
 }
 
 /// [`Options::handshake_timeout`] unless told otherwise: ample for a client on the same machine or network, short
@@ -83,7 +122,7 @@ enum Upstream {
 
 impl Upstream {
     fn parse(url: &Url) -> Result<Self, StartError> {
-        let invalid = || StartError::Upstream(url.to_string());
+        let invalid = || StartError::Upstream(redacted(url).to_string());
         let host = url.host_str().ok_or_else(invalid)?;
         match url.scheme() {
             "postgres" | "postgresql" => Ok(Self::Postgres {
@@ -292,5 +331,54 @@ async fn serve(shared: &Shared, upstream: &Upstream, socket: TcpStream) -> std::
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "upstream-pass%2Fword";
+
+    fn options(upstream: &str) -> Options {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream: upstream.parse().expect("a URL"),
+            region: "us-east-1".to_owned(),
+            credentials: CredentialStore::default(),
+            tls_dir: std::env::temp_dir(),
+            endpoint: None,
+            max_token_age: Duration::from_secs(900),
+            sts: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
+    /// Whether `text` shows the password, encoded or not.
+    fn shows_password(text: &str) -> bool {
+        text.contains(PASSWORD) || text.contains("upstream-pass/word")
+    }
+
+    #[test]
+    fn the_upstream_password_appears_in_no_debug_output() {
+        let options = options(&format!("mysql://root:{PASSWORD}@127.0.0.1:3306"));
+        let upstream = Upstream::parse(&options.upstream).expect("a MySQL upstream");
+
+        for debug in [format!("{options:?}"), format!("{upstream:?}")] {
+            assert!(!shows_password(&debug), "{debug}");
+            assert!(debug.contains("127.0.0.1:3306"), "{debug}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_upstream_password_appears_in_no_error() {
+        let error = Emulator::bind(options(&format!("ftp://root:{PASSWORD}@127.0.0.1:3306")))
+            .await
+            .expect_err("not an upstream the emulator speaks to");
+
+        let text = format!("{error} {error:?}");
+        assert!(!shows_password(&text), "{text}");
+        assert!(text.contains("ftp://root:***@127.0.0.1:3306"), "{text}");
     }
 }

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::credentials::CredentialStore;
+use crate::server::redacted;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
 use crate::{
     AuthCounts, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, IssuedLog, Options, StsPassThrough,
@@ -66,7 +67,6 @@ impl Default for EmulatorOptions {
 }
 
 /// A running emulator with a temporary directory of its own; both go away when this is dropped.
-#[derive(Debug)]
 pub struct TestEmulator {
     /// Where clients connect.
     pub address: SocketAddr,
@@ -81,6 +81,19 @@ pub struct TestEmulator {
     // Deleted by its own `Drop`, which runs after `TestEmulator::drop` has stopped the emulator.
     directory: TempDir,
     task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEmulator")
+            .field("address", &self.address)
+            .field("counts", &self.counts)
+            .field("sts", &self.sts)
+            .field("issued", &self.issued)
+            .field("ca_pem", &self.ca_pem)
+            .field("upstream", &redacted(&self.upstream).as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`TestEmulator::url`] percent-encodes in a user name: all but RFC 3986's unreserved characters, so that `@`,
@@ -185,5 +198,15 @@ mod tests {
         assert!(emulator.ca_pem().starts_with(&directory) && emulator.ca_pem().exists());
         drop(emulator);
         assert!(!directory.exists());
+    }
+
+    #[tokio::test]
+    async fn debug_output_does_not_show_the_upstream_password() {
+        let upstream = "mysql://root:upstream-secret@127.0.0.1:1".parse().expect("a URL");
+        let emulator = TestEmulator::start(upstream, CredentialStore::default(), EmulatorOptions::default()).await;
+
+        let debug = format!("{emulator:?}");
+        assert!(!debug.contains("upstream-secret"), "{debug}");
+        assert!(debug.contains("mysql://root:***@127.0.0.1:1"), "{debug}");
     }
 }

@@ -3,4 +3,5 @@
 
 mod limits;
 mod mysql;
+mod secrets;
 mod support;
