@@ -49,6 +49,8 @@ pub enum Rejection {
     BadSignature,
     #[error("access key `{0}` is temporary, and the token does not carry its session token")]
     WrongSessionToken(String),
+    #[error("access key `{0}` is a long-term key, and the token carries a session token")]
+    UnexpectedSessionToken(String),
     #[error("access key `{0}` belongs to temporary credentials that have expired")]
     CredentialsExpired(String),
 }
@@ -214,10 +216,13 @@ impl Verifier {
         // verify_slice compares in constant time.
         mac.verify_slice(&signature).map_err(|_| Rejection::BadSignature)?;
         let session_token = token.param("X-Amz-Security-Token").ok();
-        if let Some(expected) = credentials.session_token_for(access_key_id)
-            && session_token != Some(expected)
-        {
-            return Err(Rejection::WrongSessionToken(access_key_id.to_owned()));
+        match (credentials.session_token_for(access_key_id), session_token) {
+            (Some(expected), presented) if presented != Some(expected) => {
+                return Err(Rejection::WrongSessionToken(access_key_id.to_owned()));
+            }
+            // A long-term key signs without one: a token that carries one is not what its key says it is.
+            (None, Some(_)) => return Err(Rejection::UnexpectedSessionToken(access_key_id.to_owned())),
+            _ => {}
         }
         // A token signed with temporary credentials works no longer than they do.
         let expires_at = match credentials.expires_at(access_key_id) {
@@ -349,10 +354,11 @@ mod tests {
     use super::*;
 
     fn verifier(region: &str, endpoint: &str) -> Verifier {
-        let credentials = CredentialStore::parse(
+        let credentials = CredentialStore::parse(&format!(
             "[default]\naws_access_key_id = akid\naws_secret_access_key = secret\n\n\
-             [other]\naws_access_key_id=AKIDEXAMPLE\naws_secret_access_key=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n",
-        )
+             [other]\naws_access_key_id=AKIDEXAMPLE\naws_secret_access_key={SESSION_SECRET}\n\
+             aws_session_token={SESSION_TOKEN}\n",
+        ))
         .expect("INI");
         Verifier::new(credentials, region, endpoint, MAX_TOKEN_LIFETIME)
     }
@@ -406,6 +412,23 @@ mod tests {
             bound_to(SESSION_TOKEN)
                 .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_long_term_key_that_presents_a_session_token_is_refused() {
+        let mut credentials = CredentialStore::default();
+        credentials.insert("AKIDEXAMPLE".to_owned(), SESSION_SECRET.to_owned(), None);
+        let long_term = Verifier::new(
+            credentials,
+            "eu-west-3",
+            "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+            MAX_TOKEN_LIFETIME,
+        );
+
+        assert_eq!(
+            long_term.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
+            Err(Rejection::UnexpectedSessionToken("AKIDEXAMPLE".to_owned()))
         );
     }
 

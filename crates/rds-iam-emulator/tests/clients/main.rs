@@ -5,3 +5,4 @@ mod limits;
 mod mysql;
 mod secrets;
 mod support;
+mod tokens;
