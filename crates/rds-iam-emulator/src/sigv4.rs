@@ -202,19 +202,10 @@ impl Verifier {
             .ok_or_else(|| Rejection::UnknownAccessKey(access_key_id.to_owned()))?;
         let signature = hex::decode(token.param("X-Amz-Signature")?)
             .map_err(|_| Rejection::Malformed("X-Amz-Signature is not hexadecimal".to_owned()))?;
-        let string_to_sign = format!(
-            "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{SERVICE}/aws4_request\n{}",
-            hex::encode(Sha256::digest(token.canonical_request()))
-        );
-        let signing_key = [scope_date, region, SERVICE, "aws4_request"]
-            .iter()
-            .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
-                hmac_sha256(&key, part.as_bytes())
-            });
-        let mut mac = Hmac::<Sha256>::new_from_slice(&signing_key).map_err(|_| Rejection::BadSignature)?;
-        mac.update(string_to_sign.as_bytes());
         // verify_slice compares in constant time.
-        mac.verify_slice(&signature).map_err(|_| Rejection::BadSignature)?;
+        signature_mac(secret, amz_date, scope_date, region, &token.canonical_request())
+            .verify_slice(&signature)
+            .map_err(|_| Rejection::BadSignature)?;
         let session_token = token.param("X-Amz-Security-Token").ok();
         match (credentials.session_token_for(access_key_id), session_token) {
             (Some(expected), presented) if presented != Some(expected) => {
@@ -317,6 +308,30 @@ impl<'a> ParsedToken<'a> {
         );
         canonical
     }
+}
+
+/// SigV4's MAC of the string to sign under the signing key derived from `secret`, ready to be compared with a
+/// signature.
+fn signature_mac(
+    secret: &str,
+    amz_date: &str,
+    scope_date: &str,
+    region: &str,
+    canonical_request: &str,
+) -> Hmac<Sha256> {
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{SERVICE}/aws4_request\n{}",
+        hex::encode(Sha256::digest(canonical_request))
+    );
+    let signing_key = [scope_date, region, SERVICE, "aws4_request"]
+        .iter()
+        .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
+            hmac_sha256(&key, part.as_bytes())
+        });
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&signing_key).unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"));
+    mac.update(string_to_sign.as_bytes());
+    mac
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -430,6 +445,51 @@ mod tests {
             long_term.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
             Err(Rejection::UnexpectedSessionToken("AKIDEXAMPLE".to_owned()))
         );
+    }
+
+    /// A token like [`BOTOCORE_TOKEN`] but dated `amz_date`, for dates no real signer would write.
+    fn token_dated(amz_date: &str) -> String {
+        let scope_date = &amz_date[..8];
+        let unsigned = format!(
+            "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&\
+             X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F{scope_date}%2Fus-east-1%2Frds-db%2Faws4_request&\
+             X-Amz-Date={amz_date}&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
+        );
+        let canonical_request = ParsedToken::parse(&unsigned).expect("a token").canonical_request();
+        let signature = signature_mac("secret", amz_date, scope_date, "us-east-1", &canonical_request).finalize();
+        format!("{unsigned}&X-Amz-Signature={}", hex::encode(signature.into_bytes()))
+    }
+
+    #[test]
+    fn impossible_dates_are_refused_however_well_signed() {
+        assert_eq!(
+            token_dated("20240826T220000Z"),
+            BOTOCORE_TOKEN,
+            "the test signer signs as botocore"
+        );
+        let leap_day = time::parse_basic("20240229T120000Z").expect("a leap day");
+        assert!(
+            us_east()
+                .verify(&token_dated("20240229T120000Z"), "peccy", leap_day)
+                .is_ok()
+        );
+
+        // Each refused at the instant it would otherwise roll over to.
+        for (impossible, rolled_over) in [
+            ("20230229T120000Z", "20230301T120000Z"),
+            ("20240230T120000Z", "20240301T120000Z"),
+            ("20240431T120000Z", "20240501T120000Z"),
+            ("21000229T120000Z", "21000301T120000Z"),
+        ] {
+            let now = time::parse_basic(rolled_over).expect("a real date");
+            let rejection = us_east()
+                .verify(&token_dated(impossible), "peccy", now)
+                .expect_err(impossible);
+            assert!(
+                matches!(rejection, Rejection::Malformed(_)),
+                "{impossible}: {rejection}"
+            );
+        }
     }
 
     #[test]

@@ -70,9 +70,14 @@ fn number(digits: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// The instant of a UTC calendar date and time, or `None` when a field is out of range or before 1970.
+/// The instant of a UTC calendar date and time, or `None` for a date that does not exist (31 February, 29 February
+/// outside leap years), a time out of range, or one before 1970. Seconds stop at 59: AWS smears leap seconds, so no
+/// signer writes a 60.
 fn from_utc(year: u32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<SystemTime> {
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     let days = days_from_civil(i64::from(year), month, day);
@@ -80,6 +85,15 @@ fn from_utc(year: u32, month: u32, day: u32, hour: u32, minute: u32, second: u32
     u64::try_from(seconds)
         .ok()
         .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -108,6 +122,32 @@ mod tests {
         assert_eq!(parse_basic("2024-08-26T22:00Z"), None);
         assert_eq!(parse_basic("20241326T220000Z"), None);
         assert_eq!(parse_basic("2024+826T220000Z"), None);
+    }
+
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        for real in [
+            "20240229T000000Z",
+            "20000229T000000Z",
+            "20240131T235959Z",
+            "20241231T000000Z",
+        ] {
+            assert!(parse_basic(real).is_some(), "{real}");
+        }
+        for impossible in [
+            "20240231T000000Z",
+            "20230229T000000Z",
+            "19000229T000000Z",
+            "20240431T000000Z",
+            "20241131T000000Z",
+            "20240100T000000Z",
+            "20240101T240000Z",
+            "20240101T236000Z",
+            "20240101T235960Z",
+        ] {
+            assert_eq!(parse_basic(impossible), None, "{impossible}");
+        }
+        assert_eq!(parse_extended("2023-02-29T12:00:00Z"), None);
     }
 
     #[test]
