@@ -492,6 +492,16 @@ mod tests {
         (url, issued)
     }
 
+    /// Asks the pass-through at `tap` to assume a role, as the SDK does.
+    async fn assume_role(tap: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{tap}/"))
+            .body("Action=AssumeRole&Version=2011-06-15")
+            .send()
+            .await
+            .expect("answered")
+    }
+
     #[tokio::test]
     async fn requests_reach_only_the_configured_upstream_at_the_root_path() {
         let upstream = FakeServer::start("<GetCallerIdentityResponse/>").await;
@@ -537,12 +547,7 @@ mod tests {
         );
         let (tap, issued) = start_tap(&upstream.url(), verifier.clone()).await;
 
-        let answer = reqwest::Client::new()
-            .post(format!("{tap}/"))
-            .body("Action=AssumeRole&Version=2011-06-15")
-            .send()
-            .await
-            .expect("answered");
+        let answer = assume_role(&tap).await;
 
         assert_eq!(
             answer.text().await.expect("a body"),
@@ -569,12 +574,7 @@ mod tests {
         );
         let (tap, issued) = start_tap(&upstream.url(), verifier.clone()).await;
 
-        reqwest::Client::new()
-            .post(format!("{tap}/"))
-            .body("Action=AssumeRole&Version=2011-06-15")
-            .send()
-            .await
-            .expect("answered");
+        assume_role(&tap).await;
 
         let expiration = signed_at() + Duration::from_secs(300);
         assert_eq!(issued.list()[0].expires_at, expiration);
@@ -649,12 +649,7 @@ mod tests {
         drop(closed);
         let (tap, _) = start_tap(&upstream, verifier()).await;
 
-        let response = reqwest::Client::new()
-            .post(format!("{tap}/"))
-            .body("Action=AssumeRole&Version=2011-06-15")
-            .send()
-            .await
-            .expect("answered");
+        let response = assume_role(&tap).await;
 
         assert_eq!(response.status(), 502);
         let text = response.text().await.expect("a body");

@@ -8,6 +8,11 @@ use tokio::net::TcpStream;
 
 use crate::support::{self, Engine};
 
+on_both_engines!(
+    stalled_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout,
+    beyond_the_connection_limit_clients_are_refused_as_by_a_full_server,
+);
+
 /// A PostgreSQL SSLRequest: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
@@ -57,16 +62,6 @@ async fn stalled_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout(eng
     );
 }
 
-#[tokio::test]
-async fn stalled_postgres_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout() {
-    stalled_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout(Engine::Postgres).await;
-}
-
-#[tokio::test]
-async fn stalled_mysql_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout() {
-    stalled_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout(Engine::MariaDb).await;
-}
-
 /// Connects and goes as far as the emulator's first answer (the greeting, or its yes to TLS), then waits: from then
 /// on, the connection holds one of the emulator's slots.
 async fn hold_a_connection(engine: Engine, address: std::net::SocketAddr) -> TcpStream {
@@ -110,14 +105,4 @@ async fn beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(eng
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-#[tokio::test]
-async fn beyond_the_connection_limit_postgres_clients_are_refused_as_by_a_full_server() {
-    beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(Engine::Postgres).await;
-}
-
-#[tokio::test]
-async fn beyond_the_connection_limit_mysql_clients_are_refused_as_by_a_full_server() {
-    beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(Engine::MariaDb).await;
 }

@@ -5,6 +5,8 @@ use rds_iam_emulator::testing::EmulatorOptions;
 
 use crate::support::{self, ACCESS_KEY_ID, Engine, SECRET_ACCESS_KEY};
 
+on_both_engines!(a_long_term_key_that_presents_a_session_token_is_refused);
+
 async fn a_long_term_key_that_presents_a_session_token_is_refused(engine: Engine) {
     let emulator = support::start(engine, EmulatorOptions::default()).await;
     let admin = support::admin(&emulator);
@@ -30,14 +32,4 @@ async fn a_long_term_key_that_presents_a_session_token_is_refused(engine: Engine
     let token = support::token(&emulator, &admin).await;
     let output = support::client(engine, &emulator, &admin, &token, "SELECT 1").await;
     assert_eq!(output.as_deref(), Ok("1"), "the same key without a session token");
-}
-
-#[tokio::test]
-async fn a_long_term_key_that_presents_a_session_token_is_refused_by_postgres() {
-    a_long_term_key_that_presents_a_session_token_is_refused(Engine::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_long_term_key_that_presents_a_session_token_is_refused_by_mysql() {
-    a_long_term_key_that_presents_a_session_token_is_refused(Engine::MariaDb).await;
 }
