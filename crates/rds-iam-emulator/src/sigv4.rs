@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use crate::credentials::CredentialStore;
+use crate::credentials::{CredentialStore, TemporaryCredentials};
 use crate::time;
 
 const SERVICE: &str = "rds-db";
@@ -91,22 +91,13 @@ impl Verifier {
         &self.endpoint
     }
 
-    /// Accepts tokens signed with these temporary credentials until `expires_at`, unless their key is already
-    /// known otherwise (see [`CredentialStore::learn`]); true when it is known as given.
-    pub(crate) fn learn(
-        &self,
-        access_key_id: String,
-        secret_access_key: String,
-        session_token: String,
-        expires_at: SystemTime,
-    ) -> bool {
-        self.credentials.write().unwrap_or_else(PoisonError::into_inner).learn(
-            access_key_id,
-            secret_access_key,
-            session_token,
-            expires_at,
-            SystemTime::now(),
-        )
+    /// Accepts tokens signed with these temporary credentials until they expire, unless their key is already known
+    /// otherwise (see [`CredentialStore::learn`]); true when it is known as given.
+    pub(crate) fn learn(&self, credentials: TemporaryCredentials) -> bool {
+        self.credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .learn(credentials, SystemTime::now())
     }
 
     fn store(&self) -> std::sync::RwLockReadGuard<'_, CredentialStore> {
@@ -497,7 +488,13 @@ mod tests {
         let verifier = us_east();
         let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
         let learn = |key: &str, secret: &str, token: &str| {
-            verifier.learn(key.to_owned(), secret.to_owned(), token.to_owned(), in_an_hour)
+            verifier.learn(TemporaryCredentials {
+                access_key_id: key.to_owned(),
+                secret_access_key: secret.to_owned(),
+                session_token: token.to_owned(),
+                expires_at: in_an_hour,
+                role_arn: None,
+            })
         };
 
         assert!(

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use url::Url;
 
+use crate::credentials::TemporaryCredentials;
 use crate::sigv4::Verifier;
 use crate::time;
 
@@ -247,12 +248,13 @@ impl StsTap {
             external_id: parameter("ExternalId"),
             expires_at,
         };
-        if !self.verifier.learn(
-            issued.access_key_id.clone(),
-            credentials.secret_access_key,
-            credentials.session_token,
+        if !self.verifier.learn(TemporaryCredentials {
+            access_key_id: issued.access_key_id.clone(),
+            secret_access_key: credentials.secret_access_key,
+            session_token: credentials.session_token,
             expires_at,
-        ) {
+            role_arn: issued.role_arn.clone(),
+        }) {
             tracing::warn!(
                 access_key_id = issued.access_key_id,
                 action = issued.action,
