@@ -11,6 +11,7 @@
 
 pub mod credentials;
 mod mysql;
+pub mod policy;
 mod postgres;
 mod server;
 pub mod sigv4;

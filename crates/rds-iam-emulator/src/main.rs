@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
+use rds_iam_emulator::policy::Authorization;
 use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StsPassThrough};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
@@ -51,6 +52,17 @@ struct Cli {
     /// Database connections open at once (authenticating or relaying); more are refused as a full server refuses.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// A JSON file mapping access key ids and role ARNs to IAM policy documents: a token is then accepted only when
+    /// they allow rds-db:connect on arn:aws:rds-db:REGION:ACCOUNT-ID:dbuser:RESOURCE-ID/USER, as RDS asks IAM.
+    /// Without it, any known key may connect as any user.
+    #[arg(long, value_name = "FILE", requires_all = ["account_id", "resource_id"])]
+    policy: Option<PathBuf>,
+    /// With --policy, the account in the database's ARNs.
+    #[arg(long, requires = "policy")]
+    account_id: Option<String>,
+    /// With --policy, the database's resource id (DbiResourceId, or the cluster's DbClusterResourceId).
+    #[arg(long, requires = "policy")]
+    resource_id: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -68,6 +80,13 @@ async fn main() -> anyhow::Result<()> {
         "--credentials {} has no profile with both aws_access_key_id and aws_secret_access_key",
         cli.credentials.display()
     );
+    let authorization = match (cli.policy, cli.account_id, cli.resource_id) {
+        (Some(policy), Some(account_id), Some(resource_id)) => Some(
+            Authorization::load(&policy, account_id, resource_id)
+                .with_context(|| format!("reading --policy {}", policy.display()))?,
+        ),
+        _ => None,
+    };
     let emulator = Emulator::bind(Options {
         listen: cli.listen,
         upstream,
@@ -82,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         handshake_timeout: Duration::from_secs(cli.handshake_timeout),
         max_connections: cli.max_connections,
+        authorization,
     })
     .await?;
     tokio::select! {

@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::credentials::CredentialStore;
 use crate::mysql::{self, MySqlUpstream};
+use crate::policy::Authorization;
 use crate::postgres;
 use crate::sigv4::Verifier;
 use crate::state::{AuthCounts, Session, Shared};
@@ -40,6 +41,8 @@ pub struct Options {
     /// How many database connections may be open at once, authenticating or relaying; clients beyond it are refused
     /// in their protocol's words for a full server.
     pub max_connections: usize,
+    /// Who may connect as which database user; any known key as any user when `None`.
+    pub authorization: Option<Authorization>,
 }
 
 impl std::fmt::Debug for Options {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for Options {
             sts,
             handshake_timeout,
             max_connections,
+            authorization,
         } = self;
         f.debug_struct("Options")
             .field("listen", listen)
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Options {
             .field("sts", sts)
             .field("handshake_timeout", handshake_timeout)
             .field("max_connections", max_connections)
+            .field("authorization", authorization)
             .finish()
     }
 }
@@ -196,6 +201,10 @@ impl Emulator {
         names.dedup();
         let tls = tls::create(&names, &options.tls_dir)?;
         let verifier = Verifier::new(options.credentials, &options.region, &endpoint, options.max_token_age);
+        let verifier = match options.authorization {
+            Some(authorization) => verifier.authorizing(authorization),
+            None => verifier,
+        };
         let sts = match options.sts {
             Some(sts) => {
                 let address = sts.listen;
@@ -352,6 +361,7 @@ mod tests {
             sts: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            authorization: None,
         }
     }
 

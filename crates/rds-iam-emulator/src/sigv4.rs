@@ -12,6 +12,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use sha2::{Digest, Sha256};
 
 use crate::credentials::{CredentialStore, TemporaryCredentials};
+use crate::policy::Authorization;
 use crate::time;
 
 const SERVICE: &str = "rds-db";
@@ -53,6 +54,8 @@ pub enum Rejection {
     UnexpectedSessionToken(String),
     #[error("access key `{0}` belongs to temporary credentials that have expired")]
     CredentialsExpired(String),
+    #[error("no policy of `{principal}` allows rds-db:connect on `{resource}`")]
+    NotAuthorized { principal: String, resource: String },
 }
 
 /// What a valid token proved.
@@ -71,6 +74,8 @@ pub struct Verifier {
     region: String,
     endpoint: String,
     max_token_age: Duration,
+    /// When set, a valid token is also checked against its principal's policies, as RDS asks IAM.
+    authorization: Option<Arc<Authorization>>,
 }
 
 impl Verifier {
@@ -83,6 +88,16 @@ impl Verifier {
             region: region.to_owned(),
             endpoint: endpoint.to_owned(),
             max_token_age: max_token_age.min(MAX_TOKEN_LIFETIME),
+            authorization: None,
+        }
+    }
+
+    /// Also requires the policies of a token's principal to allow `rds-db:connect` as its user.
+    #[must_use]
+    pub fn authorizing(self, authorization: Authorization) -> Self {
+        Self {
+            authorization: Some(Arc::new(authorization)),
+            ..self
         }
     }
 
@@ -214,6 +229,16 @@ impl Verifier {
             Some(credentials_expire) => expires_at.min(credentials_expire),
             None => expires_at,
         };
+        if let Some(authorization) = &self.authorization {
+            let resource = authorization.dbuser_arn(&self.region, token_user);
+            let role_arn = credentials.role_arn_for(access_key_id);
+            if !authorization.allows([Some(access_key_id), role_arn].into_iter().flatten(), &resource) {
+                return Err(Rejection::NotAuthorized {
+                    principal: role_arn.unwrap_or(access_key_id).to_owned(),
+                    resource,
+                });
+            }
+        }
 
         Ok(VerifiedToken {
             access_key_id: access_key_id.to_owned(),
@@ -481,6 +506,54 @@ mod tests {
                 "{impossible}: {rejection}"
             );
         }
+    }
+
+    #[test]
+    fn with_policies_a_token_must_also_be_authorised_for_its_user() {
+        let allowing = |principal: &str, resource: &str| {
+            let file = format!(
+                r#"{{"{principal}": {{"Statement": {{"Effect": "Allow", "Action": "rds-db:connect", "Resource": "{resource}"}}}}}}"#
+            );
+            Authorization::parse(&file, "123456789012".to_owned(), "db-ABC".to_owned()).expect("a policy file")
+        };
+        let peccy = "arn:aws:rds-db:us-east-1:123456789012:dbuser:db-ABC/peccy";
+
+        let allowed = us_east().authorizing(allowing("akid", peccy));
+        assert!(allowed.verify(BOTOCORE_TOKEN, "peccy", signed_at()).is_ok());
+        let for_someone_else = us_east().authorizing(allowing("akid", &peccy.replace("peccy", "root")));
+        assert_eq!(
+            for_someone_else.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::NotAuthorized {
+                principal: "akid".to_owned(),
+                resource: peccy.to_owned()
+            })
+        );
+
+        // Temporary credentials are their role's.
+        let role = "arn:aws:iam::123456789012:role/db";
+        let role_may = |user: &str| {
+            let cluster = Verifier::new(
+                CredentialStore::default(),
+                "eu-west-3",
+                "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+                MAX_TOKEN_LIFETIME,
+            )
+            .authorizing(allowing(
+                role,
+                &format!("arn:aws:rds-db:eu-west-3:123456789012:dbuser:db-ABC/{user}"),
+            ));
+            assert!(cluster.learn(TemporaryCredentials {
+                access_key_id: "AKIDEXAMPLE".to_owned(),
+                secret_access_key: SESSION_SECRET.to_owned(),
+                session_token: SESSION_TOKEN.to_owned(),
+                expires_at: SystemTime::now() + Duration::from_secs(3600),
+                role_arn: Some(role.to_owned()),
+            }));
+            cluster.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
+        };
+        assert!(role_may("db user+x@corp").is_ok());
+        assert!(role_may("db*@corp").is_ok(), "IAM's wildcards");
+        assert!(matches!(role_may("postgres"), Err(Rejection::NotAuthorized { principal, .. }) if principal == role));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::credentials::CredentialStore;
+use crate::policy::Authorization;
 use crate::server::redacted;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
 use crate::{
@@ -36,7 +37,7 @@ use crate::{
 
 /// How a test wants its emulator. The defaults are the emulator's own: region `us-east-1`, tokens signed for the
 /// listen address, a maximum token age of 15 minutes, no STS pass-through, a handshake timeout of 10 seconds, at
-/// most 100 connections.
+/// most 100 connections, no policies (any known key may connect as any user).
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
     /// The region tokens must be signed for.
@@ -51,6 +52,8 @@ pub struct EmulatorOptions {
     pub handshake_timeout: Duration,
     /// How many database connections may be open at once (see [`Options::max_connections`]).
     pub max_connections: usize,
+    /// Who may connect as which database user (see [`Options::authorization`]).
+    pub authorization: Option<Authorization>,
 }
 
 impl Default for EmulatorOptions {
@@ -62,6 +65,7 @@ impl Default for EmulatorOptions {
             sts_upstream: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            authorization: None,
         }
     }
 }
@@ -127,6 +131,7 @@ impl TestEmulator {
             }),
             handshake_timeout: options.handshake_timeout,
             max_connections: options.max_connections,
+            authorization: options.authorization,
         })
         .await
         .expect("the emulator starts");

@@ -25,6 +25,7 @@ macro_rules! on_both_engines {
 
 mod limits;
 mod mysql;
+mod policy;
 mod secrets;
 mod support;
 mod tokens;

@@ -129,3 +129,29 @@ pub(crate) async fn client(
         Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
     }
 }
+
+/// Runs the binary with `arguments` after a valid `--credentials` and `--tls-dir`, expecting it to refuse to start;
+/// returns everything it wrote.
+pub(crate) fn run_refused(arguments: &[&str]) -> String {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let credentials = directory.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = example/secret\n",
+    )
+    .expect("write credentials");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rds-iam-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--credentials"])
+        .arg(&credentials)
+        .arg("--tls-dir")
+        .arg(directory.path())
+        .args(arguments)
+        .output()
+        .expect("the emulator runs");
+    assert!(!output.status.success(), "it must refuse {arguments:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
