@@ -284,7 +284,8 @@ impl Emulator {
             ca = %self.ca_pem_path.display(),
             "RDS IAM emulator ready"
         );
-        let slots = Arc::new(Semaphore::new(self.max_connections));
+        // Semaphore::new panics above MAX_PERMITS, which is more than a process can have sockets anyway.
+        let slots = Arc::new(Semaphore::new(self.max_connections.min(Semaphore::MAX_PERMITS)));
         loop {
             match self.listener.accept().await {
                 Ok((socket, peer)) => {
