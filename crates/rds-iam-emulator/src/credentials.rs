@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::SystemTime;
 
 use ini::{Ini, ParseOption};
 
@@ -22,10 +23,24 @@ pub enum CredentialsError {
     Syntax(#[source] ini::ParseError),
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 struct Secret {
     secret_access_key: String,
     session_token: Option<String>,
+    /// When temporary credentials stop working, as STS said; configured keys do not expire.
+    expires_at: Option<SystemTime>,
+    /// The role temporary credentials were issued for.
+    role_arn: Option<String>,
+}
+
+/// Temporary credentials as an STS answer issued them, and the role they were issued for.
+#[derive(Debug)]
+pub(crate) struct TemporaryCredentials {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+    pub(crate) session_token: String,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) role_arn: Option<String>,
 }
 
 impl std::fmt::Debug for CredentialStore {
@@ -73,8 +88,32 @@ impl CredentialStore {
             Secret {
                 secret_access_key,
                 session_token,
+                expires_at: None,
+                role_arn: None,
             },
         );
+    }
+
+    /// Adds temporary credentials that an STS answer carried, unless their key is already known with another
+    /// secret or session token: an answer must not be able to replace the secret of a key, least of all a configured
+    /// one. Credentials that expired before `now` are forgotten first, so their keys are no longer known. True when
+    /// the key is now known as given.
+    pub(crate) fn learn(&mut self, credentials: TemporaryCredentials, now: SystemTime) -> bool {
+        self.secrets
+            .retain(|_, known| known.expires_at.is_none_or(|expires_at| expires_at > now));
+        let learned = Secret {
+            secret_access_key: credentials.secret_access_key,
+            session_token: Some(credentials.session_token),
+            expires_at: Some(credentials.expires_at),
+            role_arn: credentials.role_arn,
+        };
+        match self.secrets.get(&credentials.access_key_id) {
+            Some(known) => *known == learned,
+            None => {
+                self.secrets.insert(credentials.access_key_id, learned);
+                true
+            }
+        }
     }
 
     #[must_use]
@@ -90,6 +129,18 @@ impl CredentialStore {
         self.secrets.get(access_key_id)?.session_token.as_deref()
     }
 
+    /// When `access_key_id`'s temporary credentials expire; `None` for a key that does not.
+    #[must_use]
+    pub fn expires_at(&self, access_key_id: &str) -> Option<SystemTime> {
+        self.secrets.get(access_key_id)?.expires_at
+    }
+
+    /// The role whose temporary credentials `access_key_id` is, when STS issued them for one.
+    #[must_use]
+    pub fn role_arn_for(&self, access_key_id: &str) -> Option<&str> {
+        self.secrets.get(access_key_id)?.role_arn.as_deref()
+    }
+
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
@@ -98,6 +149,8 @@ impl CredentialStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -126,6 +179,30 @@ mod tests {
         assert_eq!(store.secret_for("AKIA1"), Some("\"a\\b\""));
         assert_eq!(store.session_token_for("AKIA1"), Some("t=="));
         assert_eq!(store.secret_for("AKIA2"), Some("new"));
+    }
+
+    #[test]
+    fn expired_credentials_are_forgotten_when_more_are_learned() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let minute = Duration::from_secs(60);
+        let until = |access_key_id: &str, secret: &str, expires_at| TemporaryCredentials {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: secret.to_owned(),
+            session_token: "t".to_owned(),
+            expires_at,
+            role_arn: Some("arn:aws:iam::123456789012:role/db".to_owned()),
+        };
+        let mut store =
+            CredentialStore::parse("[a]\naws_access_key_id = AKIA1\naws_secret_access_key = s1\n").expect("INI");
+        assert!(store.learn(until("ASIA1", "s", start + minute), start));
+        assert_eq!(store.expires_at("ASIA1"), Some(start + minute));
+        assert_eq!(store.role_arn_for("ASIA1"), Some("arn:aws:iam::123456789012:role/db"));
+
+        let later = start + 2 * minute;
+        assert!(store.learn(until("ASIA2", "s", later + minute), later));
+        assert_eq!(store.secret_for("ASIA1"), None);
+        assert_eq!(store.secret_for("AKIA1"), Some("s1"), "configured keys never expire");
+        assert!(store.learn(until("ASIA1", "new", later + minute), later));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod credentials;
 mod mysql;
+pub mod policy;
 mod postgres;
 mod server;
 pub mod sigv4;
@@ -18,9 +19,10 @@ mod state;
 mod sts;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time;
 mod tls;
 
-pub use server::{Emulator, Options, StartError};
+pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StartError};
 pub use state::AuthCounts;
 pub use sts::{IssuedCredentials, IssuedLog, StsPassThrough};
 pub use tls::TlsError;

@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::{Emulator, Options, StsPassThrough};
+use rds_iam_emulator::policy::Authorization;
+use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StsPassThrough};
+use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
 /// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
@@ -18,7 +20,8 @@ struct Cli {
     /// The real server, postgres://host:port or mysql://[user[:password]@]host:port; sessions open there as the
     /// client's user, so give the emulator trust authentication (PostgreSQL) or users without a password (MySQL).
     #[arg(long, default_value = "postgres://127.0.0.1:5432")]
-    upstream: url::Url,
+    // Parsed in `main`: clap would quote a value it cannot parse, password included, in its error.
+    upstream: SecretString,
     /// The region tokens must be signed for.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -42,6 +45,24 @@ struct Cli {
     /// Where the STS pass-through listens, with --sts-upstream.
     #[arg(long, default_value = "127.0.0.1:5434", requires = "sts_upstream")]
     sts_listen: SocketAddr,
+    /// Seconds a database client may take from connecting until its upstream session is open, and an STS client to
+    /// send its request's headers, and again its body.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
+    /// Database connections open at once (authenticating or relaying); more are refused as a full server refuses.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// A JSON file mapping access key ids and role ARNs to IAM policy documents: a token is then accepted only when
+    /// they allow rds-db:connect on arn:aws:rds-db:REGION:ACCOUNT-ID:dbuser:RESOURCE-ID/USER, as RDS asks IAM.
+    /// Without it, any known key may connect as any user.
+    #[arg(long, value_name = "FILE", requires_all = ["account_id", "resource_id"])]
+    policy: Option<PathBuf>,
+    /// With --policy, the account in the database's ARNs.
+    #[arg(long, requires = "policy")]
+    account_id: Option<String>,
+    /// With --policy, the database's resource id (DbiResourceId, or the cluster's DbClusterResourceId).
+    #[arg(long, requires = "policy")]
+    resource_id: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -50,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
+    let upstream = url::Url::parse(cli.upstream.expose_secret())
+        .map_err(|error| anyhow::anyhow!("--upstream is not a URL: {error}"))?;
     let credentials = CredentialStore::load(&cli.credentials)
         .with_context(|| format!("reading --credentials {}", cli.credentials.display()))?;
     anyhow::ensure!(
@@ -57,9 +80,16 @@ async fn main() -> anyhow::Result<()> {
         "--credentials {} has no profile with both aws_access_key_id and aws_secret_access_key",
         cli.credentials.display()
     );
+    let authorization = match (cli.policy, cli.account_id, cli.resource_id) {
+        (Some(policy), Some(account_id), Some(resource_id)) => Some(
+            Authorization::load(&policy, account_id, resource_id)
+                .with_context(|| format!("reading --policy {}", policy.display()))?,
+        ),
+        _ => None,
+    };
     let emulator = Emulator::bind(Options {
         listen: cli.listen,
-        upstream: cli.upstream,
+        upstream,
         region: cli.region,
         credentials,
         tls_dir: cli.tls_dir,
@@ -69,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
             listen: cli.sts_listen,
             upstream,
         }),
+        handshake_timeout: Duration::from_secs(cli.handshake_timeout),
+        max_connections: cli.max_connections,
+        authorization,
     })
     .await?;
     tokio::select! {

@@ -1,31 +1,37 @@
 //! The MySQL/MariaDB front end: the upstream's own greeting with TLS added, a switch to `mysql_clear_password` (as
-//! RDS asks of users identified with `AWSAuthenticationPlugin`), token verification, then a session as the same user
-//! on the upstream server, relayed both ways.
+//! RDS asks of users identified with `AWSAuthenticationPlugin`), token verification, and only then a session as the
+//! same user on the upstream server, relayed both ways.
 
 mod wire;
 
 use std::net::SocketAddr;
 
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 use url::Url;
 
-use crate::state::Shared;
-use wire::{CLEAR_PASSWORD, HandshakeResponse, Packet};
+use crate::state::{Session, Shared};
+use wire::{CLEAR_PASSWORD, Greeting, HandshakeResponse, Packet};
 
 /// `ER_ACCESS_DENIED_ERROR`, the code RDS answers a refused token with.
 const ACCESS_DENIED: u16 = 1045;
 /// `ER_UNKNOWN_ERROR`, for failures that are not the client's.
 const UNKNOWN_ERROR: u16 = 1105;
+/// `ER_CON_COUNT_ERROR`, with its SQLSTATE.
+const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
 const INVALID_AUTHORIZATION: &str = "28000";
 const GENERAL_ERROR: &str = "HY000";
 
-/// Where the upstream MySQL/MariaDB server is, and the one password the emulator may present there.
+/// Where the upstream MySQL/MariaDB server is, the one password the emulator may present there, and how it greets.
 #[derive(Debug)]
 pub(crate) struct MySqlUpstream {
     pub(crate) address: String,
     user: String,
-    password: String,
+    password: SecretString,
+    /// The upstream's greeting, read once: see [`MySqlUpstream::template`].
+    template: Mutex<Option<Greeting>>,
 }
 
 impl MySqlUpstream {
@@ -38,47 +44,96 @@ impl MySqlUpstream {
         Self {
             address: format!("{host}:{}", url.port().unwrap_or(3306)),
             user: decode(url.username()),
-            password: url.password().map(decode).unwrap_or_default(),
+            password: url.password().map(decode).unwrap_or_default().into(),
+            template: Mutex::default(),
         }
     }
 
     /// The URL's password is for the URL's user; every other user must have none.
     fn password_for(&self, user: &str) -> &str {
-        if self.user == user { &self.password } else { "" }
+        if self.user == user {
+            self.password.expose_secret()
+        } else {
+            ""
+        }
+    }
+
+    /// The upstream's greeting, which clients are greeted with: its version and capabilities decide how a client
+    /// speaks to the session it will be relayed to. It is read once, from a connection that goes no further, and not
+    /// for each client: that would open an upstream connection before the client is authenticated, and every
+    /// client that then went no further would count towards the upstream's `max_connect_errors` until it blocked
+    /// the emulator's host. (One such connection does not: a successful log-in resets the count.) `Err` holds the
+    /// ERR packet to give the client instead.
+    async fn template(&self) -> Result<Greeting, Vec<u8>> {
+        let mut template = self.template.lock().await;
+        if let Some(greeting) = template.as_ref() {
+            return Ok(greeting.clone());
+        }
+        let (_, _, greeting) = self.open().await?;
+        *template = Some(greeting.clone());
+        Ok(greeting)
+    }
+
+    /// Whether `greeting`, from a new upstream connection, still matches the template a client was greeted with
+    /// in all that shapes the protocol; when it does not (the server was upgraded or reconfigured), the template is
+    /// replaced for the clients that follow.
+    async fn still_greets_as(&self, template: &Greeting, greeting: &Greeting) -> bool {
+        let same = (&greeting.server_version, greeting.capabilities, greeting.reserved)
+            == (&template.server_version, template.capabilities, template.reserved);
+        if !same {
+            *self.template.lock().await = Some(greeting.clone());
+        }
+        same
+    }
+
+    /// Connects and reads the greeting: the connection, the greeting's packet and the greeting. `Err` holds the ERR
+    /// packet to give the client instead: the upstream's own refusal, or one saying it cannot be reached.
+    async fn open(&self) -> Result<(TcpStream, Packet, Greeting), Vec<u8>> {
+        let greeted = async {
+            let mut upstream = TcpStream::connect(&self.address).await?;
+            upstream.set_nodelay(true)?;
+            let packet = wire::read_packet(&mut upstream).await?;
+            if packet.payload.first() == Some(&0xff) {
+                return Ok(Err(packet.payload));
+            }
+            let greeting = Greeting::parse(&packet.payload)?;
+            Ok::<_, std::io::Error>(Ok((upstream, packet, greeting)))
+        };
+        greeted.await.unwrap_or_else(|error| {
+            tracing::error!(upstream = self.address, %error, "upstream unreachable");
+            Err(wire::error_packet(
+                UNKNOWN_ERROR,
+                GENERAL_ERROR,
+                "the upstream database server is unreachable",
+            ))
+        })
     }
 }
 
-pub(crate) async fn serve(
+/// Authenticates the client and only then opens its session on the upstream; `None` when the connection ends
+/// here, the client having been told why.
+pub(crate) async fn handshake(
     shared: &Shared,
     upstream_server: &MySqlUpstream,
     mut socket: TcpStream,
     peer: SocketAddr,
-) -> std::io::Result<()> {
-    // The upstream's greeting is what the client sees (server version, connection id for KILL, capabilities), so the
-    // upstream connection is opened first.
-    let mut upstream = match TcpStream::connect(&upstream_server.address).await {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            tracing::error!(upstream = upstream_server.address, %error, "upstream unreachable");
-            let refusal = wire::error_packet(
-                UNKNOWN_ERROR,
-                GENERAL_ERROR,
-                "the upstream database server is unreachable",
-            );
-            return wire::write_packet(&mut socket, 0, &refusal).await;
+) -> std::io::Result<Option<Session>> {
+    let template = match upstream_server.template().await {
+        Ok(template) => template,
+        Err(refusal) => {
+            wire::write_packet(&mut socket, 0, &refusal).await?;
+            return Ok(None);
         }
     };
-    upstream.set_nodelay(true)?;
-    let upstream_greeting = wire::read_packet(&mut upstream).await?;
-    if upstream_greeting.payload.first() == Some(&0xff) {
-        return wire::write_packet(&mut socket, 0, &upstream_greeting.payload).await;
-    }
-    let greeting = wire::Greeting::parse(&upstream_greeting.payload)?;
-    let ours = wire::Greeting {
-        capabilities: (greeting.capabilities | wire::CLIENT_SSL)
+    let ours = Greeting {
+        // No connection's id: the real one is known only once the upstream session opens, and a client that sends
+        // KILL QUERY with the id it was greeted with (the mariadb client's Ctrl-C) must not reach another session.
+        connection_id: 0,
+        nonce: wire::nonce()?,
+        capabilities: (template.capabilities | wire::CLIENT_SSL)
             & !(wire::CLIENT_COMPRESS | wire::CLIENT_ZSTD_COMPRESSION),
         plugin: wire::NATIVE_PASSWORD.to_owned(),
-        ..greeting.clone()
+        ..template.clone()
     };
     wire::write_packet(&mut socket, 0, &ours.encode()).await?;
 
@@ -97,13 +152,14 @@ pub(crate) async fn serve(
                 peer.ip()
             ),
         );
-        return wire::write_packet(&mut socket, first.next(), &refusal).await;
+        wire::write_packet(&mut socket, first.next(), &refusal).await?;
+        return Ok(None);
     }
     let mut client = shared.acceptor.accept(socket).await?;
     let response_packet = wire::read_packet(&mut client).await?;
     let response = HandshakeResponse::parse(&response_packet.payload)?;
     let Some((token, next)) = read_token(&mut client, &response, &response_packet, peer).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if !shared.check_token(&token, &response.user, peer) {
         let refusal = wire::error_packet(
@@ -115,9 +171,28 @@ pub(crate) async fn serve(
                 peer.ip()
             ),
         );
-        return wire::write_packet(&mut client, next, &refusal).await;
+        wire::write_packet(&mut client, next, &refusal).await?;
+        return Ok(None);
     }
 
+    let (mut upstream, greeting_packet, greeting) = match upstream_server.open().await {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            wire::write_packet(&mut client, next, &refusal).await?;
+            return Ok(None);
+        }
+    };
+    if !upstream_server.still_greets_as(&template, &greeting).await {
+        tracing::warn!(%peer, "the upstream server's version or capabilities changed; the client must reconnect");
+        let refusal = wire::error_packet(
+            UNKNOWN_ERROR,
+            GENERAL_ERROR,
+            "the upstream database server changed its version or capabilities since this connection began; connect \
+             again",
+        );
+        wire::write_packet(&mut client, next, &refusal).await?;
+        return Ok(None);
+    }
     let password = upstream_server.password_for(&response.user);
     let login = HandshakeResponse {
         capabilities: response.capabilities & !wire::CLIENT_SSL,
@@ -125,11 +200,22 @@ pub(crate) async fn serve(
         plugin: Some(greeting.plugin.clone()),
         ..response
     };
-    wire::write_packet(&mut upstream, upstream_greeting.next(), &login.encode()).await?;
-    if log_in_upstream(&mut upstream, &mut client, password, next).await? {
-        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    }
-    Ok(())
+    wire::write_packet(&mut upstream, greeting_packet.next(), &login.encode()).await?;
+    Ok(log_in_upstream(&mut upstream, &mut client, password, next)
+        .await?
+        .then_some(Session { client, upstream }))
+}
+
+/// Refuses a client over the emulator's connection limit as a full MySQL server does: an error in place of the
+/// greeting.
+pub(crate) async fn refuse_busy(mut socket: TcpStream) -> std::io::Result<()> {
+    let (code, sql_state) = TOO_MANY_CONNECTIONS;
+    wire::write_packet(
+        &mut socket,
+        0,
+        &wire::error_packet(code, sql_state, "Too many connections"),
+    )
+    .await
 }
 
 /// The token, in clear text: from the handshake response when the client already used `mysql_clear_password`,

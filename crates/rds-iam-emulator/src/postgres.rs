@@ -6,23 +6,28 @@ mod wire;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
-use crate::state::Shared;
+use crate::state::{Session, Shared};
 use wire::Initial;
 
 /// SQLSTATE `invalid_password`: what RDS answers for a token it does not accept.
 const INVALID_PASSWORD: &str = "28P01";
 /// SQLSTATE `invalid_authorization_specification`: refused before any password was asked for.
 const INVALID_AUTHORIZATION: &str = "28000";
+/// SQLSTATE `too_many_connections`.
+const TOO_MANY_CONNECTIONS: &str = "53300";
 
-pub(crate) async fn serve(
+/// Authenticates the client and opens its session on the upstream; `None` when the connection ends here (refused,
+/// or a cancel request forwarded).
+pub(crate) async fn handshake(
     shared: &Shared,
     upstream: &str,
     mut socket: TcpStream,
     peer: SocketAddr,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Session>> {
     loop {
         match wire::read_initial(&mut socket).await? {
             Initial::GssEncRequest => socket.write_all(b"N").await?,
@@ -30,58 +35,57 @@ pub(crate) async fn serve(
                 socket.write_all(b"S").await?;
                 let mut tls = shared.acceptor.accept(socket).await?;
                 return match wire::read_initial(&mut tls).await? {
-                    Initial::Startup(parameters) => {
-                        authenticate_and_relay(shared, upstream, tls, parameters, peer).await
-                    }
-                    Initial::Cancel(request) => forward_cancel(upstream, &request).await,
-                    Initial::SslRequest | Initial::GssEncRequest => Ok(()),
+                    Initial::Startup(parameters) => authenticate(shared, upstream, tls, parameters, peer).await,
+                    Initial::Cancel(request) => forward_cancel(upstream, &request).await.map(|()| None),
+                    Initial::SslRequest | Initial::GssEncRequest => Ok(None),
                 };
             }
-            Initial::Cancel(request) => return forward_cancel(upstream, &request).await,
+            Initial::Cancel(request) => return forward_cancel(upstream, &request).await.map(|()| None),
             Initial::Startup(parameters) => {
                 let user = parameters.get("user").map_or("", String::as_str);
                 tracing::warn!(%peer, user, "refused: the client did not use TLS");
-                return wire::send_fatal(
+                wire::send_fatal(
                     &mut socket,
                     INVALID_AUTHORIZATION,
                     &format!(
                         "IAM authentication for user \"{user}\" requires an SSL connection: connect with sslmode=verify-full"
                     ),
                 )
-                .await;
+                .await?;
+                return Ok(None);
             }
         }
     }
 }
 
-async fn authenticate_and_relay<S>(
+async fn authenticate(
     shared: &Shared,
     upstream_address: &str,
-    mut client: S,
+    mut client: TlsStream<TcpStream>,
     parameters: BTreeMap<String, String>,
     peer: SocketAddr,
-) -> std::io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> std::io::Result<Option<Session>> {
     let Some(user) = parameters.get("user").cloned() else {
-        return wire::send_fatal(&mut client, INVALID_AUTHORIZATION, "no PostgreSQL user name specified").await;
+        wire::send_fatal(&mut client, INVALID_AUTHORIZATION, "no PostgreSQL user name specified").await?;
+        return Ok(None);
     };
     let token = wire::request_password(&mut client).await?;
     if !shared.check_token(&token, &user, peer) {
-        return wire::send_fatal(
+        wire::send_fatal(
             &mut client,
             INVALID_PASSWORD,
             &format!("PAM authentication failed for user \"{user}\""),
         )
-        .await;
+        .await?;
+        return Ok(None);
     }
 
     let mut upstream = match TcpStream::connect(upstream_address).await {
         Ok(upstream) => upstream,
         Err(error) => {
             tracing::error!(upstream = upstream_address, %error, "upstream unreachable");
-            return wire::send_fatal(&mut client, "08006", "the upstream database server is unreachable").await;
+            wire::send_fatal(&mut client, "08006", "the upstream database server is unreachable").await?;
+            return Ok(None);
         }
     };
     upstream.set_nodelay(true)?;
@@ -91,7 +95,7 @@ where
         match message.authentication_code() {
             Some(0) => {
                 client.write_all(&message.to_bytes()).await?;
-                break;
+                return Ok(Some(Session { client, upstream }));
             }
             Some(code) => {
                 tracing::error!(
@@ -99,25 +103,31 @@ where
                     code,
                     "the upstream server asks for a password; give the emulator trust auth"
                 );
-                return wire::send_fatal(
+                wire::send_fatal(
                     &mut client,
                     INVALID_AUTHORIZATION,
                     "the upstream server asked the emulator for a password; configure trust authentication for it",
                 )
-                .await;
+                .await?;
+                return Ok(None);
             }
             // An error from upstream (unknown role or database, ...) is the client's to read, verbatim.
             None => {
                 client.write_all(&message.to_bytes()).await?;
                 if message.tag == b'E' {
-                    return client.flush().await;
+                    client.flush().await?;
+                    return Ok(None);
                 }
             }
         }
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map(drop)
+}
+
+/// Refuses a client over the emulator's connection limit in PostgreSQL's words, before TLS, once it has sent its
+/// first message: closing with that message unread would reset the connection under the answer.
+pub(crate) async fn refuse_busy(mut socket: TcpStream) -> std::io::Result<()> {
+    wire::read_initial(&mut socket).await?;
+    wire::send_fatal(&mut socket, TOO_MANY_CONNECTIONS, "sorry, too many clients already").await
 }
 
 /// Cancel requests carry the upstream's own process id and key (the client learnt them from the relayed

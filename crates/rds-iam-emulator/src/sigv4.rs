@@ -5,13 +5,15 @@
 
 use std::fmt::Write as _;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use crate::credentials::CredentialStore;
+use crate::credentials::{CredentialStore, TemporaryCredentials};
+use crate::policy::Authorization;
+use crate::time;
 
 const SERVICE: &str = "rds-db";
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -48,6 +50,12 @@ pub enum Rejection {
     BadSignature,
     #[error("access key `{0}` is temporary, and the token does not carry its session token")]
     WrongSessionToken(String),
+    #[error("access key `{0}` is a long-term key, and the token carries a session token")]
+    UnexpectedSessionToken(String),
+    #[error("access key `{0}` belongs to temporary credentials that have expired")]
+    CredentialsExpired(String),
+    #[error("no policy of `{principal}` allows rds-db:connect on `{resource}`")]
+    NotAuthorized { principal: String, resource: String },
 }
 
 /// What a valid token proved.
@@ -66,6 +74,8 @@ pub struct Verifier {
     region: String,
     endpoint: String,
     max_token_age: Duration,
+    /// When set, a valid token is also checked against its principal's policies, as RDS asks IAM.
+    authorization: Option<Arc<Authorization>>,
 }
 
 impl Verifier {
@@ -78,6 +88,16 @@ impl Verifier {
             region: region.to_owned(),
             endpoint: endpoint.to_owned(),
             max_token_age: max_token_age.min(MAX_TOKEN_LIFETIME),
+            authorization: None,
+        }
+    }
+
+    /// Also requires the policies of a token's principal to allow `rds-db:connect` as its user.
+    #[must_use]
+    pub fn authorizing(self, authorization: Authorization) -> Self {
+        Self {
+            authorization: Some(Arc::new(authorization)),
+            ..self
         }
     }
 
@@ -86,13 +106,13 @@ impl Verifier {
         &self.endpoint
     }
 
-    /// Accepts tokens signed with these credentials from now on.
-    pub fn learn(&self, access_key_id: String, secret_access_key: String, session_token: Option<String>) {
-        self.credentials.write().unwrap_or_else(PoisonError::into_inner).insert(
-            access_key_id,
-            secret_access_key,
-            session_token,
-        );
+    /// Accepts tokens signed with these temporary credentials until they expire, unless their key is already known
+    /// otherwise (see [`CredentialStore::learn`]); true when it is known as given.
+    pub(crate) fn learn(&self, credentials: TemporaryCredentials) -> bool {
+        self.credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .learn(credentials, SystemTime::now())
     }
 
     fn store(&self) -> std::sync::RwLockReadGuard<'_, CredentialStore> {
@@ -153,7 +173,8 @@ impl Verifier {
         }
 
         let amz_date = token.param("X-Amz-Date")?;
-        let signed_at = parse_amz_date(amz_date)?;
+        let signed_at = time::parse_basic(amz_date)
+            .ok_or_else(|| Rejection::Malformed(format!("X-Amz-Date `{amz_date}` is not YYYYMMDDTHHMMSSZ")))?;
         if !amz_date.starts_with(scope_date) || scope_date.len() != 8 {
             return Err(Rejection::Malformed(
                 "X-Amz-Date and the credential scope's date differ".to_owned(),
@@ -187,24 +208,36 @@ impl Verifier {
             .ok_or_else(|| Rejection::UnknownAccessKey(access_key_id.to_owned()))?;
         let signature = hex::decode(token.param("X-Amz-Signature")?)
             .map_err(|_| Rejection::Malformed("X-Amz-Signature is not hexadecimal".to_owned()))?;
-        let string_to_sign = format!(
-            "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{SERVICE}/aws4_request\n{}",
-            hex::encode(Sha256::digest(token.canonical_request()))
-        );
-        let signing_key = [scope_date, region, SERVICE, "aws4_request"]
-            .iter()
-            .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
-                hmac_sha256(&key, part.as_bytes())
-            });
-        let mut mac = Hmac::<Sha256>::new_from_slice(&signing_key).map_err(|_| Rejection::BadSignature)?;
-        mac.update(string_to_sign.as_bytes());
         // verify_slice compares in constant time.
-        mac.verify_slice(&signature).map_err(|_| Rejection::BadSignature)?;
+        signature_mac(secret, amz_date, scope_date, region, &token.canonical_request())
+            .verify_slice(&signature)
+            .map_err(|_| Rejection::BadSignature)?;
         let session_token = token.param("X-Amz-Security-Token").ok();
-        if let Some(expected) = credentials.session_token_for(access_key_id)
-            && session_token != Some(expected)
-        {
-            return Err(Rejection::WrongSessionToken(access_key_id.to_owned()));
+        match (credentials.session_token_for(access_key_id), session_token) {
+            (Some(expected), presented) if presented != Some(expected) => {
+                return Err(Rejection::WrongSessionToken(access_key_id.to_owned()));
+            }
+            // A long-term key signs without one: a token that carries one is not what its key says it is.
+            (None, Some(_)) => return Err(Rejection::UnexpectedSessionToken(access_key_id.to_owned())),
+            _ => {}
+        }
+        // A token signed with temporary credentials works no longer than they do.
+        let expires_at = match credentials.expires_at(access_key_id) {
+            Some(credentials_expire) if credentials_expire <= now => {
+                return Err(Rejection::CredentialsExpired(access_key_id.to_owned()));
+            }
+            Some(credentials_expire) => expires_at.min(credentials_expire),
+            None => expires_at,
+        };
+        if let Some(authorization) = &self.authorization {
+            let resource = authorization.dbuser_arn(&self.region, token_user);
+            let role_arn = credentials.role_arn_for(access_key_id);
+            if !authorization.allows([Some(access_key_id), role_arn].into_iter().flatten(), &resource) {
+                return Err(Rejection::NotAuthorized {
+                    principal: role_arn.unwrap_or(access_key_id).to_owned(),
+                    resource,
+                });
+            }
         }
 
         Ok(VerifiedToken {
@@ -293,82 +326,76 @@ impl<'a> ParsedToken<'a> {
     }
 }
 
+/// SigV4's MAC of the string to sign under the signing key derived from `secret`, ready to be compared with a
+/// signature.
+fn signature_mac(
+    secret: &str,
+    amz_date: &str,
+    scope_date: &str,
+    region: &str,
+    canonical_request: &str,
+) -> Hmac<Sha256> {
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{SERVICE}/aws4_request\n{}",
+        hex::encode(Sha256::digest(canonical_request))
+    );
+    let signing_key = [scope_date, region, SERVICE, "aws4_request"]
+        .iter()
+        .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
+            hmac_sha256(&key, part.as_bytes())
+        });
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&signing_key).unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"));
+    mac.update(string_to_sign.as_bytes());
+    mac
+}
+
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"));
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Parses SigV4's basic ISO 8601 form, `20240826T220000Z`.
-fn parse_amz_date(value: &str) -> Result<SystemTime, Rejection> {
-    let malformed = || Rejection::Malformed(format!("X-Amz-Date `{value}` is not YYYYMMDDTHHMMSSZ"));
-    let bytes = value.as_bytes();
-    if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
-        return Err(malformed());
-    }
-    let number = |range: std::ops::Range<usize>| -> Result<u32, Rejection> {
-        value
-            .get(range)
-            .and_then(|digits| digits.parse().ok())
-            .ok_or_else(malformed)
-    };
-    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
-    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return Err(malformed());
-    }
-    let days = days_from_civil(i64::from(year), month, day);
-    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    u64::try_from(seconds)
-        .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
-        .map_err(|_| malformed())
-}
+/// Tokens made by an independent signer, for the tests of every module that verifies tokens.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    /// Made once with botocore 1.x (`generate_db_auth_token`, time frozen at 2024-08-26T22:00:00Z), an independent
+    /// implementation of SigV4: our verifier must accept its tokens byte for byte. Signed for
+    /// `prod-instance.us-east-1.rds.amazonaws.com:3306` and user `peccy` with key `akid`, secret `secret`.
+    pub(crate) const BOTOCORE_TOKEN: &str = "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=dd0cba843009474347af724090233265628ace491ea17ce3eb3da098b983ad89";
+
+    /// Also botocore, with a session token and a user name that needs percent-encoding: for
+    /// `tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432`, user `db user+x@corp`, key `AKIDEXAMPLE`, secret
+    /// [`SESSION_SECRET`], session token [`SESSION_TOKEN`].
+    pub(crate) const BOTOCORE_SESSION_TOKEN: &str = "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432/?Action=connect&DBUser=db%20user%2Bx%40corp&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240826%2Feu-west-3%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F%2F%2F%2F%2F%2F%2F%2F%2FwEaDFAKE%2FTOKEN%2Bwith%2Fslashes%3D&X-Amz-Signature=eff84d6423566e6fb89c91accde5807aa7f6d62fa5ada67754b1bc82eed8a4eb";
+    pub(crate) const SESSION_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    pub(crate) const SESSION_TOKEN: &str = "FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=";
+
+    /// When both tokens were signed.
+    pub(crate) fn signed_at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_724_709_600)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::*;
     use super::*;
 
-    /// Made once with botocore 1.x (`generate_db_auth_token`, time frozen at 2024-08-26T22:00:00Z), an independent
-    /// implementation of SigV4: our verifier must accept its tokens byte for byte.
-    const BOTOCORE_TOKEN: &str = "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=dd0cba843009474347af724090233265628ace491ea17ce3eb3da098b983ad89";
-
-    /// Also botocore, with a session token and a user name that needs percent-encoding.
-    const BOTOCORE_SESSION_TOKEN: &str = "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432/?Action=connect&DBUser=db%20user%2Bx%40corp&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240826%2Feu-west-3%2Frds-db%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F%2F%2F%2F%2F%2F%2F%2F%2FwEaDFAKE%2FTOKEN%2Bwith%2Fslashes%3D&X-Amz-Signature=eff84d6423566e6fb89c91accde5807aa7f6d62fa5ada67754b1bc82eed8a4eb";
-
-    fn signed_at() -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_724_709_600)
-    }
-
     fn verifier(region: &str, endpoint: &str) -> Verifier {
-        let credentials = CredentialStore::parse(
+        let credentials = CredentialStore::parse(&format!(
             "[default]\naws_access_key_id = akid\naws_secret_access_key = secret\n\n\
-             [other]\naws_access_key_id=AKIDEXAMPLE\naws_secret_access_key=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n",
-        )
+             [other]\naws_access_key_id=AKIDEXAMPLE\naws_secret_access_key={SESSION_SECRET}\n\
+             aws_session_token={SESSION_TOKEN}\n",
+        ))
         .expect("INI");
         Verifier::new(credentials, region, endpoint, MAX_TOKEN_LIFETIME)
     }
 
     fn us_east() -> Verifier {
         verifier("us-east-1", "prod-instance.us-east-1.rds.amazonaws.com:3306")
-    }
-
-    #[test]
-    fn dates_convert_to_unix_time() {
-        assert_eq!(parse_amz_date("20240826T220000Z"), Ok(signed_at()));
-        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(UNIX_EPOCH));
-        assert!(parse_amz_date("2024-08-26T22:00Z").is_err());
-        assert!(parse_amz_date("20241326T220000Z").is_err());
     }
 
     #[test]
@@ -392,30 +419,173 @@ mod tests {
 
     #[test]
     fn temporary_credentials_are_bound_to_their_session_token() {
-        let verifier = verifier("eu-west-3", "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432");
+        let bound_to = |session_token: &str| {
+            let mut credentials = CredentialStore::default();
+            credentials.insert(
+                "AKIDEXAMPLE".to_owned(),
+                SESSION_SECRET.to_owned(),
+                Some(session_token.to_owned()),
+            );
+            Verifier::new(
+                credentials,
+                "eu-west-3",
+                "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+                MAX_TOKEN_LIFETIME,
+            )
+        };
         assert_eq!(access_key_id(BOTOCORE_SESSION_TOKEN).as_deref(), Some("AKIDEXAMPLE"));
-        let secret = verifier
-            .store()
-            .secret_for("AKIDEXAMPLE")
-            .map(str::to_owned)
-            .expect("known");
 
-        verifier.learn(
-            "AKIDEXAMPLE".to_owned(),
-            secret.clone(),
-            Some("another-session".to_owned()),
-        );
         assert_eq!(
-            verifier.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
+            bound_to("another-session").verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
             Err(Rejection::WrongSessionToken("AKIDEXAMPLE".to_owned()))
         );
-        let issued = "FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=".to_owned();
-        verifier.learn("AKIDEXAMPLE".to_owned(), secret, Some(issued));
         assert!(
-            verifier
+            bound_to(SESSION_TOKEN)
                 .verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_long_term_key_that_presents_a_session_token_is_refused() {
+        let mut credentials = CredentialStore::default();
+        credentials.insert("AKIDEXAMPLE".to_owned(), SESSION_SECRET.to_owned(), None);
+        let long_term = Verifier::new(
+            credentials,
+            "eu-west-3",
+            "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+            MAX_TOKEN_LIFETIME,
+        );
+
+        assert_eq!(
+            long_term.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at()),
+            Err(Rejection::UnexpectedSessionToken("AKIDEXAMPLE".to_owned()))
+        );
+    }
+
+    /// A token like [`BOTOCORE_TOKEN`] but dated `amz_date`, for dates no real signer would write.
+    fn token_dated(amz_date: &str) -> String {
+        let scope_date = &amz_date[..8];
+        let unsigned = format!(
+            "prod-instance.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=peccy&\
+             X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F{scope_date}%2Fus-east-1%2Frds-db%2Faws4_request&\
+             X-Amz-Date={amz_date}&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
+        );
+        let canonical_request = ParsedToken::parse(&unsigned).expect("a token").canonical_request();
+        let signature = signature_mac("secret", amz_date, scope_date, "us-east-1", &canonical_request).finalize();
+        format!("{unsigned}&X-Amz-Signature={}", hex::encode(signature.into_bytes()))
+    }
+
+    #[test]
+    fn impossible_dates_are_refused_however_well_signed() {
+        assert_eq!(
+            token_dated("20240826T220000Z"),
+            BOTOCORE_TOKEN,
+            "the test signer signs as botocore"
+        );
+        let leap_day = time::parse_basic("20240229T120000Z").expect("a leap day");
+        assert!(
+            us_east()
+                .verify(&token_dated("20240229T120000Z"), "peccy", leap_day)
+                .is_ok()
+        );
+
+        // Each refused at the instant it would otherwise roll over to.
+        for (impossible, rolled_over) in [
+            ("20230229T120000Z", "20230301T120000Z"),
+            ("20240230T120000Z", "20240301T120000Z"),
+            ("20240431T120000Z", "20240501T120000Z"),
+            ("21000229T120000Z", "21000301T120000Z"),
+        ] {
+            let now = time::parse_basic(rolled_over).expect("a real date");
+            let rejection = us_east()
+                .verify(&token_dated(impossible), "peccy", now)
+                .expect_err(impossible);
+            assert!(
+                matches!(rejection, Rejection::Malformed(_)),
+                "{impossible}: {rejection}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_policies_a_token_must_also_be_authorised_for_its_user() {
+        let allowing = |principal: &str, resource: &str| {
+            let file = format!(
+                r#"{{"{principal}": {{"Statement": {{"Effect": "Allow", "Action": "rds-db:connect", "Resource": "{resource}"}}}}}}"#
+            );
+            Authorization::parse(&file, "123456789012".to_owned(), "db-ABC".to_owned()).expect("a policy file")
+        };
+        let peccy = "arn:aws:rds-db:us-east-1:123456789012:dbuser:db-ABC/peccy";
+
+        let allowed = us_east().authorizing(allowing("akid", peccy));
+        assert!(allowed.verify(BOTOCORE_TOKEN, "peccy", signed_at()).is_ok());
+        let for_someone_else = us_east().authorizing(allowing("akid", &peccy.replace("peccy", "root")));
+        assert_eq!(
+            for_someone_else.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::NotAuthorized {
+                principal: "akid".to_owned(),
+                resource: peccy.to_owned()
+            })
+        );
+
+        // Temporary credentials are their role's.
+        let role = "arn:aws:iam::123456789012:role/db";
+        let role_may = |user: &str| {
+            let cluster = Verifier::new(
+                CredentialStore::default(),
+                "eu-west-3",
+                "tasks.cluster-abc.eu-west-3.rds.amazonaws.com:5432",
+                MAX_TOKEN_LIFETIME,
+            )
+            .authorizing(allowing(
+                role,
+                &format!("arn:aws:rds-db:eu-west-3:123456789012:dbuser:db-ABC/{user}"),
+            ));
+            assert!(cluster.learn(TemporaryCredentials {
+                access_key_id: "AKIDEXAMPLE".to_owned(),
+                secret_access_key: SESSION_SECRET.to_owned(),
+                session_token: SESSION_TOKEN.to_owned(),
+                expires_at: SystemTime::now() + Duration::from_secs(3600),
+                role_arn: Some(role.to_owned()),
+            }));
+            cluster.verify(BOTOCORE_SESSION_TOKEN, "db user+x@corp", signed_at())
+        };
+        assert!(role_may("db user+x@corp").is_ok());
+        assert!(role_may("db*@corp").is_ok(), "IAM's wildcards");
+        assert!(matches!(role_may("postgres"), Err(Rejection::NotAuthorized { principal, .. }) if principal == role));
+    }
+
+    #[test]
+    fn learning_never_changes_a_known_key() {
+        let verifier = us_east();
+        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+        let learn = |key: &str, secret: &str, token: &str| {
+            verifier.learn(TemporaryCredentials {
+                access_key_id: key.to_owned(),
+                secret_access_key: secret.to_owned(),
+                session_token: token.to_owned(),
+                expires_at: in_an_hour,
+                role_arn: None,
+            })
+        };
+
+        assert!(
+            !learn("akid", "attacker's secret", "t"),
+            "a configured key keeps its secret"
+        );
+        assert!(
+            !learn("akid", "secret", "t"),
+            "a long-term key does not become a temporary one"
+        );
+        assert!(learn("ASIANEW", "s1", "t1"));
+        assert!(learn("ASIANEW", "s1", "t1"), "the same credentials again");
+        assert!(!learn("ASIANEW", "s2", "t1"));
+        assert!(!learn("ASIANEW", "s1", "t2"));
+
+        assert!(verifier.verify(BOTOCORE_TOKEN, "peccy", signed_at()).is_ok());
+        assert_eq!(verifier.store().secret_for("ASIANEW"), Some("s1"));
+        assert_eq!(verifier.store().session_token_for("ASIANEW"), Some("t1"));
     }
 
     #[test]

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use std::time::Duration;
+
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::sigv4::Verifier;
 
@@ -29,11 +33,20 @@ impl AuthCounts {
     }
 }
 
-/// What every connection needs to authenticate its client: the TLS identity, the verifier, the counters.
+/// What every connection needs to authenticate its client: the TLS identity, the verifier, the counters, and how
+/// long the client may take.
 pub(crate) struct Shared {
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) verifier: Verifier,
     pub(crate) counts: Arc<AuthCounts>,
+    /// From accepting the connection to the upstream session being open.
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// An authenticated client and its open session on the upstream server, ready to be relayed.
+pub(crate) struct Session {
+    pub(crate) client: TlsStream<TcpStream>,
+    pub(crate) upstream: TcpStream,
 }
 
 impl Shared {

@@ -28,11 +28,16 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::credentials::CredentialStore;
+use crate::policy::Authorization;
+use crate::server::redacted;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
-use crate::{AuthCounts, Emulator, IssuedLog, Options, StsPassThrough};
+use crate::{
+    AuthCounts, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, IssuedLog, Options, StsPassThrough,
+};
 
 /// How a test wants its emulator. The defaults are the emulator's own: region `us-east-1`, tokens signed for the
-/// listen address, a maximum token age of 15 minutes, no STS pass-through.
+/// listen address, a maximum token age of 15 minutes, no STS pass-through, a handshake timeout of 10 seconds, at
+/// most 100 connections, no policies (any known key may connect as any user).
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
     /// The region tokens must be signed for.
@@ -43,6 +48,12 @@ pub struct EmulatorOptions {
     pub max_token_age: Duration,
     /// The STS that the emulator's STS pass-through forwards to; the emulator accepts the credentials it issues.
     pub sts_upstream: Option<String>,
+    /// How long a client may take to present itself (see [`Options::handshake_timeout`]).
+    pub handshake_timeout: Duration,
+    /// How many database connections may be open at once (see [`Options::max_connections`]).
+    pub max_connections: usize,
+    /// Who may connect as which database user (see [`Options::authorization`]).
+    pub authorization: Option<Authorization>,
 }
 
 impl Default for EmulatorOptions {
@@ -52,12 +63,14 @@ impl Default for EmulatorOptions {
             endpoint: None,
             max_token_age: MAX_TOKEN_LIFETIME,
             sts_upstream: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            authorization: None,
         }
     }
 }
 
 /// A running emulator with a temporary directory of its own; both go away when this is dropped.
-#[derive(Debug)]
 pub struct TestEmulator {
     /// Where clients connect.
     pub address: SocketAddr,
@@ -72,6 +85,19 @@ pub struct TestEmulator {
     // Deleted by its own `Drop`, which runs after `TestEmulator::drop` has stopped the emulator.
     directory: TempDir,
     task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEmulator")
+            .field("address", &self.address)
+            .field("counts", &self.counts)
+            .field("sts", &self.sts)
+            .field("issued", &self.issued)
+            .field("ca_pem", &self.ca_pem)
+            .field("upstream", &redacted(&self.upstream).as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`TestEmulator::url`] percent-encodes in a user name: all but RFC 3986's unreserved characters, so that `@`,
@@ -103,6 +129,9 @@ impl TestEmulator {
                 listen: any_port,
                 upstream: sts.parse().expect("the STS upstream's URL"),
             }),
+            handshake_timeout: options.handshake_timeout,
+            max_connections: options.max_connections,
+            authorization: options.authorization,
         })
         .await
         .expect("the emulator starts");
@@ -174,5 +203,15 @@ mod tests {
         assert!(emulator.ca_pem().starts_with(&directory) && emulator.ca_pem().exists());
         drop(emulator);
         assert!(!directory.exists());
+    }
+
+    #[tokio::test]
+    async fn debug_output_does_not_show_the_upstream_password() {
+        let upstream = "mysql://root:upstream-secret@127.0.0.1:1".parse().expect("a URL");
+        let emulator = TestEmulator::start(upstream, CredentialStore::default(), EmulatorOptions::default()).await;
+
+        let debug = format!("{emulator:?}");
+        assert!(!debug.contains("upstream-secret"), "{debug}");
+        assert!(debug.contains("mysql://root:***@127.0.0.1:1"), "{debug}");
     }
 }

@@ -159,6 +159,16 @@ impl Greeting {
     }
 }
 
+/// A fresh 20-byte scramble for a greeting, of printable bytes as servers make them (a NUL would end it early).
+pub(crate) fn nonce() -> std::io::Result<Vec<u8>> {
+    let mut nonce = vec![0; 20];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut nonce)
+        .map_err(|_| std::io::Error::other("no randomness for a greeting's scramble"))?;
+    Ok(nonce.into_iter().map(|byte| b'!' + byte % 94).collect())
+}
+
 /// A client's handshake response (protocol 4.1), the fields the emulator needs and the rest kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HandshakeResponse {

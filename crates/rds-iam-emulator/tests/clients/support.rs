@@ -1,0 +1,157 @@
+//! Emulators in front of the local servers, tokens signed by the AWS SDK, and the command-line clients.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use aws_sdk_rds::auth_token::{AuthTokenGenerator, Config};
+use rds_iam_emulator::credentials::CredentialStore;
+use rds_iam_emulator::testing::{EmulatorOptions, TestEmulator};
+use tokio::process::Command;
+
+/// The long-term key the emulators know.
+pub(crate) const ACCESS_KEY_ID: &str = "AKIAEMULATORCLIENTS1";
+pub(crate) const SECRET_ACCESS_KEY: &str = "emulator/clients+secret";
+
+/// The engines the emulator fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Postgres,
+    MariaDb,
+}
+
+impl Engine {
+    /// The administrator URL of the local server, which the emulator relays to.
+    pub(crate) fn upstream(self) -> url::Url {
+        let url = match self {
+            Self::Postgres => std::env::var("TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+            Self::MariaDb => {
+                std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+            }
+        };
+        url.parse().expect("the test database URL is a URL")
+    }
+}
+
+/// An emulator in front of `engine`'s local server that knows [`ACCESS_KEY_ID`].
+pub(crate) async fn start(engine: Engine, options: EmulatorOptions) -> TestEmulator {
+    start_in_front_of(engine.upstream(), options).await
+}
+
+/// An emulator in front of `upstream` that knows [`ACCESS_KEY_ID`].
+pub(crate) async fn start_in_front_of(upstream: url::Url, options: EmulatorOptions) -> TestEmulator {
+    let mut credentials = CredentialStore::default();
+    credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
+    TestEmulator::start(upstream, credentials, options).await
+}
+
+/// The upstream's administrator, as whom the tests log in.
+pub(crate) fn admin(emulator: &TestEmulator) -> String {
+    emulator.upstream().username().to_owned()
+}
+
+/// A token for `user` at `emulator`'s address, signed by the AWS SDK with the known long-term key.
+pub(crate) async fn token(emulator: &TestEmulator, user: &str) -> String {
+    token_signed_with(
+        emulator,
+        user,
+        Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "tests"),
+    )
+    .await
+}
+
+/// A token for `user` at `emulator`'s address, signed by the AWS SDK with `credentials`.
+pub(crate) async fn token_signed_with(emulator: &TestEmulator, user: &str, credentials: Credentials) -> String {
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    let target = Config::builder()
+        .hostname(emulator.address.ip().to_string())
+        .port(u64::from(emulator.address.port()))
+        .username(user)
+        .build()
+        .expect("a token target");
+    AuthTokenGenerator::new(target)
+        .auth_token(&aws)
+        .await
+        .expect("a token")
+        .to_string()
+}
+
+/// Runs `sql` with the engine's command-line client as `user` with `password`, verifying the emulator's certificate
+/// and name: its output, or its error text.
+pub(crate) async fn client(
+    engine: Engine,
+    emulator: &TestEmulator,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> Result<String, String> {
+    let (host, port) = (emulator.address.ip().to_string(), emulator.address.port().to_string());
+    let ca = emulator.ca_pem().display().to_string();
+    let mut command = match engine {
+        Engine::Postgres => {
+            let connection = format!(
+                "host={host} port={port} user={user} dbname=postgres sslmode=verify-full sslrootcert={ca} \
+                 connect_timeout=10"
+            );
+            let mut psql = Command::new("psql");
+            psql.args(["-X", "-A", "-t", "-c", sql, &connection])
+                .env("PGPASSWORD", password);
+            psql
+        }
+        Engine::MariaDb => {
+            let mut mariadb = Command::new("mariadb");
+            mariadb
+                .args(["--no-defaults", "-h", &host, "-P", &port, "-u", user, "--ssl-ca", &ca])
+                .args([
+                    "--ssl-verify-server-cert",
+                    "--connect-timeout=10",
+                    "-N",
+                    "-B",
+                    "-e",
+                    sql,
+                ])
+                .env("MYSQL_PWD", password);
+            mariadb
+        }
+    };
+    let output = tokio::time::timeout(Duration::from_secs(30), command.kill_on_drop(true).output())
+        .await
+        .expect("the client finishes")
+        .expect("psql and mariadb are installed");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
+/// Runs the binary with `arguments` after a valid `--credentials` and `--tls-dir`, expecting it to refuse to start;
+/// returns everything it wrote.
+pub(crate) fn run_refused(arguments: &[&str]) -> String {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let credentials = directory.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = example/secret\n",
+    )
+    .expect("write credentials");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rds-iam-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--credentials"])
+        .arg(&credentials)
+        .arg("--tls-dir")
+        .arg(directory.path())
+        .args(arguments)
+        .output()
+        .expect("the emulator runs");
+    assert!(!output.status.success(), "it must refuse {arguments:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
