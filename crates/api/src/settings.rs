@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use config::{Config, ConfigError, Environment, File, FileFormat};
 use infrastructure::DatabaseSettings;
-use infrastructure::settings::key_and_variable;
+use infrastructure::settings::{key_and_variable, seconds};
 use serde::Deserialize;
 
 /// Every setting of the service.
@@ -34,10 +34,6 @@ pub struct ServerSettings {
     /// Take the client's address from `Forwarded`/`X-Forwarded-For`, which only a proxy in front of the service may
     /// be trusted to set; otherwise any client could write an address of its choice into the logs.
     pub trust_forwarded_for: bool,
-}
-
-fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_secs)
 }
 
 /// How log lines look and how many there are.

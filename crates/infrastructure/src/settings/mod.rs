@@ -108,7 +108,8 @@ struct RawTlsSettings {
     root_cert: Option<PathBuf>,
 }
 
-fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+/// A `*_secs` key read as a [`Duration`], for every settings struct of the service.
+pub fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     u64::deserialize(deserializer).map(Duration::from_secs)
 }
 
