@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
-use rds_iam::{IamConnectOptions, IamDatabase, IamPoolBuilder, IamSettings, TokenRefresher, TokenStatus};
-use sea_orm::{DatabaseConnection, DbErr, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+use rds_iam::{
+    Classify, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, TokenRefresher, TokenStatus, error_chain,
+};
+use sea_orm::{DatabaseConnection, DbErr};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
 use sqlx::mysql::MySqlConnectOptions;
@@ -17,6 +18,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
+use crate::connections::{Connections, Lease, RECENTLY_USED};
 use crate::settings::{Auth, DatabaseBackend, DatabaseSettings, PoolSettings, key_and_variable};
 
 /// Why the database could not be opened or migrated. The text names the settings to change; the cause is the
@@ -78,21 +80,15 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
-/// The service's handle on its database: a pool of connections shared by every worker, and, with IAM
-/// authentication, the refresher that keeps the pool supplied with valid tokens.
+/// The service's handle on its database: a pool of connections shared by every worker (with the stack of
+/// [`Connections`] in front of it that statements run on), and, with IAM authentication, the refresher that keeps
+/// the pool supplied with valid tokens.
 #[derive(Debug, Clone)]
 pub struct Database {
-    connection: DatabaseConnection,
+    connections: Arc<Connections>,
+    /// SeaORM's own connection over the same pool, for migrations, which need its transactions.
+    migrations: DatabaseConnection,
     refresher: Option<Arc<TokenRefresher>>,
-}
-
-impl From<IamDatabase> for Database {
-    fn from(database: IamDatabase) -> Self {
-        Self {
-            connection: database.connection().clone(),
-            refresher: Some(Arc::clone(database.refresher())),
-        }
-    }
 }
 
 impl Database {
@@ -109,60 +105,103 @@ impl Database {
     pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
         let database = match (settings.backend(), &settings.auth) {
             (DatabaseBackend::Postgres, Auth::Password(password)) => {
-                let pool = connect_with_password(settings, postgres_options(settings)?, password).await?;
-                Self::without_iam(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+                let pool =
+                    connect_with_password::<sqlx::Postgres>(settings, postgres_options(settings)?, password).await?;
+                Self::over(pool, None)
             }
             (DatabaseBackend::MySql, Auth::Password(password)) => {
-                let pool = connect_with_password(settings, mysql_options(settings)?, password).await?;
-                Self::without_iam(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
+                let pool = connect_with_password::<sqlx::MySql>(settings, mysql_options(settings)?, password).await?;
+                Self::over(pool, None)
             }
             (DatabaseBackend::Postgres, Auth::Iam(iam)) => {
-                Box::pin(connect_with_iam::<sqlx::Postgres>(
+                let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::Postgres>(
                     settings,
                     iam,
                     aws,
                     postgres_options(settings)?,
                 ))
-                .await?
+                .await?;
+                Self::over(pool, Some(refresher))
             }
             (DatabaseBackend::MySql, Auth::Iam(iam)) => {
-                Box::pin(connect_with_iam::<sqlx::MySql>(
+                let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::MySql>(
                     settings,
                     iam,
                     aws,
                     mysql_options(settings)?,
                 ))
-                .await?
+                .await?;
+                Self::over(pool, Some(refresher))
             }
             (DatabaseBackend::Sqlite, _) => {
-                let pool = pool_options(&settings.pool)
+                let pool = pool_options::<sqlx::Sqlite>(&settings.pool)
                     .connect_with(sqlite_options(settings)?)
                     .await
                     .map_err(|source| connect_error(settings, source))?;
-                Self::without_iam(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+                Self::over(pool, None)
             }
         };
         tracing::info!(backend = ?settings.backend(), "database pool open");
         Ok(database)
     }
 
-    fn without_iam(connection: DatabaseConnection) -> Self {
+    fn over<DB: sqlx::Database>(pool: sqlx::Pool<DB>, refresher: Option<Arc<TokenRefresher>>) -> Self
+    where
+        DatabaseConnection: From<sqlx::Pool<DB>>,
+        Connections: From<sqlx::Pool<DB>>,
+    {
         Self {
-            connection,
-            refresher: None,
+            migrations: DatabaseConnection::from(pool.clone()),
+            connections: Arc::new(Connections::from(pool)),
+            refresher,
         }
     }
 
-    /// Runs one database operation; with IAM, once more with a renewed token when the server refused a new
-    /// connection's token (see [`TokenRefresher::retry_once_on_auth_failure`]).
-    pub async fn run<T, F, Fut>(&self, operation: F) -> Result<T, DbErr>
+    /// Runs one database operation, giving it the [`Lease`] to run its statements on, and runs it again when an attempt
+    /// failed in a way another one can fix:
+    /// - its connection was lost ([`ErrorClass::ConnectionLost`]: closed, reset or terminated before a result came
+    ///   back, typically a pooled connection the server closed while it sat idle). Every parked connection is
+    ///   dropped, and the next attempt runs on connections proven alive just before. Up to [`LOST_CONNECTION_RETRIES`]
+    ///   times: a connection proven alive can still be ended a moment later by the same restart or kill;
+    /// - with IAM, the server refused a new connection's token: the token is renewed, and the operation runs once
+    ///   more.
+    ///
+    /// Running an operation again must be harmless, and every operation of this service is: a refused connection ran
+    /// nothing; ids are made by the service, so a repeated INSERT finds its own row (the repository treats that as
+    /// success, see `SeaOrmTaskRepository::create`); renames and deletes by id are idempotent; reads change nothing.
+    /// Any other failure is the database's real state, and the caller answers it (503 when it is unavailable).
+    pub async fn run<'d, T, F, Fut>(&'d self, operation: F) -> Result<T, DbErr>
     where
-        F: Fn() -> Fut,
+        F: Fn(Lease<'d>) -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        match &self.refresher {
-            Some(refresher) => refresher.retry_once_on_auth_failure(operation).await,
-            None => operation().await,
+        let first = match operation(Lease::new(&self.connections, false)).await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let mut retries = 0;
+        let mut last = None;
+        loop {
+            let cause = last.as_ref().unwrap_or(&first);
+            match (cause.class(), &self.refresher) {
+                (ErrorClass::ConnectionLost, _) if retries < LOST_CONNECTION_RETRIES => {
+                    self.connections.discard_parked();
+                }
+                (ErrorClass::AuthFailure, Some(refresher)) if retries == 0 => {
+                    if let Err(renewal) = refresher.refresh_now().await {
+                        tracing::warn!(error = %error_chain(&renewal), "could not renew the IAM token for a retry");
+                    }
+                }
+                _ => return Err(last.unwrap_or(first)),
+            }
+            retries += 1;
+            match operation(Lease::new(&self.connections, true)).await {
+                Ok(value) => {
+                    tracing::warn!(cause = %error_chain(&first), retries, "database operation retried and succeeded");
+                    return Ok(value);
+                }
+                Err(error) => last = Some(error),
+            }
         }
     }
 
@@ -172,33 +211,28 @@ impl Database {
         self.refresher.as_ref().map(|refresher| refresher.status())
     }
 
-    #[must_use]
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.connection
-    }
-
     /// Round-trips to the server: the readiness probe.
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.run(|| self.connection.ping()).await
+        self.run(|lease| async move { lease.ping().await }).await
     }
 
     /// Applies pending migrations, or at most `steps` of them.
     pub async fn migrate_up(&self, steps: Option<u32>) -> Result<(), DatabaseError> {
-        Migrator::up(&self.connection, steps)
+        Migrator::up(&self.migrations, steps)
             .await
             .map_err(DatabaseError::Migration)
     }
 
     /// Reverts the last `steps` migrations (one when `None`).
     pub async fn migrate_down(&self, steps: Option<u32>) -> Result<(), DatabaseError> {
-        Migrator::down(&self.connection, Some(steps.unwrap_or(1)))
+        Migrator::down(&self.migrations, Some(steps.unwrap_or(1)))
             .await
             .map_err(DatabaseError::Migration)
     }
 
     /// Every known migration, oldest first, and whether it has been applied.
     pub async fn migration_status(&self) -> Result<Vec<MigrationState>, DatabaseError> {
-        let pending = Migrator::get_pending_migrations(&self.connection)
+        let pending = Migrator::get_pending_migrations(&self.migrations)
             .await
             .map_err(DatabaseError::Migration)?;
         let pending: Vec<&str> = pending.iter().map(|migration| migration.name()).collect();
@@ -213,16 +247,9 @@ impl Database {
 
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(self) {
-        if let Err(error) = self.connection.close().await {
-            tracing::warn!(%error, "closing the database pool failed");
-        }
+        self.connections.close().await;
     }
 }
-
-/// A connection used this recently is known to be alive; older idle ones are pinged before they are handed out.
-/// HikariCP makes the same trade (its `aliveBypassWindowMs`): a ping on every checkout would double the round trips
-/// of a busy service, and no ping at all would hand out connections the server closed while they sat idle.
-const RECENTLY_USED: Duration = Duration::from_millis(500);
 
 /// Pool options with the lifetime and idle limits enforced at checkout and return rather than by sqlx's background
 /// reaper: in sqlx 0.9.0 that reaper can read an underflowed idle count and spin forever without yielding, taking its
@@ -256,6 +283,9 @@ fn pool_options<DB: sqlx::Database>(settings: &PoolSettings) -> PoolOptions<DB> 
         .min_connections(settings.min_connections)
         .acquire_timeout(settings.acquire_timeout)
 }
+
+/// How many times [`Database::run`] runs an operation again after its connection was lost.
+const LOST_CONNECTION_RETRIES: u32 = 2;
 
 /// What a driver's connection is configured with.
 type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;
@@ -295,10 +325,9 @@ async fn connect_with_iam<DB: sqlx::Database>(
     iam: &IamSettings,
     aws: Option<SdkConfig>,
     options: ConnectOptionsOf<DB>,
-) -> Result<Database, DatabaseError>
+) -> Result<(sqlx::Pool<DB>, Arc<TokenRefresher>), DatabaseError>
 where
     ConnectOptionsOf<DB>: IamConnectOptions,
-    IamDatabase: From<rds_iam::IamPool<DB>>,
 {
     // The options already carry the TLS settings; the builder checks the mode is fit for tokens.
     let mut builder = IamPoolBuilder::<DB>::new(options)
@@ -309,7 +338,7 @@ where
         builder = builder.sdk_config(aws);
     }
     let pool = builder.connect().await.map_err(DatabaseError::Iam)?;
-    Ok(IamDatabase::from(pool).into())
+    Ok(pool.into_parts())
 }
 
 /// The driver options from the URL and the TLS settings, without any password.

@@ -1,11 +1,13 @@
 //! Everything the tasks service needs from the outside world at run time: its database settings, its database pool
 //! (with a password or through `rds-iam`), and the SeaORM implementation of the domain's [`domain::TaskRepository`].
 
+mod connections;
 mod database;
 mod repository;
 pub mod settings;
 
 pub use aws_config::SdkConfig;
+pub use connections::Lease;
 pub use database::{Database, DatabaseError, MigrationState};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, TlsSettings};

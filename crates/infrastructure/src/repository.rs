@@ -9,8 +9,8 @@ use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySel
 
 use crate::Database;
 
-/// Tasks kept in the `tasks` table of a PostgreSQL or SQLite database. Every call goes through [`Database::run`], so
-/// a connection refused for an expired token is retried once with a fresh one.
+/// Tasks kept in the `tasks` table of a PostgreSQL, MySQL/MariaDB or SQLite database. Every call goes through
+/// [`Database::run`], so an operation whose connection was lost, or refused for an expired token, runs once more.
 #[derive(Debug, Clone)]
 pub struct SeaOrmTaskRepository {
     database: Database,
@@ -26,28 +26,38 @@ impl SeaOrmTaskRepository {
 impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "insert task", skip_all, fields(task.id = %task.id))]
     async fn create(&self, task: &Task) -> Result<(), DomainError> {
-        let connection = self.database.connection();
         self.database
-            .run(|| {
+            .run(|lease| async move {
                 let row = tasks::ActiveModel {
                     id: Set(*task.id.as_uuid()),
                     name: Set(task.name.as_str().to_owned()),
                 };
-                tasks::Entity::insert(row).exec_without_returning(connection)
+                match tasks::Entity::insert(row).exec_without_returning(&lease).await {
+                    // The first attempt's connection was lost, but its INSERT may have been committed before it
+                    // was: the id is this service's own, so finding it stored with this name means it was.
+                    Err(error) if lease.fresh() && is_unique_violation(&error) => {
+                        match tasks::Entity::find_by_id(*task.id.as_uuid()).one(&lease).await? {
+                            Some(stored) if stored.name == task.name.as_str() => Ok(()),
+                            _ => Err(error),
+                        }
+                    }
+                    result => result.map(drop),
+                }
             })
             .await
-            .map(drop)
-            .map_err(|error| match error.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => DomainError::AlreadyExists(task.id),
-                _ => storage_error(error),
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    DomainError::AlreadyExists(task.id)
+                } else {
+                    storage_error(error)
+                }
             })
     }
 
     #[tracing::instrument(name = "select task", skip(self))]
     async fn get(&self, id: TaskId) -> Result<Task, DomainError> {
-        let connection = self.database.connection();
         self.database
-            .run(|| tasks::Entity::find_by_id(*id.as_uuid()).one(connection))
+            .run(|lease| async move { tasks::Entity::find_by_id(*id.as_uuid()).one(&lease).await })
             .await
             .map_err(storage_error)?
             .map(task_from_row)
@@ -57,16 +67,15 @@ impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "select page of tasks", skip(self))]
     async fn list(&self, request: PageRequest) -> Result<Page, DomainError> {
         let limit = usize::from(request.limit.get());
-        let connection = self.database.connection();
         let mut rows = self
             .database
-            .run(|| {
+            .run(|lease| async move {
                 let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id);
                 if let Some(after) = request.after {
                     query = query.filter(tasks::Column::Id.gt(*after.as_uuid()));
                 }
                 // One row more than asked for tells whether another page follows, without a COUNT over the table.
-                query.limit(u64::from(request.limit.get()) + 1).all(connection)
+                query.limit(u64::from(request.limit.get()) + 1).all(&lease).await
             })
             .await
             .map_err(storage_error)?;
@@ -84,14 +93,15 @@ impl TaskRepository for SeaOrmTaskRepository {
 
     #[tracing::instrument(name = "rename task", skip_all, fields(task.id = %id))]
     async fn rename(&self, id: TaskId, name: TaskName) -> Result<Task, DomainError> {
-        let connection = self.database.connection();
+        let new_name = name.as_str();
         let result = self
             .database
-            .run(|| {
+            .run(|lease| async move {
                 tasks::Entity::update_many()
-                    .col_expr(tasks::Column::Name, Expr::value(name.as_str()))
+                    .col_expr(tasks::Column::Name, Expr::value(new_name))
                     .filter(tasks::Column::Id.eq(*id.as_uuid()))
-                    .exec(connection)
+                    .exec(&lease)
+                    .await
             })
             .await
             .map_err(storage_error)?;
@@ -103,10 +113,9 @@ impl TaskRepository for SeaOrmTaskRepository {
 
     #[tracing::instrument(name = "delete task", skip(self))]
     async fn delete(&self, id: TaskId) -> Result<(), DomainError> {
-        let connection = self.database.connection();
         let result = self
             .database
-            .run(|| tasks::Entity::delete_by_id(*id.as_uuid()).exec(connection))
+            .run(|lease| async move { tasks::Entity::delete_by_id(*id.as_uuid()).exec(&lease).await })
             .await
             .map_err(storage_error)?;
         if result.rows_affected == 0 {
@@ -123,6 +132,10 @@ fn task_from_row(row: tasks::Model) -> Task {
     }
 }
 
+fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
 /// Separates "the database cannot be reached now" (503, worth retrying) from every other failure (500).
 fn storage_error(error: DbErr) -> DomainError {
     if is_unavailable(&error) {
@@ -132,8 +145,11 @@ fn storage_error(error: DbErr) -> DomainError {
     }
 }
 
-/// The server could not be reached, dropped the session or refused the connection's credentials: the classes
-/// `rds-iam` sorts errors into, shared with its retry logic.
+/// The server could not be reached, dropped the session (even after the retry) or refused the connection's
+/// credentials: the classes `rds-iam` sorts errors into, shared with the retry logic.
 fn is_unavailable(error: &DbErr) -> bool {
-    matches!(error.class(), ErrorClass::Unavailable | ErrorClass::AuthFailure)
+    matches!(
+        error.class(),
+        ErrorClass::Unavailable | ErrorClass::ConnectionLost | ErrorClass::AuthFailure
+    )
 }

@@ -1,6 +1,7 @@
 //! What a database error means for the caller: the server refused the credentials (renew the token and retry), the
-//! connection or server is unavailable (retry later), or anything else. One classifier for PostgreSQL and MySQL, for
-//! both the retry logic and the code that maps errors to answers.
+//! connection died under the statement (retry on another connection), the server is unavailable (retry later), or
+//! anything else. One classifier for PostgreSQL and MySQL, for both the retry logic and the code that maps errors to
+//! answers.
 
 /// The kind of a database failure, as far as authentication and availability are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,8 +10,13 @@ pub enum ErrorClass {
     /// The server refused a new connection's credentials: an expired, revoked or wrongly signed token (SQLSTATE class
     /// 28, which MySQL's access-denied errors carry too). Renewing the token may help.
     AuthFailure,
-    /// The server could not be reached or dropped the session: I/O and TLS errors, pool time-outs, connection
-    /// exceptions (08), insufficient resources (53), shutdowns and restarts (57P). Worth retrying later.
+    /// The connection was closed, reset or terminated before the statement's result came back: I/O and TLS errors,
+    /// connection exceptions (08), an administrator's or a shutdown's termination (57P01, 57P02, 57P03), and MySQL's
+    /// "server gone away" family (2006, 2013, 4031, 1927). A pooled connection the server closed while it sat idle
+    /// fails this way when next used, so running the statement again on a fresh connection usually succeeds; whether
+    /// that is safe depends on the statement (it may have been applied before the connection broke).
+    ConnectionLost,
+    /// No connection could be had: pool time-outs, a closed pool, insufficient resources (53). Worth retrying later.
     Unavailable,
     /// Everything else: the statement itself failed.
     Other,
@@ -21,19 +27,34 @@ pub enum ErrorClass {
 /// ```
 /// use rds_iam::{ErrorClass, classify};
 /// assert_eq!(classify(&sqlx::Error::PoolTimedOut), ErrorClass::Unavailable);
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// assert_eq!(classify(&sqlx::Error::Io(reset)), ErrorClass::ConnectionLost);
 /// assert_eq!(classify(&sqlx::Error::RowNotFound), ErrorClass::Other);
 /// ```
 #[must_use]
 pub fn classify(error: &sqlx::Error) -> ErrorClass {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => ErrorClass::ConnectionLost,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
+        sqlx::Error::Database(error) if is_mysql_connection_lost(error.as_ref()) => ErrorClass::ConnectionLost,
         sqlx::Error::Database(error) => error.code().map_or(ErrorClass::Other, |code| classify_sqlstate(&code)),
         _ => ErrorClass::Other,
     }
+}
+
+/// MySQL's lost-connection errors, by number: their SQLSTATEs (HY000, 70100) are shared with unrelated errors.
+/// 2006 and 2013 are the C client's "server has gone away" and "lost connection", which proxies pass on; 4031 is the
+/// server closing an idle session; 1927 is a session killed by `KILL`.
+#[cfg(feature = "mysql")]
+fn is_mysql_connection_lost(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|error| matches!(error.number(), 2006 | 2013 | 4031 | 1927))
+}
+
+#[cfg(not(feature = "mysql"))]
+fn is_mysql_connection_lost(_: &dyn sqlx::error::DatabaseError) -> bool {
+    false
 }
 
 /// Classifies a SQLSTATE.
@@ -41,7 +62,9 @@ pub fn classify(error: &sqlx::Error) -> ErrorClass {
 pub fn classify_sqlstate(code: &str) -> ErrorClass {
     if code.starts_with("28") {
         ErrorClass::AuthFailure
-    } else if ["08", "53", "57P"].iter().any(|class| code.starts_with(class)) {
+    } else if code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code) {
+        ErrorClass::ConnectionLost
+    } else if code.starts_with("53") || code.starts_with("57P") {
         ErrorClass::Unavailable
     } else {
         ErrorClass::Other
@@ -71,14 +94,14 @@ impl Classify for sea_orm::DbErr {
     fn class(&self) -> ErrorClass {
         use sea_orm::{DbErr, RuntimeErr};
         match self {
-            // Any failure to obtain a connection, whether the pool is exhausted or a new connection is refused.
+            // Any failure to obtain a connection, whether the pool is exhausted or a new connection is refused: no
+            // statement was sent, and the pool has already waited and retried as long as it was allowed to.
             DbErr::ConnectionAcquire(_) => ErrorClass::Unavailable,
-            DbErr::Conn(RuntimeErr::SqlxError(error))
-            | DbErr::Exec(RuntimeErr::SqlxError(error))
-            | DbErr::Query(RuntimeErr::SqlxError(error)) => match classify(error) {
-                ErrorClass::Other if matches!(self, DbErr::Conn(_)) => ErrorClass::Unavailable,
-                class => class,
+            DbErr::Conn(RuntimeErr::SqlxError(error)) => match classify(error) {
+                ErrorClass::AuthFailure => ErrorClass::AuthFailure,
+                _ => ErrorClass::Unavailable,
             },
+            DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => classify(error),
             DbErr::Conn(_) => ErrorClass::Unavailable,
             _ => ErrorClass::Other,
         }
@@ -94,10 +117,13 @@ mod tests {
         for (code, class) in [
             ("28P01", ErrorClass::AuthFailure),
             ("28000", ErrorClass::AuthFailure),
-            ("08006", ErrorClass::Unavailable),
+            ("08006", ErrorClass::ConnectionLost),
+            ("08P01", ErrorClass::ConnectionLost),
             ("53300", ErrorClass::Unavailable),
-            ("57P01", ErrorClass::Unavailable),
-            ("57P03", ErrorClass::Unavailable),
+            ("57P01", ErrorClass::ConnectionLost),
+            ("57P02", ErrorClass::ConnectionLost),
+            ("57P03", ErrorClass::ConnectionLost),
+            ("57P04", ErrorClass::Unavailable),
             ("23505", ErrorClass::Other),
             ("42P01", ErrorClass::Other),
             ("57014", ErrorClass::Other),

@@ -117,14 +117,23 @@ pub type PgIamPool = IamPool<sqlx::Postgres>;
 #[cfg(feature = "mysql")]
 pub type MySqlIamPool = IamPool<sqlx::MySql>;
 
-/// An error and all its causes on one line (`outer: cause: root cause`), for logs and status reports.
+/// An error and all its causes on one line (`outer: cause: root cause`), for logs and status reports. A cause whose
+/// text the line already ends with (errors that print their source in their own message) is not repeated.
+///
+/// ```
+/// let lost = sqlx::Error::Io(std::io::Error::other("connection reset"));
+/// assert_eq!(rds_iam::error_chain(&lost), "error communicating with database: connection reset");
+/// ```
 #[must_use]
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     use std::fmt::Write as _;
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            let _ = write!(text, ": {cause_text}");
+        }
         source = cause.source();
     }
     text

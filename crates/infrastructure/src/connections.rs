@@ -1,0 +1,411 @@
+//! Connections kept between statements instead of going back to the sqlx pool after each one.
+//!
+//! sqlx 0.9 pings every connection it takes back (`PoolConnection`'s drop runs `return_to_pool`: a Sync/ReadyForQuery
+//! round trip on PostgreSQL, `COM_PING` on MySQL) and has no option to skip it, so a request of one statement cost the
+//! database and this service two round trips. Here a connection that finished its statement is parked on a stack,
+//! and the next statement takes it from there: one round trip per statement. The release ping's jobs are done where
+//! they can be seen:
+//! - a statement cut off half-way (its future dropped) never parks its connection: the connection goes back through
+//!   sqlx, whose ping drains it or closes it;
+//! - a connection that failed with anything but an ordinary statement error is not parked either;
+//! - a parked connection idle for longer than [`RECENTLY_USED`] is pinged before use, as the pool does at checkout;
+//! - one that the server closed while it was parked is found when next used: its statement fails as
+//!   [`ErrorClass::ConnectionLost`], and `Database::run` retries the operation once on a [fresh](Lease::fresh)
+//!   connection, after dropping every parked one (they may have been closed by the same restart).
+//!
+//! Each connection's socket is registered with the Tokio runtime of the thread that opened it, and actix-web runs one
+//! runtime per worker thread. A statement that runs on another worker's connection is woken by that worker's reactor,
+//! a cross-thread wake-up on every read. So a statement takes a connection its own thread opened when one is parked,
+//! and any other parked one otherwise: every parked connection is open to every worker, so none can be starved.
+//!
+//! A connection returns to the pool at least every [`LEASE`], which costs one ping per connection per [`LEASE`] and keeps
+//! the pool's own rules (maximum lifetime, idle time-out at checkout) in force.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rds_iam::{Classify, ErrorClass};
+use sea_orm::sea_query::Values;
+use sea_orm::{ConnAcquireErr, ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
+use sea_query_sqlx::SqlxValues;
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Connection, Executor, MySql, Pool, Postgres, Sqlite};
+use tokio::sync::oneshot;
+
+/// A connection used this recently is known to be alive; older idle ones are pinged before they are handed out.
+/// HikariCP makes the same trade (its `aliveBypassWindowMs`): a ping on every checkout would double the round trips
+/// of a busy service, and no ping at all would hand out connections the server closed while they sat idle.
+pub(crate) const RECENTLY_USED: Duration = Duration::from_millis(500);
+
+/// How long a connection stays out of the pool before it is handed back to it.
+const LEASE: Duration = Duration::from_secs(5);
+
+/// The service's connections: one sqlx pool with a stack of parked connections in front of it.
+#[derive(Debug)]
+pub(crate) enum Connections {
+    Postgres(Parking<Postgres>),
+    MySql(Parking<MySql>),
+    Sqlite(Parking<Sqlite>),
+}
+
+/// Runs `$body` with `$parking` bound to whichever backend's [`Parking`] `$connections` holds.
+macro_rules! on_backend {
+    ($connections:expr, $parking:ident => $body:expr) => {
+        match $connections {
+            Connections::Postgres($parking) => $body,
+            Connections::MySql($parking) => $body,
+            Connections::Sqlite($parking) => $body,
+        }
+    };
+}
+
+impl Connections {
+    /// Closes every parked connection: after a connection was found dead, the others parked beside it may be too.
+    pub(crate) fn discard_parked(&self) {
+        on_backend!(self, parking => parking.discard_parked());
+    }
+
+    /// Hands every parked connection back and closes the pool, waiting for connections in use.
+    pub(crate) async fn close(&self) {
+        on_backend!(self, parking => parking.close().await);
+    }
+}
+
+impl From<Pool<Postgres>> for Connections {
+    fn from(pool: Pool<Postgres>) -> Self {
+        Self::Postgres(Parking::new(pool, DbBackend::Postgres))
+    }
+}
+
+impl From<Pool<MySql>> for Connections {
+    fn from(pool: Pool<MySql>) -> Self {
+        Self::MySql(Parking::new(pool, DbBackend::MySql))
+    }
+}
+
+impl From<Pool<Sqlite>> for Connections {
+    fn from(pool: Pool<Sqlite>) -> Self {
+        Self::Sqlite(Parking::new(pool, DbBackend::Sqlite))
+    }
+}
+
+/// A pool and the connections parked in front of it, most recently used on top, so that a quiet period leaves the
+/// ones at the bottom to age out; and the statements waiting for one, first come first served.
+#[derive(Debug)]
+pub(crate) struct Parking<DB: sqlx::Database> {
+    pool: Pool<DB>,
+    shared: Mutex<Shared<DB>>,
+    backend: DbBackend,
+}
+
+#[derive(Debug)]
+struct Shared<DB: sqlx::Database> {
+    parked: Vec<Parked<DB>>,
+    /// Statements that found nothing parked. Parked connections never go back to the pool on their own, so a
+    /// statement waiting only in the pool's queue could wait until a [`LEASE`] ends; each waits here as well, and a
+    /// finished connection goes to the first of them instead of onto the stack.
+    waiting: VecDeque<oneshot::Sender<Held<DB>>>,
+}
+
+#[derive(Debug)]
+struct Parked<DB: sqlx::Database> {
+    held: Held<DB>,
+    parked_at: Instant,
+}
+
+/// A connection taken for one statement.
+#[derive(Debug)]
+struct Held<DB: sqlx::Database> {
+    connection: PoolConnection<DB>,
+    leased_at: Instant,
+    /// The thread that took it from the pool, whose runtime its socket is (almost always) registered with.
+    home: usize,
+}
+
+/// Where the next statement's connection comes from.
+enum Next<DB: sqlx::Database> {
+    Parked(Parked<DB>),
+    /// Nothing was parked: the next connection to finish, unless the pool has one first.
+    Queued(oneshot::Receiver<Held<DB>>),
+}
+
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// A number for this thread, cheaper to compare than a `ThreadId`.
+    static THREAD: usize = THREADS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn this_thread() -> usize {
+    THREAD.with(|thread| *thread)
+}
+
+impl<DB> Parking<DB>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    SqlxValues: sqlx::IntoArguments<DB>,
+    QueryResult: From<DB::Row>,
+    ExecResult: From<DB::QueryResult>,
+{
+    fn new(pool: Pool<DB>, backend: DbBackend) -> Self {
+        Self {
+            pool,
+            shared: Mutex::new(Shared {
+                parked: Vec::new(),
+                waiting: VecDeque::new(),
+            }),
+            backend,
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared<DB>> {
+        // Only pushes and pops happen under the lock; a panic elsewhere cannot leave the state half-changed.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A connection for the next statement: the most recently parked one that is still fit, or the next one to
+    /// finish, or one from the pool, whichever comes first, within the pool's acquire time-out. `fresh` proves the
+    /// connection alive before it is used, for a retry after a lost one.
+    async fn take(&self, fresh: bool) -> Result<Held<DB>, DbErr> {
+        let home = this_thread();
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
+        // A restart ends every connection, parked or idle in the pool: each may have to be tried and dropped.
+        let mut dead = 0;
+        loop {
+            let (mut held, idle_for) = match self.unpark_or_queue(home) {
+                Next::Parked(Parked { held, parked_at }) => (held, parked_at.elapsed()),
+                Next::Queued(handoff) => (self.wait(handoff, home, deadline).await?, Duration::ZERO),
+            };
+            if held.leased_at.elapsed() >= LEASE {
+                // Back through the pool, which closes it if it is past its lifetime.
+                drop(held);
+                continue;
+            }
+            if (fresh || idle_for > RECENTLY_USED)
+                && let Err(error) = held.connection.ping().await
+            {
+                discard(held.connection);
+                dead += 1;
+                if dead > self.pool.options().get_max_connections() {
+                    return Err(DbErr::Conn(RuntimeErr::SqlxError(error.into())));
+                }
+                continue;
+            }
+            return Ok(held);
+        }
+    }
+
+    /// The most recently parked connection of thread `home`, or else the most recently parked one; with none parked,
+    /// a place in the queue.
+    fn unpark_or_queue(&self, home: usize) -> Next<DB> {
+        let mut shared = self.shared();
+        if let Some(index) = shared.parked.iter().rposition(|parked| parked.held.home == home) {
+            return Next::Parked(shared.parked.remove(index));
+        }
+        if let Some(parked) = shared.parked.pop() {
+            return Next::Parked(parked);
+        }
+        // Places left by statements that the pool served first.
+        shared.waiting.retain(|waiting| !waiting.is_closed());
+        let (sender, receiver) = oneshot::channel();
+        shared.waiting.push_back(sender);
+        Next::Queued(receiver)
+    }
+
+    /// Waits for a connection handed over by a finishing statement or one from the pool, whichever comes first.
+    async fn wait(
+        &self,
+        handoff: oneshot::Receiver<Held<DB>>,
+        home: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Held<DB>, DbErr> {
+        tokio::select! {
+            Ok(held) = handoff => Ok(held),
+            acquired = self.acquire(deadline) => acquired.map(|connection| Held {
+                connection,
+                leased_at: Instant::now(),
+                home,
+            }),
+        }
+    }
+
+    /// A connection from the pool by `deadline`. The pool itself waits out a server that refuses connections while
+    /// it starts; one that is shutting down or restarting may also accept and then reset them, which is waited out
+    /// here.
+    async fn acquire(&self, deadline: tokio::time::Instant) -> Result<PoolConnection<DB>, DbErr> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.pool.acquire()).await {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(error))
+                    if error.class() == ErrorClass::ConnectionLost
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(error)) => return Err(acquire_error(error)),
+                Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            }
+        }
+    }
+
+    /// Hands the connection to the first statement waiting for one, or parks it, unless the statement's outcome
+    /// says it may be broken. An ordinary statement error (a constraint violated, say) leaves the connection ready
+    /// for the next one.
+    fn finish<T>(&self, held: Held<DB>, outcome: &Result<T, sqlx::Error>) {
+        let reusable = match outcome {
+            Ok(_) => true,
+            Err(error @ sqlx::Error::Database(_)) => error.class() != ErrorClass::ConnectionLost,
+            Err(_) => false,
+        };
+        if !reusable {
+            discard(held.connection);
+            return;
+        }
+        let mut held = held;
+        let mut shared = self.shared();
+        while let Some(waiting) = shared.waiting.pop_front() {
+            match waiting.send(held) {
+                Ok(()) => return,
+                // That statement was served by the pool meanwhile, or gave up.
+                Err(unwanted) => held = unwanted,
+            }
+        }
+        shared.parked.push(Parked {
+            held,
+            parked_at: Instant::now(),
+        });
+    }
+
+    fn discard_parked(&self) {
+        let parked = std::mem::take(&mut self.shared().parked);
+        parked.into_iter().for_each(|parked| discard(parked.held.connection));
+    }
+
+    async fn close(&self) {
+        let parked = std::mem::take(&mut self.shared().parked);
+        drop(parked);
+        self.pool.close().await;
+    }
+
+    async fn ping(&self, fresh: bool) -> Result<(), DbErr> {
+        let mut held = self.take(fresh).await?;
+        let outcome = held.connection.ping().await;
+        self.finish(held, &outcome);
+        outcome.map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(error.into())))
+    }
+
+    async fn execute(&self, fresh: bool, statement: &Statement) -> Result<ExecResult, DbErr> {
+        let mut held = self.take(fresh).await?;
+        let outcome = query(statement).execute(&mut *held.connection).await;
+        self.finish(held, &outcome);
+        outcome.map(ExecResult::from).map_err(exec_error)
+    }
+
+    async fn execute_unprepared(&self, fresh: bool, sql: &str) -> Result<ExecResult, DbErr> {
+        let mut held = self.take(fresh).await?;
+        let outcome = held.connection.execute(AssertSqlSafe(sql.to_owned())).await;
+        self.finish(held, &outcome);
+        outcome.map(ExecResult::from).map_err(exec_error)
+    }
+
+    async fn query_one(&self, fresh: bool, statement: &Statement) -> Result<Option<QueryResult>, DbErr> {
+        let mut held = self.take(fresh).await?;
+        let outcome = query(statement).fetch_optional(&mut *held.connection).await;
+        self.finish(held, &outcome);
+        outcome.map(|row| row.map(QueryResult::from)).map_err(query_error)
+    }
+
+    async fn query_all(&self, fresh: bool, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let mut held = self.take(fresh).await?;
+        let outcome = query(statement).fetch_all(&mut *held.connection).await;
+        self.finish(held, &outcome);
+        outcome
+            .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+            .map_err(query_error)
+    }
+}
+
+/// Closes a connection that may be broken instead of handing it back to the pool for its release ping.
+fn discard<DB: sqlx::Database>(mut connection: PoolConnection<DB>) {
+    connection.close_on_drop();
+}
+
+/// The statement SeaORM built, with its values bound as sqlx arguments (SeaORM's own drivers do the same).
+fn query<DB>(statement: &Statement) -> sqlx::query::Query<'_, DB, SqlxValues>
+where
+    DB: sqlx::Database,
+    SqlxValues: sqlx::IntoArguments<DB>,
+{
+    let values = statement.values.clone().unwrap_or_else(|| Values(Vec::new()));
+    sqlx::query_with(AssertSqlSafe(statement.sql.as_str()), SqlxValues(values))
+}
+
+/// The same errors SeaORM's own drivers give, so callers classify them alike.
+fn acquire_error(error: sqlx::Error) -> DbErr {
+    match error {
+        sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        error => DbErr::Conn(RuntimeErr::SqlxError(error.into())),
+    }
+}
+
+fn exec_error(error: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(error.into()))
+}
+
+fn query_error(error: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(error.into()))
+}
+
+/// What one attempt of an operation runs its statements on: SeaORM accepts it wherever it takes a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'d> {
+    connections: &'d Connections,
+    fresh: bool,
+}
+
+impl<'d> Lease<'d> {
+    pub(crate) fn new(connections: &'d Connections, fresh: bool) -> Self {
+        Self { connections, fresh }
+    }
+
+    /// Whether this is the retry of an attempt whose connection was lost: its statements run on connections just
+    /// proven alive, and a write of the first attempt may already be stored.
+    #[must_use]
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Round-trips to the server.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        on_backend!(self.connections, parking => parking.ping(self.fresh).await)
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Lease<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        on_backend!(self.connections, parking => parking.backend)
+    }
+
+    async fn execute_raw(&self, statement: Statement) -> Result<ExecResult, DbErr> {
+        on_backend!(self.connections, parking => parking.execute(self.fresh, &statement).await)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        on_backend!(self.connections, parking => parking.execute_unprepared(self.fresh, sql).await)
+    }
+
+    async fn query_one_raw(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        on_backend!(self.connections, parking => parking.query_one(self.fresh, &statement).await)
+    }
+
+    async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        on_backend!(self.connections, parking => parking.query_all(self.fresh, &statement).await)
+    }
+}
