@@ -36,6 +36,7 @@ macro_rules! backend_tests {
 mod aws;
 mod concurrency;
 mod docs;
+mod drills;
 mod errors;
 mod examples;
 mod health;

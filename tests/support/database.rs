@@ -1,5 +1,6 @@
 //! A database of its own for every test: a fresh PostgreSQL database or a fresh SQLite file, removed afterwards.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
@@ -50,6 +51,8 @@ pub(crate) fn mysql_admin_url() -> String {
 #[derive(Debug)]
 pub struct TestDatabase {
     backend: Backend,
+    /// The administrator's URL of the server that holds it (unused for SQLite).
+    admin_url: String,
     url: String,
     name: String,
     sqlite_file: Option<PathBuf>,
@@ -64,27 +67,37 @@ impl TestDatabase {
     /// Like [`TestDatabase::create`], with a name of `prefix` and hex digits; on PostgreSQL the prefix may hold any
     /// character an identifier can, quotes and spaces included.
     pub async fn create_named(backend: Backend, prefix: &str) -> Self {
+        let admin_url = match backend {
+            Backend::Postgres | Backend::PostgresIam => postgres_admin_url(),
+            Backend::MariaDb | Backend::MariaDbIam => mysql_admin_url(),
+            Backend::Sqlite => String::new(),
+        };
+        Self::create_on(backend, admin_url, prefix).await
+    }
+
+    /// A fresh database on the server that `admin_url` administers (a PostgreSQL cluster of the test's own, say).
+    pub async fn create_on(backend: Backend, admin_url: String, prefix: &str) -> Self {
         let name = format!("{prefix}{}", Uuid::new_v4().simple());
         match backend {
             Backend::Postgres | Backend::PostgresIam => {
-                let admin_url = postgres_admin_url();
                 administer(&admin_url, format!("CREATE DATABASE {}", quoted(&name))).await;
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
                 Self {
                     backend,
+                    admin_url,
                     url: url.to_string(),
                     name,
                     sqlite_file: None,
                 }
             }
             Backend::MariaDb | Backend::MariaDbIam => {
-                let admin_url = mysql_admin_url();
                 // The name is the suite's own, of letters, digits and underscores.
                 administer(&admin_url, format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await;
                 Self {
                     backend,
                     url: format!("{}/{name}", admin_url.trim_end_matches('/')),
+                    admin_url,
                     name,
                     sqlite_file: None,
                 }
@@ -93,6 +106,7 @@ impl TestDatabase {
                 let file = std::env::temp_dir().join(format!("{name}.db"));
                 Self {
                     backend,
+                    admin_url,
                     url: format!("sqlite://{}?mode=rwc", file.display()),
                     name,
                     sqlite_file: Some(file),
@@ -177,10 +191,71 @@ impl TestDatabase {
             .expect("a number")
     }
 
+    /// Every task stored, id to name, read directly, not through the service.
+    pub async fn stored_tasks(&self) -> HashMap<Uuid, String> {
+        let mut connection = self.connect().await;
+        let id_as_text = match self.backend {
+            Backend::Postgres | Backend::PostgresIam => "id::text",
+            Backend::Sqlite | Backend::MariaDb | Backend::MariaDbIam => "hex(id)",
+        };
+        let rows: Vec<(String, String)> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {id_as_text}, name FROM tasks")))
+                .fetch_all(&mut connection)
+                .await
+                .expect("the stored tasks");
+        rows.into_iter()
+            .map(|(id, name)| (Uuid::parse_str(&id).expect("a stored id is a UUID"), name))
+            .collect()
+    }
+
+    /// Ends every session of every client connected to this database, as an administrator's kill or a proxy's
+    /// reset would, and returns how many there were. The administrator's connection comes from `admin`, kept open
+    /// between calls.
+    pub async fn end_sessions(&self, admin: &mut AnyConnection) -> usize {
+        match self.backend {
+            Backend::Postgres | Backend::PostgresIam => {
+                let ended: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()) AS ended",
+                )
+                .bind(&self.name)
+                .fetch_one(&mut *admin)
+                .await
+                .expect("terminate the database's sessions");
+                usize::try_from(ended).expect("a count")
+            }
+            Backend::MariaDb | Backend::MariaDbIam => {
+                let sessions: Vec<i64> = sqlx::query_scalar(
+                    "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+                )
+                .bind(&self.name)
+                .fetch_all(&mut *admin)
+                .await
+                .expect("list the database's sessions");
+                for session in &sessions {
+                    // A session may end on its own between the listing and the kill: "unknown thread" is fine.
+                    let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL {session}")))
+                        .execute(&mut *admin)
+                        .await;
+                }
+                sessions.len()
+            }
+            Backend::Sqlite => panic!("only a server database has sessions to end"),
+        }
+    }
+
+    /// A connection as the administrator of this database's server, for [`TestDatabase::end_sessions`].
+    pub async fn admin_connection(&self) -> AnyConnection {
+        sqlx::any::install_default_drivers();
+        AnyConnection::connect(&self.admin_url)
+            .await
+            .expect("connect as the server's administrator")
+    }
+
     /// Makes the database unreachable for the service, as an outage would: every session is ended and the database
     /// disappears.
     pub async fn take_down(&self) {
-        drop_server_database(self.backend, &self.name).await;
+        drop_server_database(self.backend, &self.admin_url, &self.name).await;
     }
 }
 
@@ -202,17 +277,17 @@ async fn administer(admin_url: &str, statement: String) {
 }
 
 /// Drops a per-test database, ending its sessions first (an outage, as far as the service can tell).
-async fn drop_server_database(backend: Backend, name: &str) {
+async fn drop_server_database(backend: Backend, admin_url: &str, name: &str) {
     match backend {
         Backend::Postgres | Backend::PostgresIam => {
             administer(
-                &postgres_admin_url(),
+                admin_url,
                 format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)),
             )
             .await;
         }
         Backend::MariaDb | Backend::MariaDbIam => {
-            administer(&mysql_admin_url(), format!("DROP DATABASE IF EXISTS {name}")).await
+            administer(admin_url, format!("DROP DATABASE IF EXISTS {name}")).await
         }
         Backend::Sqlite => panic!("only a server database can go down"),
     }
@@ -234,8 +309,8 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         match (&self.backend, &self.sqlite_file) {
             (Backend::Postgres | Backend::PostgresIam | Backend::MariaDb | Backend::MariaDbIam, _) => {
-                let (backend, name) = (self.backend, self.name.clone());
-                run_to_completion(async move { drop_server_database(backend, &name).await });
+                let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
+                run_to_completion(async move { drop_server_database(backend, &admin_url, &name).await });
             }
             (Backend::Sqlite, Some(file)) => {
                 for suffix in ["", "-wal", "-shm"] {

@@ -3,6 +3,7 @@
 
 pub mod aws;
 mod database;
+pub mod drills;
 pub mod iam;
 mod logs;
 
@@ -48,6 +49,16 @@ impl Stack {
     /// A fresh database of `backend`, behind a default emulator for the IAM backends.
     pub async fn new(backend: Backend) -> Self {
         Self::with_emulator(backend, EmulatorOptions::default()).await
+    }
+
+    /// A stack over a database the test made itself (on a server of its own, say), without an emulator.
+    #[must_use]
+    pub fn over(database: TestDatabase) -> Self {
+        LazyLock::force(&TRACING);
+        Self {
+            database,
+            emulator: None,
+        }
     }
 
     pub async fn with_emulator(backend: Backend, options: EmulatorOptions) -> Self {
