@@ -3,6 +3,8 @@
 //! same IAM provider as the service, and a shared-profile role (`role_arn` + `source_profile`, assumed through the STS
 //! of moto and of LocalStack) works through the SDK's default chain with no code of ours.
 
+mod shutdown;
+
 use std::path::Path;
 use std::process::Output;
 
