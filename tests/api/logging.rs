@@ -150,3 +150,26 @@ async fn client_errors_are_logged_once_at_info_with_their_problem_code() {
     }
     assert_eq!(events.len(), 3, "nothing else, at WARN or otherwise: {events:?}");
 }
+
+#[tokio::test]
+async fn a_failed_request_is_logged_once_at_error_with_its_cause_chain_on_one_line() {
+    let app = spawn_app(Backend::Postgres).await;
+    let id = Uuid::now_v7();
+    let lines = LogCapture::containing(id.to_string());
+    app.database.take_down().await;
+
+    assert_problem(app.get(&format!("/tasks/{id}")).await, 503, "database_unavailable").await;
+
+    let events = lines.events();
+    let errors: Vec<&String> = events.iter().filter(|event| event.contains(" ERROR ")).collect();
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert!(
+        errors[0].contains("request failed error=the task store is unavailable: "),
+        "{errors:?}"
+    );
+    // The causes' Display texts, not a Debug tree of the error values.
+    assert!(
+        !errors[0].contains("Conn(") && !errors[0].contains("SqlxError("),
+        "{errors:?}"
+    );
+}
