@@ -1,7 +1,7 @@
-//! `admin provision-db-user` against the real servers: the user gets exactly what the service needs on `tasks`, RDS-only
-//! steps are skipped with a word where the server is not RDS, and running it again changes nothing. The local
-//! PostgreSQL offers TLS (with a certificate nobody can verify), so its tests run with the default, `require`; the
-//! local MariaDB has no TLS, so its URLs turn TLS off in writing.
+//! `admin provision-db-user` against the real servers: the user gets exactly what the service needs on `tasks`, and
+//! `rds_iam` where the role exists (behind the RDS IAM emulator, which creates it, as on RDS), and running it again
+//! changes nothing. The local PostgreSQL offers TLS (with a certificate nobody can verify), so its tests run with the
+//! default, `require`; the local MariaDB has no TLS, so its URLs turn TLS off in writing.
 
 use admin::AdminError;
 use rds_iam::TlsMode;
@@ -13,8 +13,8 @@ fn test_user() -> String {
 }
 
 #[tokio::test]
-async fn a_postgres_user_gets_dml_on_tasks_only_and_a_second_run_changes_nothing() {
-    let app = spawn_app(Backend::Postgres).await;
+async fn a_postgres_user_gets_rds_iam_and_dml_on_tasks_only_and_a_second_run_changes_nothing() {
+    let app = spawn_app(Backend::PostgresIam).await;
     let user = test_user();
 
     let first = admin::provision_db_user(app.database.url(), &user)
@@ -26,7 +26,7 @@ async fn a_postgres_user_gets_dml_on_tasks_only_and_a_second_run_changes_nothing
 
     assert!(first.iter().any(|step| step.starts_with("created role")), "{first:?}");
     assert!(
-        first.iter().any(|step| step.contains("skipped GRANT rds_iam")),
+        first.iter().any(|step| step.starts_with("granted rds_iam")),
         "{first:?}"
     );
     assert!(second.iter().any(|step| step.ends_with("exists")), "{second:?}");
@@ -44,6 +44,8 @@ async fn a_postgres_user_gets_dml_on_tasks_only_and_a_second_run_changes_nothing
     assert_eq!(app.database.scalar(powers).await, 0);
     let may_create = format!("SELECT has_schema_privilege('{user}', 'public', 'CREATE')::int::bigint");
     assert_eq!(app.database.scalar(may_create).await, 0, "no DDL");
+    let iam_user = format!("SELECT pg_has_role('{user}', 'rds_iam', 'MEMBER')::int::bigint");
+    assert_eq!(app.database.scalar(iam_user).await, 1);
     app.database
         .execute(format!("DROP OWNED BY {user}; DROP ROLE {user}"))
         .await;

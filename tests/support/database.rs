@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use uuid::Uuid;
 
+use crate::iam::IAM_USER;
+
 /// The ways the suite runs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -56,7 +58,8 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates an empty database; the service's own migrations fill it.
+    /// Creates an empty database; the service's own migrations fill it. For the IAM backends it is
+    /// [`IAM_USER`]'s, which must exist already (the suite's emulator makes it).
     pub async fn create(backend: Backend) -> Self {
         Self::create_named(backend, "tasks_test_").await
     }
@@ -68,7 +71,12 @@ impl TestDatabase {
         match backend {
             Backend::Postgres | Backend::PostgresIam => {
                 let admin_url = postgres_admin_url();
-                administer(&admin_url, format!("CREATE DATABASE {}", quoted(&name))).await;
+                // Owning it, the IAM user may create the service's tables in its schema `public`.
+                let owner = match backend {
+                    Backend::PostgresIam => format!(" OWNER {IAM_USER}"),
+                    _ => String::new(),
+                };
+                administer(&admin_url, format!("CREATE DATABASE {}{owner}", quoted(&name))).await;
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
                 Self {
@@ -81,7 +89,14 @@ impl TestDatabase {
             Backend::MariaDb | Backend::MariaDbIam => {
                 let admin_url = mysql_admin_url();
                 // The name is the suite's own, of letters, digits and underscores.
-                administer(&admin_url, format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await;
+                let mut statements = format!("CREATE DATABASE {name} CHARACTER SET utf8mb4");
+                if backend == Backend::MariaDbIam {
+                    // One grant on every database of this prefix (`_` is a wildcard, so escaped), rather than one
+                    // per database that outlives it: MySQL keeps grants when their database is dropped.
+                    let pattern = prefix.replace('_', "\\_");
+                    statements.push_str(&format!("; GRANT ALL ON `{pattern}%`.* TO '{IAM_USER}'@'%'"));
+                }
+                administer(&admin_url, statements).await;
                 Self {
                     backend,
                     url: format!("{}/{name}", admin_url.trim_end_matches('/')),
