@@ -52,8 +52,8 @@ async fn a_postgres_user_gets_rds_iam_and_dml_on_tasks_only_and_a_second_run_cha
 }
 
 #[tokio::test]
-async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_dml_on_tasks_only() {
-    let app = spawn_app(Backend::MariaDb).await;
+async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_rds_iam_and_dml_on_tasks_only() {
+    let app = spawn_app(Backend::MariaDbIam).await;
     let user = test_user();
     let admin_url = without_tls(app.database.url());
 
@@ -70,6 +70,10 @@ async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_dml_on_
             .any(|step| step.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON tasks")),
         "{granted:?}"
     );
+    assert!(
+        granted.iter().any(|step| step.starts_with("granted rds_iam")),
+        "{granted:?}"
+    );
     assert_eq!(granted.len(), again.len());
     let table_privileges = format!(
         "SELECT COUNT(*) FROM information_schema.table_privileges WHERE grantee = \"'{user}'@'%'\" \
@@ -82,6 +86,8 @@ async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_dml_on_
           AND privilege_type <> 'USAGE')"
     );
     assert_eq!(app.database.scalar(elsewhere).await, 0, "nothing beyond the table");
+    let iam_user = format!("SELECT COUNT(*) FROM mysql.roles_mapping WHERE user = '{user}' AND role = 'rds_iam'");
+    assert_eq!(app.database.scalar(iam_user).await, 1);
     app.database.execute(format!("DROP USER '{user}'@'%'")).await;
 }
 
