@@ -42,7 +42,7 @@ fn refusal(backend: Backend, user: &str) -> String {
 }
 
 /// The SQLSTATE of a refused token: 28P01 on PostgreSQL; MySQL's error 1045 carries 28000.
-fn refusal_sqlstate(backend: Backend) -> &'static str {
+pub(crate) fn refusal_sqlstate(backend: Backend) -> &'static str {
     match backend {
         Backend::MariaDbIam => "28000",
         _ => "28P01",
@@ -208,24 +208,35 @@ async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_
     assert_eq!(app.read_task(id).await.name, "through the tunnel");
 }
 
-/// A token for `user` at the emulator's endpoint, from the product's own generator.
+/// A token for `user` at the emulator's address, from the product's own generator.
 async fn token_for(emulator: &TestEmulator, user: &str, lifetime: Duration) -> IamToken {
     let target = TokenTarget {
         host: emulator.address.ip().to_string(),
         port: emulator.address.port(),
         user: user.to_owned(),
     };
+    sign(target, None, lifetime).await
+}
+
+/// A token for `target` signed for `region` (else the host's, else [`REGION`]) with the known key, by the product's
+/// own generator.
+pub(crate) async fn sign(target: TokenTarget, region: Option<&str>, lifetime: Duration) -> IamToken {
     let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
     let lifetime = TokenLifetime::new(lifetime).expect("a lifetime RDS accepts");
-    let signer = RdsTokenSigner::new(target, None, lifetime, Some(aws))
+    let signer = RdsTokenSigner::new(target, region.map(str::to_owned), lifetime, Some(aws))
         .await
         .expect("a token signer");
     signer.sign().await.expect("a token")
 }
 
-/// Logs in to the emulator as [`IAM_USER`] with `token`, verifying its certificate and name, the way any client of
-/// the engine would.
-async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> Result<(), sqlx::Error> {
+/// Logs in to the emulator as `user` with `token`, verifying its certificate and name, the way any client of the
+/// engine would.
+pub(crate) async fn log_in(
+    backend: Backend,
+    emulator: &TestEmulator,
+    user: &str,
+    token: &IamToken,
+) -> Result<(), sqlx::Error> {
     let (host, port) = (emulator.address.ip().to_string(), emulator.address.port());
     let password = token.secret().expose_secret();
     match backend {
@@ -233,7 +244,7 @@ async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> 
             MySqlConnectOptions::new()
                 .host(&host)
                 .port(port)
-                .username(IAM_USER)
+                .username(user)
                 .password(password)
                 .ssl_mode(MySqlSslMode::VerifyIdentity)
                 .ssl_ca(emulator.ca_pem())
@@ -247,7 +258,7 @@ async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> 
             PgConnectOptions::new()
                 .host(&host)
                 .port(port)
-                .username(IAM_USER)
+                .username(user)
                 .database("postgres")
                 .password(password)
                 .ssl_mode(PgSslMode::VerifyFull)
@@ -260,7 +271,7 @@ async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> 
     }
 }
 
-fn sqlstate(error: &sqlx::Error) -> Option<String> {
+pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
     error
         .as_database_error()
         .and_then(|error| error.code())
@@ -278,18 +289,28 @@ async fn tokens_for_another_user_or_past_their_age_are_refused(backend: Backend)
     .await;
     let long = Duration::from_secs(900);
 
-    log_in(backend, &emulator, &token_for(&emulator, IAM_USER, long).await)
-        .await
-        .expect("a fresh token for the right user");
-    let error = log_in(backend, &emulator, &token_for(&emulator, "someone_else", long).await)
-        .await
-        .expect_err("wrong user");
+    log_in(
+        backend,
+        &emulator,
+        IAM_USER,
+        &token_for(&emulator, IAM_USER, long).await,
+    )
+    .await
+    .expect("a fresh token for the right user");
+    let error = log_in(
+        backend,
+        &emulator,
+        IAM_USER,
+        &token_for(&emulator, "someone_else", long).await,
+    )
+    .await
+    .expect_err("wrong user");
     assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
 
     // A token that lives one second (its own X-Amz-Expires, below the emulator's maximum), used after two.
     let token = token_for(&emulator, IAM_USER, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let error = log_in(backend, &emulator, &token).await.expect_err("expired");
+    let error = log_in(backend, &emulator, IAM_USER, &token).await.expect_err("expired");
     assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
     assert_eq!(emulator.counts.refused(), 2);
 }

@@ -1,6 +1,6 @@
 //! A database of its own for every test: a fresh PostgreSQL database or a fresh SQLite file, removed afterwards.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use uuid::Uuid;
@@ -148,6 +148,18 @@ impl TestDatabase {
             .execute(&mut connection)
             .await
             .expect("statement runs");
+    }
+
+    /// Applies the service's migrations directly, as the server's administrator: what `tasks-api migrate up` with an
+    /// administrator's URL does before `admin provision-db-user`.
+    pub async fn migrate(&self) {
+        let variables = [("APP__DATABASE__URL".to_owned(), self.url.clone())];
+        let settings = tasks_api::Settings::load_from(Path::new("/nonexistent"), variables).expect("settings");
+        let database = infrastructure::Database::connect_with_aws(&settings.database, None)
+            .await
+            .expect("connect as the administrator");
+        database.migrate_up(None).await.expect("the migrations apply");
+        database.close().await;
     }
 
     /// How many rows `tasks` holds, read directly, not through the service.
