@@ -95,6 +95,19 @@ else
 fi
 APP__DATABASE__URL=$database_url APP__LOG__LEVEL=warn target/release/tasks-api migrate up >/dev/null
 
+# The user the service logs in as through the emulator, which lets in only IAM users: made one, once the emulator has
+# created the role rds_iam, with the operator's own command (on MySQL and MariaDB, outside RDS, the user is created by
+# hand first, without a password). It gets DML on tasks only, so the service runs without migrating.
+iam_user=tasks_bench_iam
+provision_iam_user() {
+  local admin_url=$database_url
+  if [[ $engine == mariadb ]]; then
+    admin_sql -e "CREATE USER IF NOT EXISTS '$iam_user'@'%'"
+    admin_url="$database_url?ssl-mode=DISABLED"   # the local MariaDB has no TLS
+  fi
+  TASKS_ADMIN_URL=$admin_url target/release/tasks-api admin provision-db-user --db-user "$iam_user" >/dev/null
+}
+
 # Starts the service in mode $1 (password, iam-direct, or iam through a fresh emulator) and waits until it is ready.
 start_service() {
   local mode=$1
@@ -106,8 +119,9 @@ start_service() {
       --credentials "$work/credentials" --tls-dir "$work" >"$work/emulator.log" 2>&1 &
     emulator_pid=$!
     for _ in $(seq 50); do [[ -s $work/ca.pem ]] && break; sleep 0.1; done
-    local scheme_and_user=${server_url%@*}
-    environment+=(APP__DATABASE__AUTH=iam APP__DATABASE__URL="$scheme_and_user@127.0.0.1:$emulator_port/$database"
+    provision_iam_user
+    environment+=(APP__DATABASE__AUTH=iam APP__DATABASE__MIGRATE_ON_START=false
+      APP__DATABASE__URL="${server_url%%://*}://$iam_user@127.0.0.1:$emulator_port/$database"
       APP__DATABASE__TLS__ROOT_CERT="$work/ca.pem" APP__DATABASE__IAM__REGION=us-east-1
       AWS_ACCESS_KEY_ID=AKIABENCHMARK0000001 AWS_SECRET_ACCESS_KEY=bench/secret AWS_EC2_METADATA_DISABLED=true)
   elif [[ $mode == iam-direct ]]; then

@@ -3,14 +3,23 @@
 //! and IAM runs against moto and against LocalStack; what needs RDS runs against moto, as LocalStack's free edition
 //! has no RDS.
 
+use std::path::Path;
+use std::time::Duration;
+
 use admin::{AdminError, IamSwitch};
 use rds_iam::{AssumeRole, DatabaseResource, RdsTokenSigner, TokenLifetime, TokenTarget};
+use rds_iam_emulator::policy::Authorization;
 use secrecy::ExposeSecret;
 use test_support::aws::{Aws, AwsApi, aws, moto};
-use test_support::iam::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
-use test_support::{Backend, EmulatorOptions, Stack, TestEmulator};
+use test_support::iam::{ACCESS_KEY_ID, IAM_USER, REGION, SECRET_ACCESS_KEY};
+use test_support::{Backend, EmulatorOptions, LogCapture, Stack, TestEmulator};
 
-on_iam_backends!(the_clusters_writer_endpoint_is_discovered_and_named_in_every_token);
+use crate::iam::{log_in, refusal_sqlstate, sign, sqlstate};
+
+on_iam_backends!(
+    the_clusters_writer_endpoint_is_discovered_and_named_in_every_token,
+    the_printed_policy_lets_in_its_user_of_its_database_in_its_region_and_no_other,
+);
 
 /// Generates the STS and IAM tests for one AWS API emulator.
 macro_rules! sts_and_iam_tests {
@@ -274,4 +283,143 @@ async fn enabling_iam_authentication_turns_it_on_once() {
     };
     let error = admin::enable_iam(&aws, &unknown).await.expect_err("unknown");
     assert!(matches!(error, AdminError::Discovery(_)) && error.to_string().contains("`tasks-nowhere` was not found"));
+}
+
+/// An emulator standing in for the database at `endpoint` with resource id `resource_id` in `region`, with the
+/// policy file `policy`, as `rds-iam-emulator --policy FILE --account-id .. --resource-id ..` has it.
+fn with_policy(policy: &Path, account_id: &str, resource_id: &str, region: &str, endpoint: &str) -> EmulatorOptions {
+    EmulatorOptions {
+        region: region.to_owned(),
+        endpoint: Some(endpoint.to_owned()),
+        authorization: Some(
+            Authorization::load(policy, account_id.to_owned(), resource_id.to_owned()).expect("a policy file"),
+        ),
+        ..EmulatorOptions::default()
+    }
+}
+
+/// A token for `user` that names `endpoint` (`host:port`), signed for `region` with the known key.
+async fn token_naming(endpoint: &str, user: &str, region: &str) -> rds_iam::IamToken {
+    let (host, port) = endpoint.rsplit_once(':').expect("host:port");
+    let target = TokenTarget {
+        host: host.to_owned(),
+        port: port.parse().expect("a port"),
+        user: user.to_owned(),
+    };
+    sign(target, Some(region), Duration::from_secs(900)).await
+}
+
+/// The operator's steps from README.md, end to end: `admin iam-policy` prints the policy for a cluster's user, the
+/// emulator stands in for that cluster with the printed policy given to the service's key, `migrate up` and
+/// `admin provision-db-user` prepare the database as its administrator, and the service, told only the cluster,
+/// gets in as that user. The same policy lets no other user in, nor that user into another cluster or region.
+async fn the_printed_policy_lets_in_its_user_of_its_database_in_its_region_and_no_other(backend: Backend) {
+    let moto = moto().await;
+    let endpoint = moto.create_cluster("tasks-policy", backend, true).await;
+    let other_endpoint = moto.create_cluster("tasks-policy-other", backend, true).await;
+    let (resource_id, other_resource_id) = (
+        moto.cluster_resource_id("tasks-policy").await,
+        moto.cluster_resource_id("tasks-policy-other").await,
+    );
+    let db_user = format!("tasks_app_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let cluster = DatabaseResource::Cluster {
+        id: "tasks-policy".to_owned(),
+        reader: false,
+    };
+    let policy = admin::connect_policy(&moto.sdk_config().await, &cluster, &db_user)
+        .await
+        .expect("a policy");
+    // What `admin iam-policy` prints, given to the service's key as README.md shows.
+    let printed = serde_json::to_string_pretty(&policy.document).expect("JSON");
+    let policy_file = std::env::temp_dir().join(format!("tasks-policy-{db_user}.json"));
+    std::fs::write(&policy_file, format!("{{\"{ACCESS_KEY_ID}\": {printed}}}")).expect("write the policy file");
+    let account_id = moto.account_id.clone();
+    let options = |resource_id: &str, region: &str, endpoint: &str| {
+        with_policy(&policy_file, &account_id, resource_id, region, endpoint)
+    };
+    let stack = Stack::with_emulator(backend, options(&resource_id, REGION, &endpoint)).await;
+    stack.database.migrate().await;
+    let admin_url = match backend {
+        Backend::MariaDbIam => {
+            // Outside RDS, the MySQL user is made by hand, without a password; the local MariaDB has no TLS.
+            stack.database.execute(format!("CREATE USER '{db_user}'@'%'")).await;
+            format!("{}?ssl-mode=DISABLED", stack.database.url())
+        }
+        _ => stack.database.url().to_owned(),
+    };
+    admin::provision_db_user(&admin_url, &db_user)
+        .await
+        .expect("provisioned");
+    let refused_arn = |region: &str, resource_id: &str, user: &str| {
+        format!("arn:aws:rds-db:{region}:{account_id}:dbuser:{resource_id}/{user}")
+    };
+    let refusals = [
+        refused_arn(REGION, &resource_id, IAM_USER),
+        refused_arn(REGION, &other_resource_id, &db_user),
+        refused_arn("eu-west-1", &resource_id, &db_user),
+    ]
+    .map(|arn| (LogCapture::containing(format!("on `{arn}`")), arn));
+
+    let url = stack.emulator().url(&db_user, stack.database.name());
+    let tunnel = stack.emulator().address.to_string();
+    let settings = stack.settings(&[
+        ("APP__DATABASE__URL", url.as_str()),
+        ("APP__DATABASE__MIGRATE_ON_START", "false"),
+        ("APP__DATABASE__IAM__CLUSTER_ID", "tasks-policy"),
+        ("APP__DATABASE__IAM__TUNNEL", tunnel.as_str()),
+    ]);
+    let aws = moto.sdk_config_signing_as(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
+    let app = stack
+        .start(settings, Some(aws))
+        .await
+        .map_err(|(error, _)| error)
+        .expect("the printed policy lets the service in");
+    let id = app.create_task("allowed by the printed policy").await;
+    let emulator = app.emulator.as_ref().expect("an emulator");
+    let another_user = log_in(
+        backend,
+        emulator,
+        IAM_USER,
+        &token_naming(&endpoint, IAM_USER, REGION).await,
+    )
+    .await;
+    let other_database = TestEmulator::start(backend, options(&other_resource_id, REGION, &other_endpoint)).await;
+    let another_database = log_in(
+        backend,
+        &other_database,
+        &db_user,
+        &token_naming(&other_endpoint, &db_user, REGION).await,
+    )
+    .await;
+    let other_region = TestEmulator::start(backend, options(&resource_id, "eu-west-1", &endpoint)).await;
+    let another_region = log_in(
+        backend,
+        &other_region,
+        &db_user,
+        &token_naming(&endpoint, &db_user, "eu-west-1").await,
+    )
+    .await;
+
+    assert_eq!(app.read_task(id).await.name, "allowed by the printed policy");
+    assert_eq!(emulator.counts.refused(), 1, "only the other user's token");
+    for refused in [another_user, another_database, another_region] {
+        let error = refused.expect_err("refused");
+        assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
+    }
+    // Each for want of a policy allowing its ARN: a valid token, for a user granted rds_iam.
+    for (capture, arn) in refusals {
+        let events = capture.events();
+        assert!(
+            events
+                .iter()
+                .any(|event| event.contains("no policy of") && event.contains("token refused")),
+            "{arn}: {events:?}"
+        );
+    }
+    std::fs::remove_file(&policy_file).expect("remove the policy file");
+    let drop_user = match backend {
+        Backend::MariaDbIam => format!("DROP USER '{db_user}'@'%'"),
+        _ => format!("DROP OWNED BY {db_user}; DROP ROLE {db_user}"),
+    };
+    app.database.execute(drop_user).await;
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use test_support::iam::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use test_support::iam::{ACCESS_KEY_ID, IAM_USER, REGION, SECRET_ACCESS_KEY};
 use test_support::{Backend, EmulatorOptions, TestEmulator};
 
 /// Where cargo put an example of the workspace: `target/debug/examples/NAME`, beside `deps/` where this test runs.
@@ -28,14 +28,15 @@ async fn run_example(name: &str, backend: Backend) -> (String, TestEmulator) {
     let emulator = TestEmulator::start(backend, EmulatorOptions::default()).await;
     let home = std::env::temp_dir().join(format!("rds-iam-example-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&home).expect("a home directory");
+    // Databases every user may connect to.
     let database = match backend {
-        Backend::MariaDbIam => "mysql",
+        Backend::MariaDbIam => "information_schema",
         _ => "postgres",
     };
     let output = tokio::process::Command::new(example(name))
         .env_clear()
         .env("HOME", &home)
-        .env("DATABASE_URL", emulator.url(emulator.admin_user(), database))
+        .env("DATABASE_URL", emulator.url(IAM_USER, database))
         .env("RDS_IAM_ROOT_CERT", emulator.ca_pem())
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
@@ -60,11 +61,7 @@ fn logged_in_as(printed: &str) -> &str {
 
 async fn assert_example_logs_in(name: &str, backend: Backend) {
     let (printed, emulator) = run_example(name, backend).await;
-    assert_eq!(
-        logged_in_as(&printed),
-        emulator.admin_user(),
-        "{name} printed {printed:?}"
-    );
+    assert_eq!(logged_in_as(&printed), IAM_USER, "{name} printed {printed:?}");
     assert!(emulator.counts.accepted() >= 1, "the emulator verified a token");
     assert_eq!(emulator.counts.refused(), 0);
 }

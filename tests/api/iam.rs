@@ -13,7 +13,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use test_support::iam::{
-    ACCESS_KEY_ID, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config, aws_config_with_credential_process,
+    ACCESS_KEY_ID, IAM_USER, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config,
+    aws_config_with_credential_process,
 };
 use test_support::{Backend, EmulatorOptions, LogCapture, Stack, TaskBody, TestEmulator, assert_problem};
 
@@ -41,7 +42,7 @@ fn refusal(backend: Backend, user: &str) -> String {
 }
 
 /// The SQLSTATE of a refused token: 28P01 on PostgreSQL; MySQL's error 1045 carries 28000.
-fn refusal_sqlstate(backend: Backend) -> &'static str {
+pub(crate) fn refusal_sqlstate(backend: Backend) -> &'static str {
     match backend {
         Backend::MariaDbIam => "28000",
         _ => "28P01",
@@ -67,10 +68,7 @@ async fn a_token_signed_with_the_wrong_secret_is_refused_and_nothing_is_written(
 
     let (error, stack) = refused_start(stack, &[], Some(wrong)).await;
 
-    assert!(
-        error.contains(&refusal(backend, stack.emulator().admin_user())),
-        "{error}"
-    );
+    assert!(error.contains(&refusal(backend, IAM_USER)), "{error}");
     assert_eq!(stack.database.count_tables().await, 0);
 }
 
@@ -117,10 +115,7 @@ async fn a_token_for_another_region_is_refused(backend: Backend) {
 
     let (error, stack) = refused_start(stack, &[("APP__DATABASE__IAM__REGION", "us-east-1")], None).await;
 
-    assert!(
-        error.contains(&refusal(backend, stack.emulator().admin_user())),
-        "{error}"
-    );
+    assert!(error.contains(&refusal(backend, IAM_USER)), "{error}");
     assert_eq!(stack.database.count_tables().await, 0);
 }
 
@@ -134,10 +129,7 @@ async fn a_token_for_another_host_is_refused(backend: Backend) {
     )
     .await;
 
-    assert!(
-        error.contains(&refusal(backend, stack.emulator().admin_user())),
-        "{error}"
-    );
+    assert!(error.contains(&refusal(backend, IAM_USER)), "{error}");
     assert_eq!(stack.database.count_tables().await, 0);
 }
 
@@ -160,12 +152,7 @@ async fn tls_weakened_by_the_url_is_refused_unless_allowed_by_name_and_then_logg
         Backend::MariaDbIam => "ssl-mode=REQUIRED",
         _ => "sslmode=require",
     };
-    let url = format!(
-        "{}?{require}",
-        stack
-            .emulator()
-            .url(stack.emulator().admin_user(), stack.database.name())
-    );
+    let url = format!("{}?{require}", stack.emulator().url(IAM_USER, stack.database.name()));
     let start_lines = LogCapture::containing(stack.database.name());
 
     let (error, stack) = refused_start(stack, &[("APP__DATABASE__URL", url.as_str())], None).await;
@@ -221,24 +208,35 @@ async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_
     assert_eq!(app.read_task(id).await.name, "through the tunnel");
 }
 
-/// A token for `user` at the emulator's endpoint, from the product's own generator.
+/// A token for `user` at the emulator's address, from the product's own generator.
 async fn token_for(emulator: &TestEmulator, user: &str, lifetime: Duration) -> IamToken {
     let target = TokenTarget {
         host: emulator.address.ip().to_string(),
         port: emulator.address.port(),
         user: user.to_owned(),
     };
+    sign(target, None, lifetime).await
+}
+
+/// A token for `target` signed for `region` (else the host's, else [`REGION`]) with the known key, by the product's
+/// own generator.
+pub(crate) async fn sign(target: TokenTarget, region: Option<&str>, lifetime: Duration) -> IamToken {
     let aws = aws_config(ACCESS_KEY_ID, SECRET_ACCESS_KEY).await;
     let lifetime = TokenLifetime::new(lifetime).expect("a lifetime RDS accepts");
-    let signer = RdsTokenSigner::new(target, None, lifetime, Some(aws))
+    let signer = RdsTokenSigner::new(target, region.map(str::to_owned), lifetime, Some(aws))
         .await
         .expect("a token signer");
     signer.sign().await.expect("a token")
 }
 
-/// Logs in to the emulator as its upstream's administrator with `token`, verifying its certificate and name, the
-/// way any client of the engine would.
-async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> Result<(), sqlx::Error> {
+/// Logs in to the emulator as `user` with `token`, verifying its certificate and name, the way any client of the
+/// engine would.
+pub(crate) async fn log_in(
+    backend: Backend,
+    emulator: &TestEmulator,
+    user: &str,
+    token: &IamToken,
+) -> Result<(), sqlx::Error> {
     let (host, port) = (emulator.address.ip().to_string(), emulator.address.port());
     let password = token.secret().expose_secret();
     match backend {
@@ -246,7 +244,7 @@ async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> 
             MySqlConnectOptions::new()
                 .host(&host)
                 .port(port)
-                .username(emulator.admin_user())
+                .username(user)
                 .password(password)
                 .ssl_mode(MySqlSslMode::VerifyIdentity)
                 .ssl_ca(emulator.ca_pem())
@@ -260,7 +258,7 @@ async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> 
             PgConnectOptions::new()
                 .host(&host)
                 .port(port)
-                .username(emulator.admin_user())
+                .username(user)
                 .database("postgres")
                 .password(password)
                 .ssl_mode(PgSslMode::VerifyFull)
@@ -273,7 +271,7 @@ async fn log_in(backend: Backend, emulator: &TestEmulator, token: &IamToken) -> 
     }
 }
 
-fn sqlstate(error: &sqlx::Error) -> Option<String> {
+pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
     error
         .as_database_error()
         .and_then(|error| error.code())
@@ -289,21 +287,30 @@ async fn tokens_for_another_user_or_past_their_age_are_refused(backend: Backend)
         },
     )
     .await;
-    let admin = emulator.admin_user().to_owned();
     let long = Duration::from_secs(900);
 
-    log_in(backend, &emulator, &token_for(&emulator, &admin, long).await)
-        .await
-        .expect("a fresh token for the right user");
-    let error = log_in(backend, &emulator, &token_for(&emulator, "someone_else", long).await)
-        .await
-        .expect_err("wrong user");
+    log_in(
+        backend,
+        &emulator,
+        IAM_USER,
+        &token_for(&emulator, IAM_USER, long).await,
+    )
+    .await
+    .expect("a fresh token for the right user");
+    let error = log_in(
+        backend,
+        &emulator,
+        IAM_USER,
+        &token_for(&emulator, "someone_else", long).await,
+    )
+    .await
+    .expect_err("wrong user");
     assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
 
     // A token that lives one second (its own X-Amz-Expires, below the emulator's maximum), used after two.
-    let token = token_for(&emulator, &admin, Duration::from_secs(1)).await;
+    let token = token_for(&emulator, IAM_USER, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let error = log_in(backend, &emulator, &token).await.expect_err("expired");
+    let error = log_in(backend, &emulator, IAM_USER, &token).await.expect_err("expired");
     assert_eq!(sqlstate(&error).as_deref(), Some(refusal_sqlstate(backend)), "{error}");
     assert_eq!(emulator.counts.refused(), 2);
 }
@@ -312,16 +319,12 @@ async fn a_user_name_that_needs_percent_encoding_works_end_to_end(backend: Backe
     let stack = Stack::new(backend).await;
     let user = "tasks user+1@example";
     let name = stack.database.name().to_owned();
+    stack.emulator().create_iam_user(user).await;
     stack
         .database
         .execute(match backend {
-            Backend::MariaDbIam => {
-                format!("CREATE USER IF NOT EXISTS '{user}'@'%'; GRANT ALL ON {name}.* TO '{user}'@'%';")
-            }
-            _ => format!(
-                "DO $$ BEGIN CREATE ROLE \"{user}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-                 GRANT ALL ON DATABASE {name} TO \"{user}\"; GRANT ALL ON SCHEMA public TO \"{user}\";"
-            ),
+            Backend::MariaDbIam => format!("GRANT ALL ON {name}.* TO '{user}'@'%';"),
+            _ => format!("GRANT ALL ON DATABASE {name} TO \"{user}\"; GRANT ALL ON SCHEMA public TO \"{user}\";"),
         })
         .await;
     let url = stack.emulator().url(user, &name);
@@ -498,9 +501,9 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
 #[tokio::test]
 async fn cancel_requests_reach_the_upstream_server_through_the_emulator() {
     let emulator = TestEmulator::start(Backend::PostgresIam, EmulatorOptions::default()).await;
-    let token = token_for(&emulator, "postgres", Duration::from_secs(900)).await;
+    let token = token_for(&emulator, IAM_USER, Duration::from_secs(900)).await;
     let connection = format!(
-        "host={} port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        "host={} port={} user={IAM_USER} dbname=postgres sslmode=verify-full sslrootcert={}",
         emulator.address.ip(),
         emulator.address.port(),
         emulator.ca_pem().display()

@@ -1,7 +1,7 @@
-//! `admin provision-db-user` against the real servers: the user gets exactly what the service needs on `tasks`, RDS-only
-//! steps are skipped with a word where the server is not RDS, and running it again changes nothing. The local
-//! PostgreSQL offers TLS (with a certificate nobody can verify), so its tests run with the default, `require`; the
-//! local MariaDB has no TLS, so its URLs turn TLS off in writing.
+//! `admin provision-db-user` against the real servers: the user gets exactly what the service needs on `tasks`, and
+//! `rds_iam` where the role exists (behind the RDS IAM emulator, which creates it, as on RDS), and running it again
+//! changes nothing. The local PostgreSQL offers TLS (with a certificate nobody can verify), so its tests run with the
+//! default, `require`; the local MariaDB has no TLS, so its URLs turn TLS off in writing.
 
 use admin::AdminError;
 use rds_iam::TlsMode;
@@ -13,8 +13,8 @@ fn test_user() -> String {
 }
 
 #[tokio::test]
-async fn a_postgres_user_gets_dml_on_tasks_only_and_a_second_run_changes_nothing() {
-    let app = spawn_app(Backend::Postgres).await;
+async fn a_postgres_user_gets_rds_iam_and_dml_on_tasks_only_and_a_second_run_changes_nothing() {
+    let app = spawn_app(Backend::PostgresIam).await;
     let user = test_user();
 
     let first = admin::provision_db_user(app.database.url(), &user)
@@ -26,7 +26,7 @@ async fn a_postgres_user_gets_dml_on_tasks_only_and_a_second_run_changes_nothing
 
     assert!(first.iter().any(|step| step.starts_with("created role")), "{first:?}");
     assert!(
-        first.iter().any(|step| step.contains("skipped GRANT rds_iam")),
+        first.iter().any(|step| step.starts_with("granted rds_iam")),
         "{first:?}"
     );
     assert!(second.iter().any(|step| step.ends_with("exists")), "{second:?}");
@@ -44,14 +44,16 @@ async fn a_postgres_user_gets_dml_on_tasks_only_and_a_second_run_changes_nothing
     assert_eq!(app.database.scalar(powers).await, 0);
     let may_create = format!("SELECT has_schema_privilege('{user}', 'public', 'CREATE')::int::bigint");
     assert_eq!(app.database.scalar(may_create).await, 0, "no DDL");
+    let iam_user = format!("SELECT pg_has_role('{user}', 'rds_iam', 'MEMBER')::int::bigint");
+    assert_eq!(app.database.scalar(iam_user).await, 1);
     app.database
         .execute(format!("DROP OWNED BY {user}; DROP ROLE {user}"))
         .await;
 }
 
 #[tokio::test]
-async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_dml_on_tasks_only() {
-    let app = spawn_app(Backend::MariaDb).await;
+async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_rds_iam_and_dml_on_tasks_only() {
+    let app = spawn_app(Backend::MariaDbIam).await;
     let user = test_user();
     let admin_url = without_tls(app.database.url());
 
@@ -68,6 +70,10 @@ async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_dml_on_
             .any(|step| step.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON tasks")),
         "{granted:?}"
     );
+    assert!(
+        granted.iter().any(|step| step.starts_with("granted rds_iam")),
+        "{granted:?}"
+    );
     assert_eq!(granted.len(), again.len());
     let table_privileges = format!(
         "SELECT COUNT(*) FROM information_schema.table_privileges WHERE grantee = \"'{user}'@'%'\" \
@@ -80,6 +86,8 @@ async fn a_mariadb_user_must_exist_where_the_server_is_not_rds_then_gets_dml_on_
           AND privilege_type <> 'USAGE')"
     );
     assert_eq!(app.database.scalar(elsewhere).await, 0, "nothing beyond the table");
+    let iam_user = format!("SELECT COUNT(*) FROM mysql.roles_mapping WHERE user = '{user}' AND role = 'rds_iam'");
+    assert_eq!(app.database.scalar(iam_user).await, 1);
     app.database.execute(format!("DROP USER '{user}'@'%'")).await;
 }
 

@@ -1,10 +1,12 @@
 //! A database of its own for every test: a fresh PostgreSQL database or a fresh SQLite file, removed afterwards.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use uuid::Uuid;
+
+use crate::iam::IAM_USER;
 
 /// The ways the suite runs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +61,8 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates an empty database; the service's own migrations fill it.
+    /// Creates an empty database; the service's own migrations fill it. For the IAM backends it is
+    /// [`IAM_USER`]'s, which must exist already (the suite's emulator makes it).
     pub async fn create(backend: Backend) -> Self {
         Self::create_named(backend, "tasks_test_").await
     }
@@ -80,7 +83,12 @@ impl TestDatabase {
         let name = format!("{prefix}{}", Uuid::new_v4().simple());
         match backend {
             Backend::Postgres | Backend::PostgresIam => {
-                administer(&admin_url, format!("CREATE DATABASE {}", quoted(&name))).await;
+                // Owning it, the IAM user may create the service's tables in its schema `public`.
+                let owner = match backend {
+                    Backend::PostgresIam => format!(" OWNER {IAM_USER}"),
+                    _ => String::new(),
+                };
+                administer(&admin_url, format!("CREATE DATABASE {}{owner}", quoted(&name))).await;
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
                 Self {
@@ -93,7 +101,14 @@ impl TestDatabase {
             }
             Backend::MariaDb | Backend::MariaDbIam => {
                 // The name is the suite's own, of letters, digits and underscores.
-                administer(&admin_url, format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await;
+                let mut statements = format!("CREATE DATABASE {name} CHARACTER SET utf8mb4");
+                if backend == Backend::MariaDbIam {
+                    // One grant on every database of this prefix (`_` is a wildcard, so escaped), rather than one
+                    // per database that outlives it: MySQL keeps grants when their database is dropped.
+                    let pattern = prefix.replace('_', "\\_");
+                    statements.push_str(&format!("; GRANT ALL ON `{pattern}%`.* TO '{IAM_USER}'@'%'"));
+                }
+                administer(&admin_url, statements).await;
                 Self {
                     backend,
                     url: format!("{}/{name}", admin_url.trim_end_matches('/')),
@@ -147,6 +162,18 @@ impl TestDatabase {
             .execute(&mut connection)
             .await
             .expect("statement runs");
+    }
+
+    /// Applies the service's migrations directly, as the server's administrator: what `tasks-api migrate up` with an
+    /// administrator's URL does before `admin provision-db-user`.
+    pub async fn migrate(&self) {
+        let variables = [("APP__DATABASE__URL".to_owned(), self.url.clone())];
+        let settings = tasks_api::Settings::load_from(Path::new("/nonexistent"), variables).expect("settings");
+        let database = infrastructure::Database::connect_with_aws(&settings.database, None)
+            .await
+            .expect("connect as the administrator");
+        database.migrate_up(None).await.expect("the migrations apply");
+        database.close().await;
     }
 
     /// How many rows `tasks` holds, read directly, not through the service.

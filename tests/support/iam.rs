@@ -20,6 +20,9 @@ pub const SECRET_ACCESS_KEY: &str = "tasks/test+secret=never-to-be-logged";
 /// A second secret for the same key id: signing with it must be refused.
 pub const OTHER_SECRET_ACCESS_KEY: &str = "a/different+secret=also-never-logged";
 pub const REGION: &str = "us-east-1";
+/// The database user the suite logs in as through the emulator unless a test makes one of its own: an IAM user
+/// (granted `rds_iam`, as `tasks-api admin provision-db-user` does on RDS) that owns every IAM test's database.
+pub const IAM_USER: &str = "tasks_iam_tests";
 
 /// The suite's emulator: the crate's harness in front of a backend's server, knowing [`ACCESS_KEY_ID`]. Everything
 /// else (`address`, `counts`, `sts`, `issued`, `ca_pem()`, `url(..)`) is the harness's, through `Deref`.
@@ -39,17 +42,13 @@ fn upstream_admin(backend: Backend) -> url::Url {
 
 impl TestEmulator {
     /// Starts an emulator on `127.0.0.1:0`, in front of `backend`'s server, that knows [`ACCESS_KEY_ID`] with
-    /// [`SECRET_ACCESS_KEY`].
+    /// [`SECRET_ACCESS_KEY`], and makes [`IAM_USER`] an IAM user there.
     pub async fn start(backend: Backend, options: EmulatorOptions) -> Self {
         let mut credentials = CredentialStore::default();
         credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
-        Self(testing::TestEmulator::start(upstream_admin(backend), credentials, options).await)
-    }
-
-    /// The upstream's administrator, whom the suite logs in as unless a test makes a user of its own.
-    #[must_use]
-    pub fn admin_user(&self) -> &str {
-        self.upstream().username()
+        let emulator = testing::TestEmulator::start(upstream_admin(backend), credentials, options).await;
+        emulator.create_iam_user(IAM_USER).await;
+        Self(emulator)
     }
 }
 

@@ -63,12 +63,13 @@ impl Stack {
 
     pub async fn with_emulator(backend: Backend, options: EmulatorOptions) -> Self {
         LazyLock::force(&TRACING);
-        let database = TestDatabase::create(backend).await;
+        // The emulator first: it makes the IAM user that the database is created for.
         let emulator = if backend.uses_iam() {
             Some(TestEmulator::start(backend, options).await)
         } else {
             None
         };
+        let database = TestDatabase::create(backend).await;
         Self { database, emulator }
     }
 
@@ -89,7 +90,7 @@ impl Stack {
             (Backend::PostgresIam | Backend::MariaDbIam, Some(emulator)) => variables.extend([
                 (
                     "APP__DATABASE__URL".into(),
-                    emulator.url(emulator.admin_user(), self.database.name()),
+                    emulator.url(iam::IAM_USER, self.database.name()),
                 ),
                 ("APP__DATABASE__AUTH".into(), "iam".into()),
                 (

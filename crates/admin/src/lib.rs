@@ -174,9 +174,9 @@ pub async fn enable_iam(aws: &SdkConfig, resource: &DatabaseResource) -> Result<
     })
 }
 
-/// Creates the service's database user if missing, lets it log in with IAM tokens where the server is RDS, and
-/// grants it what the service needs on `tasks` and nothing more (no DDL, no superuser). Safe to run again. Returns
-/// what it did, a line a step.
+/// Creates the service's database user if missing, lets it log in with IAM tokens where the server is RDS or behind
+/// the RDS IAM emulator, and grants it what the service needs on `tasks` and nothing more (no DDL, no superuser).
+/// Safe to run again. Returns what it did, a line a step.
 ///
 /// The connection to `admin_url` requires TLS: `require`, or `verify-full` when the host is an RDS name, unless the
 /// URL's own `sslmode` (`ssl-mode`) says otherwise; `prefer` is refused, as it falls back to sending the password in
@@ -279,7 +279,11 @@ async fn provision_postgres(connection: &mut PgConnection, db_user: &str) -> Res
         execute(&mut *transaction, format!("GRANT rds_iam TO {role}")).await?;
         report.push(format!("granted rds_iam to {role}: it logs in with IAM tokens"));
     } else {
-        report.push("skipped GRANT rds_iam: this server has no rds_iam role, so it is not RDS".to_owned());
+        report.push(
+            "skipped GRANT rds_iam: this server has no rds_iam role, so it is neither RDS nor behind the RDS IAM \
+             emulator"
+                .to_owned(),
+        );
     }
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&mut *transaction)
@@ -386,6 +390,18 @@ async fn provision_mysql(connection: &mut MySqlConnection, db_user: &str) -> Res
         .await?;
         report.push(format!(
             "created user {account} identified with AWSAuthenticationPlugin, SSL required"
+        ));
+    }
+    // RDS has no such role (its IAM accounts are identified with the plugin); the RDS IAM emulator creates one and
+    // lets in only the accounts granted it.
+    let iam_role: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE user = 'rds_iam'")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(AdminError::Sql)?;
+    if iam_role > 0 {
+        execute(&mut *connection, format!("GRANT rds_iam TO {account}")).await?;
+        report.push(format!(
+            "granted rds_iam to {account}: the RDS IAM emulator lets it in with IAM tokens"
         ));
     }
     let grant = format!("GRANT SELECT, INSERT, UPDATE, DELETE ON tasks TO {account}");

@@ -75,8 +75,9 @@ enum AdminAction {
         #[command(flatten)]
         database: DatabaseArgs,
     },
-    /// Create the database user if missing, GRANT rds_iam where that role exists (RDS PostgreSQL) or identify it
-    /// with AWSAuthenticationPlugin (RDS MySQL/MariaDB), and grant it only SELECT, INSERT, UPDATE and DELETE on tasks.
+    /// Create the database user if missing, GRANT rds_iam where that role exists (RDS PostgreSQL, or any server behind
+    /// the RDS IAM emulator) or identify it with AWSAuthenticationPlugin (RDS MySQL/MariaDB), and grant it only
+    /// SELECT, INSERT, UPDATE and DELETE on tasks.
     /// Safe to run again. Refuses a user with more powers than the service needs.
     ///
     /// The connection requires TLS: verify-full for an RDS host name (add sslrootcert=global-bundle.pem, or ssl-ca=

@@ -17,8 +17,10 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5433")]
     listen: SocketAddr,
-    /// The real server, postgres://host:port or mysql://[user[:password]@]host:port; sessions open there as the
-    /// client's user, so give the emulator trust authentication (PostgreSQL) or users without a password (MySQL).
+    /// The real server, postgres://[user[:password]@]host:port[/database] or mysql://[user[:password]@]host:port;
+    /// sessions open there as the client's user, so give the emulator trust authentication (PostgreSQL) or users
+    /// without a password (MySQL). The URL's user (postgres or root by default) is the emulator's own: it creates the
+    /// role rds_iam when absent and asks who has been granted it, as only those users may log in with a token.
     #[arg(long, default_value = "postgres://127.0.0.1:5432")]
     // Parsed in `main`: clap would quote a value it cannot parse, password included, in its error.
     upstream: SecretString,

@@ -161,7 +161,7 @@ pub(crate) async fn handshake(
     let Some((token, next)) = read_token(&mut client, &response, &response_packet, peer).await? else {
         return Ok(None);
     };
-    if !shared.check_token(&token, &response.user, peer) {
+    if !shared.authenticate(&token, &response.user, peer).await {
         let refusal = wire::error_packet(
             ACCESS_DENIED,
             INVALID_AUTHORIZATION,

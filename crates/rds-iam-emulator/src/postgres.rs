@@ -70,7 +70,7 @@ async fn authenticate(
         return Ok(None);
     };
     let token = wire::request_password(&mut client).await?;
-    if !shared.check_token(&token, &user, peer) {
+    if !shared.authenticate(&token, &user, peer).await {
         wire::send_fatal(
             &mut client,
             INVALID_PASSWORD,

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::credentials::CredentialStore;
+use crate::iam_role::{IamRole, IamRoleError};
 use crate::mysql::{self, MySqlUpstream};
 use crate::policy::Authorization;
 use crate::postgres;
@@ -22,10 +23,12 @@ use crate::tls;
 #[derive(Clone)]
 pub struct Options {
     pub listen: SocketAddr,
-    /// The real server: `postgres://host:port` or `mysql://[user[:password]@]host:port` (also `mariadb://`); the
-    /// scheme chooses the protocol the emulator speaks. Sessions open as the client's own user, so the upstream must
-    /// let the emulator in without a password for those users (PostgreSQL trust authentication; a MySQL user
-    /// without a password, or the one whose password the URL gives).
+    /// The real server: `postgres://[user[:password]@]host:port[/database]` or
+    /// `mysql://[user[:password]@]host:port` (also `mariadb://`); the scheme chooses the protocol the emulator speaks.
+    /// Sessions open as the client's own user, so the upstream must let the emulator in without a password for those
+    /// users (PostgreSQL trust authentication; a MySQL user without a password, or the one whose password the URL
+    /// gives). The URL's user (`postgres` or `root` when it names none) is the emulator's own: it creates the role
+    /// `rds_iam` when absent and reads who has been granted it (see [`IamRoleError`] for what that takes).
     pub upstream: Url,
     pub region: String,
     pub credentials: CredentialStore,
@@ -115,6 +118,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    IamRole(#[from] IamRoleError),
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
 
@@ -189,6 +194,11 @@ impl Emulator {
             source,
         })?;
         let upstream = Upstream::parse(&options.upstream)?;
+        // At start, so that users can be granted the role before the first of them logs in.
+        let iam_role = match &upstream {
+            Upstream::Postgres { .. } => IamRole::postgres(&options.upstream).await?,
+            Upstream::MySql(_) => IamRole::mysql(&options.upstream).await?,
+        };
         let endpoint = options.endpoint.unwrap_or_else(|| local_addr.to_string());
         let endpoint_host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(host, _)| host);
         let mut names = vec![
@@ -222,6 +232,7 @@ impl Emulator {
             shared: Arc::new(Shared {
                 acceptor: tls.acceptor,
                 verifier,
+                iam_role,
                 counts: Arc::default(),
                 handshake_timeout: options.handshake_timeout,
             }),
@@ -252,6 +263,12 @@ impl Emulator {
     #[must_use]
     pub fn counts(&self) -> Arc<AuthCounts> {
         Arc::clone(&self.shared.counts)
+    }
+
+    /// The upstream's `rds_iam` role, through the emulator's own connections.
+    #[cfg(feature = "testing")]
+    pub(crate) fn iam_role(&self) -> IamRole {
+        self.shared.iam_role.clone()
     }
 
     /// Where the STS pass-through listens, when there is one.

@@ -10,10 +10,11 @@
 //! # async fn example() {
 //! let mut credentials = CredentialStore::default();
 //! credentials.insert("AKIAEXAMPLE".to_owned(), "example/secret".to_owned(), None);
-//! let upstream = "postgres://127.0.0.1:5432".parse().expect("a URL");
+//! let upstream = "postgres://postgres@127.0.0.1:5432".parse().expect("a URL");
 //! let emulator = TestEmulator::start(upstream, credentials, EmulatorOptions::default()).await;
+//! emulator.create_iam_user("db_iam_user").await;
 //! // Connect to this URL with an IAM token as the password, verifying the server with `emulator.ca_pem()`.
-//! let url = emulator.url("postgres", "postgres");
+//! let url = emulator.url("db_iam_user", "postgres");
 //! # }
 //! ```
 
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::credentials::CredentialStore;
+use crate::iam_role::IamRole;
 use crate::policy::Authorization;
 use crate::server::redacted;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
@@ -82,6 +84,7 @@ pub struct TestEmulator {
     pub issued: Arc<IssuedLog>,
     ca_pem: PathBuf,
     upstream: Url,
+    iam_role: IamRole,
     // Deleted by its own `Drop`, which runs after `TestEmulator::drop` has stopped the emulator.
     directory: TempDir,
     task: JoinHandle<()>,
@@ -105,12 +108,13 @@ impl std::fmt::Debug for TestEmulator {
 const USER_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 impl TestEmulator {
-    /// Starts an emulator on `127.0.0.1:0` in front of `upstream` (see [`Options::upstream`]; a path or query is
-    /// ignored) that accepts tokens signed with `credentials`, on the current Tokio runtime.
+    /// Starts an emulator on `127.0.0.1:0` in front of `upstream` (see [`Options::upstream`]) that accepts tokens
+    /// signed with `credentials`, on the current Tokio runtime.
     ///
     /// # Panics
     ///
-    /// When the emulator cannot start or `options.sts_upstream` is not a URL: in a test, that is the test's failure.
+    /// When the emulator cannot start (the upstream cannot be reached, say) or `options.sts_upstream` is not a URL:
+    /// in a test, that is the test's failure.
     pub async fn start(upstream: Url, credentials: CredentialStore, options: EmulatorOptions) -> Self {
         let directory = tempfile::Builder::new()
             .prefix("rds-iam-emulator-")
@@ -142,6 +146,7 @@ impl TestEmulator {
             issued: emulator.issued(),
             ca_pem: emulator.ca_pem_path().to_owned(),
             upstream,
+            iam_role: emulator.iam_role(),
             directory,
             task: tokio::spawn(emulator.run()),
         }
@@ -157,6 +162,38 @@ impl TestEmulator {
     #[must_use]
     pub fn upstream(&self) -> &Url {
         &self.upstream
+    }
+
+    /// Makes `user` an IAM user of the upstream, one the emulator lets in with a valid token: creates it unless it
+    /// exists, without a password (PostgreSQL: a role with LOGIN; MySQL: `'user'@'%'`), and grants it `rds_iam`, as
+    /// `tasks-api admin provision-db-user` does on RDS. Anything else it needs (a database, privileges) is the
+    /// test's to grant.
+    ///
+    /// # Panics
+    ///
+    /// When `user` holds a quote, a backslash or a `$`, which the statements do not escape, or the upstream refuses.
+    pub async fn create_iam_user(&self, user: &str) {
+        assert!(
+            !user.contains(['"', '\'', '\\', '$']),
+            "{user:?}: test users are named without quotes, backslashes or $"
+        );
+        self.iam_role
+            .create_member(user)
+            .await
+            .unwrap_or_else(|error| panic!("the upstream must let the emulator create IAM user {user:?}: {error}"));
+    }
+
+    /// Runs `statements` on the upstream with the emulator's own connection, as the upstream URL's user (in tests,
+    /// the server's administrator), not through the emulator: to create a user, a database, a grant.
+    ///
+    /// # Panics
+    ///
+    /// When the upstream refuses.
+    pub async fn administer(&self, statements: &str) {
+        self.iam_role
+            .execute(statements.to_owned())
+            .await
+            .unwrap_or_else(|error| panic!("the upstream must run {statements:?}: {error}"));
     }
 
     /// The emulator's temporary directory, which holds `ca.pem`. A test may keep its own files there (an AWS
@@ -181,37 +218,5 @@ impl TestEmulator {
 impl Drop for TestEmulator {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{EmulatorOptions, TestEmulator};
-    use crate::credentials::CredentialStore;
-
-    #[tokio::test]
-    async fn urls_encode_the_user_and_the_directory_goes_with_the_emulator() {
-        // Nothing connects upstream until a client has authenticated, so no server need listen there.
-        let upstream = "mysql://root@127.0.0.1:1".parse().expect("a URL");
-        let emulator = TestEmulator::start(upstream, CredentialStore::default(), EmulatorOptions::default()).await;
-        let directory = emulator.directory().to_owned();
-
-        assert_eq!(
-            emulator.url("tasks user+1@example:x/y", "tasks"),
-            format!("mysql://tasks%20user%2B1%40example%3Ax%2Fy@{}/tasks", emulator.address)
-        );
-        assert!(emulator.ca_pem().starts_with(&directory) && emulator.ca_pem().exists());
-        drop(emulator);
-        assert!(!directory.exists());
-    }
-
-    #[tokio::test]
-    async fn debug_output_does_not_show_the_upstream_password() {
-        let upstream = "mysql://root:upstream-secret@127.0.0.1:1".parse().expect("a URL");
-        let emulator = TestEmulator::start(upstream, CredentialStore::default(), EmulatorOptions::default()).await;
-
-        let debug = format!("{emulator:?}");
-        assert!(!debug.contains("upstream-secret"), "{debug}");
-        assert!(debug.contains("mysql://root:***@127.0.0.1:1"), "{debug}");
     }
 }

@@ -15,9 +15,12 @@ use tokio::process::Command;
 const ACCESS_KEY_ID: &str = "AKIACLITESTKEY000001";
 const SECRET_ACCESS_KEY: &str = "cli/test+secret";
 const REGION: &str = "eu-central-1";
+/// The database user the tests log in as: an IAM user, granted `rds_iam` as `tasks-api admin provision-db-user` does
+/// on RDS.
+const IAM_USER: &str = "tasks_cli_iam";
 
 /// An emulator in front of `upstream` that knows [`ACCESS_KEY_ID`] in [`REGION`] and, given `sts_upstream`, also
-/// accepts the temporary credentials that STS issues through it.
+/// accepts the temporary credentials that STS issues through it; [`IAM_USER`] is an IAM user there.
 async fn start_emulator(upstream: &url::Url, sts_upstream: Option<&str>) -> TestEmulator {
     let mut credentials = CredentialStore::default();
     credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
@@ -26,7 +29,9 @@ async fn start_emulator(upstream: &url::Url, sts_upstream: Option<&str>) -> Test
         sts_upstream: sts_upstream.map(str::to_owned),
         ..EmulatorOptions::default()
     };
-    TestEmulator::start(upstream.clone(), credentials, options).await
+    let emulator = TestEmulator::start(upstream.clone(), credentials, options).await;
+    emulator.create_iam_user(IAM_USER).await;
+    emulator
 }
 
 /// `tasks-api` with AWS credentials in the environment and nothing else of the developer's: no profile files, no
@@ -96,10 +101,9 @@ fn server_url(variable: &str, default: &str) -> url::Url {
 async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
     let upstream = postgres_server();
     let emulator = start_emulator(&upstream, None).await;
-    let user = upstream.username();
-    let token = token(&emulator, user).await;
+    let token = token(&emulator, IAM_USER).await;
 
-    assert_eq!(psql_current_user(&emulator, user, &token).await, user);
+    assert_eq!(psql_current_user(&emulator, IAM_USER, &token).await, IAM_USER);
     assert_eq!(emulator.counts.accepted(), 1);
 }
 
@@ -168,8 +172,7 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
         .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
         .env("AWS_PROFILE", "tasks");
 
-    let user = upstream.username();
-    let token = token_from(command, &emulator, user).await;
+    let token = token_from(command, &emulator, IAM_USER).await;
 
     assert!(
         token.contains("X-Amz-Security-Token="),
@@ -179,7 +182,7 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
         !token.contains(base_access_key_id),
         "not with the source profile's own key"
     );
-    assert_eq!(psql_current_user(&emulator, user, &token).await, user);
+    assert_eq!(psql_current_user(&emulator, IAM_USER, &token).await, IAM_USER);
     assert_eq!(
         emulator.counts.accepted(),
         1,
@@ -191,9 +194,14 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
 async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
     let upstream = server_url("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306");
     let emulator = start_emulator(&upstream, None).await;
-    let user = upstream.username();
+    let user = IAM_USER;
     let token = token(&emulator, user).await;
     let database = format!("tasks_cli_{}", uuid::Uuid::new_v4().simple());
+    // The IAM user may create and drop the tests' databases: one grant for all of them (`_` escaped, as it is a
+    // wildcard), as MySQL keeps a grant on a database after the database is dropped.
+    emulator
+        .administer(&format!("GRANT ALL ON `tasks\\_cli\\_%`.* TO '{user}'@'%'"))
+        .await;
     let mariadb = |password: &str, statement: &str| {
         let mut command = client("mariadb");
         command

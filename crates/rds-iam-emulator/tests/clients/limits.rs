@@ -49,13 +49,13 @@ async fn stalled_handshakes_are_cut_off_but_sessions_may_outlive_the_timeout(eng
         assert!(after >= Duration::from_millis(900), "cut off after {after:?}");
     }
 
-    let admin = support::admin(&emulator);
-    let token = support::token(&emulator, &admin).await;
+    let user = support::iam_user(&emulator).await;
+    let token = support::token(&emulator, user).await;
     let sleep = match engine {
         Engine::Postgres => "SELECT pg_sleep(1.5), 'done'",
         Engine::MariaDb => "SELECT SLEEP(1.5), 'done'",
     };
-    let output = support::client(engine, &emulator, &admin, &token, sleep).await;
+    let output = support::client(engine, &emulator, user, &token, sleep).await;
     assert!(
         output.as_deref().is_ok_and(|output| output.ends_with("done")),
         "{output:?}"
@@ -83,11 +83,11 @@ async fn beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(eng
         },
     )
     .await;
-    let admin = support::admin(&emulator);
-    let token = support::token(&emulator, &admin).await;
+    let user = support::iam_user(&emulator).await;
+    let token = support::token(&emulator, user).await;
     let holder = hold_a_connection(engine, emulator.address).await;
 
-    let refused = support::client(engine, &emulator, &admin, &token, "SELECT 1")
+    let refused = support::client(engine, &emulator, user, &token, "SELECT 1")
         .await
         .expect_err("no slot is free");
     let full = match engine {
@@ -99,7 +99,7 @@ async fn beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(eng
     drop(holder);
     let freed_by = Instant::now() + Duration::from_secs(2);
     loop {
-        match support::client(engine, &emulator, &admin, &token, "SELECT 1").await {
+        match support::client(engine, &emulator, user, &token, "SELECT 1").await {
             Ok(output) => break assert_eq!(output, "1"),
             Err(error) => assert!(Instant::now() < freed_by, "the slot is not freed: {error}"),
         }

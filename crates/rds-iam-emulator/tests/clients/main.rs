@@ -23,6 +23,8 @@ macro_rules! on_both_engines {
     };
 }
 
+mod harness;
+mod iam_users;
 mod limits;
 mod mysql;
 mod policy;

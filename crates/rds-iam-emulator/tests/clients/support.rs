@@ -9,6 +9,9 @@ use rds_iam_emulator::credentials::CredentialStore;
 use rds_iam_emulator::testing::{EmulatorOptions, TestEmulator};
 use tokio::process::Command;
 
+/// The IAM user the tests log in as: granted `rds_iam`, as `tasks-api admin provision-db-user` grants it on RDS.
+pub(crate) const IAM_USER: &str = "rds_iam_emulator_clients";
+
 /// The long-term key the emulators know.
 pub(crate) const ACCESS_KEY_ID: &str = "AKIAEMULATORCLIENTS1";
 pub(crate) const SECRET_ACCESS_KEY: &str = "emulator/clients+secret";
@@ -46,9 +49,18 @@ pub(crate) async fn start_in_front_of(upstream: url::Url, options: EmulatorOptio
     TestEmulator::start(upstream, credentials, options).await
 }
 
-/// The upstream's administrator, as whom the tests log in.
-pub(crate) fn admin(emulator: &TestEmulator) -> String {
-    emulator.upstream().username().to_owned()
+/// [`IAM_USER`], made an IAM user of `emulator`'s upstream if it is not one yet.
+pub(crate) async fn iam_user(emulator: &TestEmulator) -> &'static str {
+    emulator.create_iam_user(IAM_USER).await;
+    IAM_USER
+}
+
+/// What the emulator says when it refuses `user`'s log-in: RDS's own words for each engine.
+pub(crate) fn refusal(engine: Engine, user: &str) -> String {
+    match engine {
+        Engine::Postgres => format!("PAM authentication failed for user \"{user}\""),
+        Engine::MariaDb => format!("Access denied for user '{user}'"),
+    }
 }
 
 /// A token for `user` at `emulator`'s address, signed by the AWS SDK with the known long-term key.

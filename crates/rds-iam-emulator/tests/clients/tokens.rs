@@ -3,13 +3,13 @@
 use aws_credential_types::Credentials;
 use rds_iam_emulator::testing::EmulatorOptions;
 
-use crate::support::{self, ACCESS_KEY_ID, Engine, SECRET_ACCESS_KEY};
+use crate::support::{self, ACCESS_KEY_ID, Engine, SECRET_ACCESS_KEY, refusal};
 
 on_both_engines!(a_long_term_key_that_presents_a_session_token_is_refused);
 
 async fn a_long_term_key_that_presents_a_session_token_is_refused(engine: Engine) {
     let emulator = support::start(engine, EmulatorOptions::default()).await;
-    let admin = support::admin(&emulator);
+    let user = support::iam_user(&emulator).await;
     let with_session_token = Credentials::new(
         ACCESS_KEY_ID,
         SECRET_ACCESS_KEY,
@@ -17,19 +17,15 @@ async fn a_long_term_key_that_presents_a_session_token_is_refused(engine: Engine
         None,
         "tests",
     );
-    let token = support::token_signed_with(&emulator, &admin, with_session_token).await;
+    let token = support::token_signed_with(&emulator, user, with_session_token).await;
 
-    let refused = support::client(engine, &emulator, &admin, &token, "SELECT 1")
+    let refused = support::client(engine, &emulator, user, &token, "SELECT 1")
         .await
         .expect_err("refused");
 
-    let refusal = match engine {
-        Engine::Postgres => format!("PAM authentication failed for user \"{admin}\""),
-        Engine::MariaDb => format!("Access denied for user '{admin}'"),
-    };
-    assert!(refused.contains(&refusal), "{refused}");
+    assert!(refused.contains(&refusal(engine, user)), "{refused}");
     assert_eq!(emulator.counts.refused(), 1);
-    let token = support::token(&emulator, &admin).await;
-    let output = support::client(engine, &emulator, &admin, &token, "SELECT 1").await;
+    let token = support::token(&emulator, user).await;
+    let output = support::client(engine, &emulator, user, &token, "SELECT 1").await;
     assert_eq!(output.as_deref(), Ok("1"), "the same key without a session token");
 }
