@@ -21,12 +21,13 @@
 # BENCH_PEER names the peer's folder (default ../shared/bench-peers/node-fastify beside the project; empty: no peer;
 # PostgreSQL only). It is copied to ${XDG_CACHE_HOME:-~/.cache}/tasks-bench/, as npm ci writes node_modules/ beside
 # it, and started in every mode with a password (the peer's own IAM mode is not measured), a pool of $BENCH_POOL
-# and one Node.js process, on BENCH_PEER_PORT (18081). Each workload runs on the service, then at once on the peer, so
-# that a busy machine weighs on both alike; the script ends with service / peer ratios for req/s and CPU per
-# request, p99 side by side, non-2xx and peak RSS, next to the goals the project aims at (printed, not asserted).
-# Before it is measured, each target (service or peer) must create a task and find it by the id its POST answered
-# (the service answers an object, the peer a bare JSON string) and find a seeded task; then it gets a second of each
-# workload, unmeasured, as a warm-up.
+# and one Node.js process, on BENCH_PEER_PORT (18081). It talks to PostgreSQL in clear (its pool has ssl: false),
+# whereas the service's password mode uses TLS when the server offers it (sslmode prefer), as the local one does.
+# Each workload runs on the service, then at once on the peer, so that a busy machine weighs on both alike; the
+# script ends with service / peer ratios for req/s and CPU per request, p99 side by side, non-2xx and peak RSS, next
+# to the goals the project aims at (printed, not asserted). Before it is measured, each target (service or peer)
+# must create a task and find it by the id its POST answered (the service answers an object, the peer a bare JSON
+# string) and find a seeded task; then it gets a second of each workload, unmeasured, as a warm-up.
 #
 # BENCH_RESULTS=1 also writes the output to bench/results/DATE-ENGINE[-peer].txt.
 set -euo pipefail
