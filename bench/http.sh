@@ -120,8 +120,8 @@ fi
 if [[ ${BENCH_RESULTS:-} == 1 ]]; then
   exec > >(tee "bench/results/$(date +%F)-$engine${peer_source:+-peer}.txt")
 fi
-echo "# $(date -u '+%F %H:%M') UTC, commit $(git describe --always --dirty 2>/dev/null || echo unknown), $(nproc) cores," \
-  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u '+%F %H:%M') UTC, commit $(git describe --always --dirty 2>/dev/null || echo unknown)," \
+  "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 cargo build --release --quiet -p tasks-api -p rds-iam-emulator
 drop_database
@@ -189,8 +189,8 @@ check_target() {
   local base=http://127.0.0.1:$1 id
   id=$(curl -fs -H 'Content-Type: application/json' -d '{"name":"check"}' "$base/tasks" \
     | grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' || true)
-  if [[ -z $id ]] || ! curl -fso /dev/null "$base/tasks/$id" || ! curl -fso /dev/null "$base/tasks/$(head -1 "$BENCH_IDS")"
-  then
+  if [[ -z $id ]] || ! curl -fso /dev/null "$base/tasks/$id" \
+    || ! curl -fso /dev/null "$base/tasks/$(head -1 "$BENCH_IDS")"; then
     echo "bench: the $2 on port $1 does not create and find tasks" >&2
     exit 1
   fi

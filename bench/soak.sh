@@ -51,13 +51,16 @@ cleanup() {
 trap cleanup EXIT
 
 for tool in wrk psql; do
-  command -v "$tool" >/dev/null || { echo "soak: $tool is missing (apt-get install wrk postgresql-client)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || {
+    echo "soak: $tool is missing (apt-get install wrk postgresql-client)" >&2
+    exit 1
+  }
 done
 if [[ ${BENCH_RESULTS:-} == 1 ]]; then
   exec > >(tee "bench/results/$(date +%F)-postgres-soak-${seconds}s.txt")
 fi
-echo "# $(date -u '+%F %H:%M') UTC, commit $(git describe --always --dirty 2>/dev/null || echo unknown), $(nproc) cores," \
-  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u '+%F %H:%M') UTC, commit $(git describe --always --dirty 2>/dev/null || echo unknown)," \
+  "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 cargo build --release --quiet -p tasks-api -p rds-iam-emulator
 psql -Atq "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database"
@@ -69,7 +72,8 @@ SQL
 psql -Atq "$database_url" -c "SELECT id FROM tasks" >"$work/ids.txt"
 export BENCH_IDS="$work/ids.txt"
 
-printf '[default]\naws_access_key_id = AKIABENCHMARK0000001\naws_secret_access_key = bench/secret\n' >"$work/credentials"
+printf '[default]\naws_access_key_id = AKIABENCHMARK0000001\naws_secret_access_key = bench/secret\n' \
+  >"$work/credentials"
 target/release/rds-iam-emulator --listen "127.0.0.1:$emulator_port" --upstream "$server_url" \
   --credentials "$work/credentials" --tls-dir "$work" --max-token-age "$token_lifetime" >"$work/emulator.log" 2>&1 &
 emulator_pid=$!
@@ -85,8 +89,8 @@ server_pid=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null || { cat "$work/server.log" "$work/emulator.log"; exit 1; }
 
-# Runs the mix with $1 connections for $2 seconds, waiting $3 ms before each request (empty: no wait), into $work/wrk.txt;
-# in the background, as the soak samples while it runs.
+# Runs the mix with $1 connections for $2 seconds, waiting $3 ms before each request (empty: no wait), into
+# $work/wrk.txt; in the background, as the soak samples while it runs.
 start_wrk() {
   BENCH_DELAY_MS=$3 wrk -t2 -c"$1" -d"$2s" -s bench/wrk/mixed.lua "http://127.0.0.1:$port" >"$work/wrk.txt" &
   wrk_pid=$!
