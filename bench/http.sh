@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # HTTP benchmark of tasks-api against PostgreSQL or MariaDB, beside the database's own load tool running the same SQL
-# (pgbench, or mysqlslap): the database's ceiling here.
+# (pgbench, or mysqlslap): the database's ceiling here; and, on PostgreSQL, beside a peer: the same API in another
+# stack (Node.js + Fastify + node-postgres), on the same database, with the same load.
 #
-#   bench/http.sh                       # PostgreSQL: needs wrk (apt-get install wrk), pgbench, psql
+#   bench/http.sh                       # PostgreSQL: needs wrk (apt-get install wrk), pgbench, psql, node and npm
 #   BENCH_ENGINE=mariadb bench/http.sh  # MariaDB/MySQL: needs wrk, mysqlslap, mariadb (mariadb-client)
 #
 # Seeds 10,000 tasks, then runs W1 POST /tasks, W2 GET /tasks/{id} (random seeded ids), W3 GET /tasks?limit=50 with
 # 64 connections for $BENCH_SECONDS each, and the ceiling tool (16 clients) on each workload's SQL. Prints req/s,
-# p50, p99, non-2xx responses, the ratio to the ceiling, and the service's peak RSS.
+# p50, p99, non-2xx responses, CPU time per request (from /proc, over the workload's run, divided by the requests
+# wrk completed), the ratio to the ceiling, and peak RSS.
 #
 # BENCH_MODES="password iam-direct iam" (the default) runs the service three times: with password authentication
 # straight to PostgreSQL; with IAM authentication straight to PostgreSQL (the local server trusts the connection, so the
@@ -15,6 +17,19 @@
 # IAM costs the service); and with IAM authentication through the RDS IAM emulator (TLS verify-full, every token
 # checked), where the emulator's relay adds a process on the same cores. It then compares each IAM mode with password.
 # MariaDB runs password and iam only: it checks passwords itself, so a token cannot go straight to it unchecked.
+#
+# BENCH_PEER names the peer's folder (default ../shared/bench-peers/node-fastify beside the project; empty: no peer;
+# PostgreSQL only). It is copied to ${XDG_CACHE_HOME:-~/.cache}/tasks-bench/, as npm ci writes node_modules/ beside
+# it, and started in every mode with a password (the peer's own IAM mode is not measured), a pool of $BENCH_POOL
+# and one Node.js process, on BENCH_PEER_PORT (18081). It talks to PostgreSQL in clear (its pool has ssl: false),
+# whereas the service's password mode uses TLS when the server offers it (sslmode prefer), as the local one does.
+# Each workload runs on the service, then at once on the peer, so that a busy machine weighs on both alike; the
+# script ends with service / peer ratios for req/s and CPU per request, p99 side by side, non-2xx and peak RSS, next
+# to the goals the project aims at (printed, not asserted). Before it is measured, each target (service or peer)
+# must create a task and find it by the id its POST answered (the service answers an object, the peer a bare JSON
+# string) and find a seeded task; then it gets a second of each workload, unmeasured, as a warm-up.
+#
+# BENCH_RESULTS=1 also writes the output to bench/results/DATE-ENGINE[-peer].txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +38,12 @@ case $engine in
   postgres)
     admin_url=${BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
     default_modes="password iam-direct iam"
-    tools="wrk pgbench psql" ;;
+    peer_source=${BENCH_PEER-../shared/bench-peers/node-fastify}
+    tools="wrk pgbench psql${peer_source:+ node npm}" ;;
   mariadb)
     admin_url=${BENCH_ADMIN_URL:-mysql://root@127.0.0.1:3306/mysql}
     default_modes="password iam"
+    peer_source=
     tools="wrk mysqlslap mariadb" ;;
   *) echo "bench: BENCH_ENGINE is postgres or mariadb, not $engine" >&2; exit 1 ;;
 esac
@@ -40,16 +57,20 @@ connections=${BENCH_CONNECTIONS:-64}
 pool=${BENCH_POOL:-16}
 port=${BENCH_PORT:-18080}
 emulator_port=${BENCH_EMULATOR_PORT:-15433}
+peer_port=${BENCH_PEER_PORT:-18081}
 modes=${BENCH_MODES:-$default_modes}
 database=tasks_bench
 database_url="$server_url/$database"
 work=$(mktemp -d)
 server_pid=
 emulator_pid=
+peer_pid=
 stop_processes() {
-  for pid in $server_pid $emulator_pid; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  server_pid= emulator_pid=
+  local pids="$server_pid $emulator_pid $peer_pid"
+  for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+  # These processes only: a bare `wait` would also wait for BENCH_RESULTS's tee, which ends only when this shell does.
+  for pid in $pids; do wait "$pid" 2>/dev/null || true; done
+  server_pid='' emulator_pid='' peer_pid=''
 }
 
 # The engine's command-line client on the administrator's connection (statements on standard input or as arguments).
@@ -81,10 +102,26 @@ trap 'stop_processes; drop_database >/dev/null 2>&1 || true; rm -rf "$work"' EXI
 
 for tool in $tools; do
   command -v "$tool" >/dev/null || {
-    echo "bench: $tool is missing (apt-get install wrk postgresql-client mariadb-client)" >&2
+    echo "bench: $tool is missing (apt-get install wrk postgresql-client mariadb-client nodejs npm)" >&2
     exit 1
   }
 done
+if [[ -n $peer_source ]]; then
+  [[ -f $peer_source/run.sh ]] || {
+    echo "bench: no peer at BENCH_PEER=$peer_source (BENCH_PEER= runs without it)" >&2
+    exit 1
+  }
+  peer_dir=${XDG_CACHE_HOME:-$HOME/.cache}/tasks-bench/$(basename "$peer_source")
+  mkdir -p "$peer_dir"
+  # Timestamps kept: the peer's run.sh reinstalls its packages only when package-lock.json is newer than them.
+  cp -R --preserve=timestamps "$peer_source/." "$peer_dir/"
+  chmod -R u+w "$peer_dir"   # the source may be read-only, and the copy's files are overwritten next time
+fi
+if [[ ${BENCH_RESULTS:-} == 1 ]]; then
+  exec > >(tee "bench/results/$(date +%F)-$engine${peer_source:+-peer}.txt")
+fi
+echo "# $(date -u '+%F %H:%M') UTC, commit $(git describe --always --dirty 2>/dev/null || echo unknown)," \
+  "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 cargo build --release --quiet -p tasks-api -p rds-iam-emulator
 drop_database
@@ -143,6 +180,36 @@ start_service() {
   exit 1
 }
 
+# Starts the peer on the benchmark's database and waits until it answers (the first start runs npm ci: allow 2 min).
+start_peer() {
+  local credentials=${server_address%%@*}
+  local password=bench   # any password does on a server that trusts local connections
+  [[ $credentials == *:* ]] && password=${credentials#*:}
+  PGHOST=${server_host_port%:*} PGPORT=${server_host_port##*:} PGUSER=${credentials%%:*} PGPASSWORD=$password \
+    PGDATABASE=$database POOL_SIZE=$pool "$peer_dir/run.sh" "$peer_port" >"$work/peer.log" 2>&1 &
+  peer_pid=$!
+  for _ in $(seq 1200); do
+    curl -fs "http://127.0.0.1:$peer_port/tasks?limit=1" >/dev/null && return 0
+    kill -0 "$peer_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$work/peer.log"
+  exit 1
+}
+
+# Whether the target on port $1 creates a task and finds it by the id its POST answered ({"id": ...} from the service,
+# a bare JSON string from the peer), and finds a seeded task: else W1 and W2 would measure error responses.
+check_target() {
+  local base=http://127.0.0.1:$1 id
+  id=$(curl -fs -H 'Content-Type: application/json' -d '{"name":"check"}' "$base/tasks" \
+    | grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' || true)
+  if [[ -z $id ]] || ! curl -fso /dev/null "$base/tasks/$id" \
+    || ! curl -fso /dev/null "$base/tasks/$(head -1 "$BENCH_IDS")"; then
+    echo "bench: the $2 on port $1 does not create and find tasks" >&2
+    exit 1
+  fi
+}
+
 if [[ $engine == postgres ]]; then
   database_sql <<'SQL'
 INSERT INTO tasks (id, name) SELECT gen_random_uuid(), 'seeded ' || n FROM generate_series(1, 10000) AS n;
@@ -162,18 +229,21 @@ SQL
     >"$work/select_by_id.sql"
 fi
 export BENCH_IDS="$work/ids.txt"
-# wrk prints "Requests/sec:", a latency distribution (with --latency) and "Non-2xx or 3xx responses:" when any.
+# wrk prints "N requests in", "Requests/sec:", a latency distribution (with --latency) and "Non-2xx or 3xx responses:"
+# when any. Runs script $1 on port $2, path $3.
 run_wrk() {
-  local script=$1 path=$2
-  wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "bench/wrk/$script" "http://127.0.0.1:$port$path" >"$work/wrk.txt"
-  local rps p50 p99 errors
+  local script=$1 target_port=$2 path=$3
+  wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "bench/wrk/$script" "http://127.0.0.1:$target_port$path" \
+    >"$work/wrk.txt"
+  local requests rps p50 p99 errors
+  requests=$(awk '/ requests in / {print $1}' "$work/wrk.txt")
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.txt")
   p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.txt")
   p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")
   errors=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$work/wrk.txt")
   local socket_errors
   socket_errors=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$work/wrk.txt")
-  echo "$rps ${p50:-?} ${p99:-?} $(( ${errors:-0} + ${socket_errors:-0} ))"
+  echo "$requests $rps ${p50:-?} ${p99:-?} $(( ${errors:-0} + ${socket_errors:-0} ))"
 }
 
 # Statements a second the database sustains for workload SQL file $1 with $pool clients.
@@ -206,15 +276,35 @@ cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-# CPU µs per request between two readings.
+# CPU µs per request between two readings, over $3 requests.
 per_request() {
-  awk -v a="$1" -v b="$2" -v r="$3" -v s="$seconds" 'BEGIN { printf "%.1f", (b - a) * 1e6 / (r * s) }'
+  awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { printf "%.1f", (b - a) * 1e6 / r }'
+}
+
+# Peak RSS of process $1 so far, in MiB.
+peak_rss() {
+  awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# A wrk latency (950.00us, 32.80ms, 1.02s) in ms, to compare two of them.
+milliseconds() {
+  awk -v t="$1" 'BEGIN { n = t + 0; if (t ~ /us$/) n /= 1000; else if (t ~ /[0-9]s$/) n *= 1000; print n }'
 }
 
 workloads=("W1 POST /tasks|post.lua|/tasks|insert.sql"
            "W2 GET /tasks/{id}|get_by_id.lua|/tasks|select_by_id.sql"
            "W3 GET /tasks?limit=50|list.lua|/tasks?limit=50|list.sql")
-declare -A ceiling rate
+# A second of each workload on port $1, unmeasured: the first measured run then does not also pay for opening the
+# pool's connections, nor for the peer's JIT compilation.
+warm_up() {
+  local workload script path
+  for workload in "${workloads[@]}"; do
+    IFS='|' read -r _ script path _ <<<"$workload"
+    wrk -t2 -c"$connections" -d1s -s "bench/wrk/$script" "http://127.0.0.1:$1$path" >/dev/null
+  done
+}
+
+declare -A ceiling rate cpu latency failed rss
 for workload in "${workloads[@]}"; do
   IFS='|' read -r name _ _ sql <<<"$workload"
   ceiling[$name]=$(run_ceiling "$sql")
@@ -222,45 +312,85 @@ done
 
 for mode in $modes; do
   start_service "$mode"
+  check_target "$port" service
+  warm_up "$port"
+  targets=service
+  if [[ -n $peer_source ]]; then
+    start_peer
+    check_target "$peer_port" peer
+    warm_up "$peer_port"
+    targets+=" peer"
+  fi
   echo
-  echo "engine: $engine, mode: $mode"
-  printf '%-28s %10s %9s %9s %8s %14s %15s %12s %7s\n' \
-    workload req/s p50 p99 non-2xx service-µs/req emulator-µs/req ceiling-tps ratio
+  echo "engine: $engine, mode: $mode${peer_source:+, peer: $(basename "$peer_source") ($(node --version), password)}"
+  printf '%-24s %-7s %10s %9s %9s %8s %10s %15s %12s %7s\n' \
+    workload target req/s p50 p99 non-2xx cpu-µs/req emulator-µs/req ceiling-tps ratio
   for workload in "${workloads[@]}"; do
     IFS='|' read -r name script path _ <<<"$workload"
-    # Each workload starts without the checkpoint debt of the inserts before it (W1 writes ~100k rows), which would
-    # otherwise stall the database for seconds in the middle of a later workload on a slow disk.
-    [[ $engine == postgres ]] && admin_sql -c CHECKPOINT
-    service_before=$(cpu_seconds "$server_pid")
-    emulator_before=$(cpu_seconds "$emulator_pid")
-    read -r rps p50 p99 errors <<<"$(run_wrk "$script" "$path")"
-    service_cost=$(per_request "$service_before" "$(cpu_seconds "$server_pid")" "$rps")
-    emulator_cost=-
-    [[ -n $emulator_pid ]] && emulator_cost=$(per_request "$emulator_before" "$(cpu_seconds "$emulator_pid")" "$rps")
-    tps=${ceiling[$name]}
-    rate[$mode,$name]=$rps
-    ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.2f", a / b }')
-    printf '%-28s %10.0f %9s %9s %8s %14s %15s %12.0f %7s\n' \
-      "$name" "$rps" "$p50" "$p99" "$errors" "$service_cost" "$emulator_cost" "$tps" "$ratio"
-    if [[ $errors != 0 ]]; then
-      # Failed requests are a finding: show what the service (and emulator) logged about them.
-      grep -hE 'WARN|ERROR' "$work/server.log" "$work/emulator.log" 2>/dev/null | tail -5 | cut -c1-400 || true
-    fi
+    for target in $targets; do
+      if [[ $target == service ]]; then
+        target_port=$port pid=$server_pid relay_pid=$emulator_pid logs=("$work/server.log" "$work/emulator.log")
+      else
+        target_port=$peer_port pid=$peer_pid relay_pid='' logs=("$work/peer.log")
+      fi
+      # Each run starts without the checkpoint debt of the inserts before it (W1 writes ~100k rows), which would
+      # otherwise stall the database for seconds in the middle of a later run on a slow disk.
+      [[ $engine == postgres ]] && admin_sql -c CHECKPOINT
+      before=$(cpu_seconds "$pid")
+      relay_before=$(cpu_seconds "$relay_pid")
+      read -r requests rps p50 p99 errors <<<"$(run_wrk "$script" "$target_port" "$path")"
+      cost=$(per_request "$before" "$(cpu_seconds "$pid")" "$requests")
+      relay_cost=-
+      [[ -n $relay_pid ]] && relay_cost=$(per_request "$relay_before" "$(cpu_seconds "$relay_pid")" "$requests")
+      tps=${ceiling[$name]}
+      rate[$mode,$target,$name]=$rps cpu[$mode,$target,$name]=$cost
+      latency[$mode,$target,$name]=$p99 failed[$mode,$target,$name]=$errors
+      ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.2f", a / b }')
+      printf '%-24s %-7s %10.0f %9s %9s %8s %10s %15s %12.0f %7s\n' \
+        "$name" "$target" "$rps" "$p50" "$p99" "$errors" "$cost" "$relay_cost" "$tps" "$ratio"
+      if [[ $errors != 0 ]]; then
+        # Failed requests are a finding: show what the target (and emulator) logged about them.
+        grep -hiE 'WARN|ERROR' "${logs[@]}" 2>/dev/null | tail -5 | cut -c1-400 || true
+      fi
+    done
   done
-  peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
-  printf 'service peak RSS: %.1f MiB (pool %s connections, %s wrk connections, %ss a workload)\n' \
-    "$(awk -v k="$peak_kib" 'BEGIN { print k / 1024 }')" "$pool" "$connections" "$seconds"
+  rss[$mode,service]=$(peak_rss "$server_pid")
+  printf 'service peak RSS: %s MiB (pool %s connections, %s wrk connections, %ss a workload)\n' \
+    "${rss[$mode,service]}" "$pool" "$connections" "$seconds"
+  if [[ -n $peer_pid ]]; then
+    rss[$mode,peer]=$(peak_rss "$peer_pid")
+    printf 'peer peak RSS: %s MiB\n' "${rss[$mode,peer]}"
+  fi
   stop_processes
 done
 
 if [[ " $modes " == *" password "* ]]; then
-  echo
   for mode in $modes; do
     [[ $mode == password ]] && continue
+    echo
     for workload in "${workloads[@]}"; do
       IFS='|' read -r name _ <<<"$workload"
-      awk -v n="$name" -v m="$mode" -v i="${rate[$mode,$name]}" -v p="${rate[password,$name]}" \
+      awk -v n="$name" -v m="$mode" -v i="${rate[$mode,service,$name]}" -v p="${rate[password,service,$name]}" \
         'BEGIN { printf "%-28s %s / password throughput: %.2f\n", n, m, i / p }'
     done
+  done
+fi
+
+if [[ -n $peer_source ]]; then
+  for mode in $modes; do
+    echo
+    echo "service ($mode) / peer, each workload run back to back"
+    printf '%-24s %8s %8s %12s %12s %9s %8s\n' workload req/s cpu/req p99-service p99-peer p99-ratio non-2xx
+    printf '%-24s %8s %8s %12s %12s %9s %8s\n' goal '>= 1.50' '<= 0.50' '' '' '<= 1.00' '0 / -'
+    for workload in "${workloads[@]}"; do
+      IFS='|' read -r name _ <<<"$workload"
+      service_p99=${latency[$mode,service,$name]} peer_p99=${latency[$mode,peer,$name]}
+      awk -v n="$name" -v rs="${rate[$mode,service,$name]}" -v rp="${rate[$mode,peer,$name]}" \
+        -v cs="${cpu[$mode,service,$name]}" -v cp="${cpu[$mode,peer,$name]}" -v ls="$service_p99" -v lp="$peer_p99" \
+        -v xs="$(milliseconds "$service_p99")" -v xp="$(milliseconds "$peer_p99")" \
+        -v f="${failed[$mode,service,$name]} / ${failed[$mode,peer,$name]}" \
+        'BEGIN { printf "%-24s %8.2f %8.2f %12s %12s %9.2f %8s\n", n, rs / rp, cs / cp, ls, lp, xs / xp, f }'
+    done
+    printf 'peak RSS: service %s MiB (goal <= 40), peer %s MiB\n' "${rss[$mode,service]}" "${rss[$mode,peer]}"
   done
 fi
