@@ -21,8 +21,9 @@
 # BENCH_PEER names the peer's folder (default ../shared/bench-peers/node-fastify beside the project; empty: no peer;
 # PostgreSQL only). It is copied to ${XDG_CACHE_HOME:-~/.cache}/tasks-bench/, as npm ci writes node_modules/ beside
 # it, and started in every mode with a password (the peer's own IAM mode is not measured), a pool of $BENCH_POOL
-# and one Node.js process, on BENCH_PEER_PORT (18081). It talks to PostgreSQL in clear (its pool has ssl: false),
-# whereas the service's password mode uses TLS when the server offers it (sslmode prefer), as the local one does.
+# and one Node.js process, on BENCH_PEER_PORT (18081). It talks to PostgreSQL in clear (its pool has ssl: false), so
+# the service's password mode does too (BENCH_PASSWORD_TLS, default disable; `prefer`, the service's default, uses
+# the local server's TLS and costs the service a few per cent).
 # Each workload runs on the service, then at once on the peer, so that a busy machine weighs on both alike; the
 # script ends with service / peer ratios for req/s and CPU per request, p99 side by side, non-2xx and peak RSS, next
 # to the goals the project aims at (printed, not asserted). Before it is measured, each target (service or peer)
@@ -168,7 +169,7 @@ start_service() {
       APP__DATABASE__IAM__REGION=us-east-1
       AWS_ACCESS_KEY_ID=AKIABENCHMARK0000001 AWS_SECRET_ACCESS_KEY=bench/secret AWS_EC2_METADATA_DISABLED=true)
   else
-    environment+=(APP__DATABASE__URL="$database_url")
+    environment+=(APP__DATABASE__URL="$database_url" APP__DATABASE__TLS__MODE="${BENCH_PASSWORD_TLS:-disable}")
   fi
   env "${environment[@]}" target/release/tasks-api >"$work/server.log" 2>&1 &
   server_pid=$!

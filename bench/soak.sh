@@ -78,9 +78,13 @@ target/release/rds-iam-emulator --listen "127.0.0.1:$emulator_port" --upstream "
   --credentials "$work/credentials" --tls-dir "$work" --max-token-age "$token_lifetime" >"$work/emulator.log" 2>&1 &
 emulator_pid=$!
 for _ in $(seq 50); do [[ -s $work/ca.pem ]] && break; sleep 0.1; done
+# The emulator lets in only users granted rds_iam (it creates the role at start): one made with the operator's own
+# command, with DML on tasks only.
+iam_user=tasks_soak_iam
+TASKS_ADMIN_URL=$database_url target/release/tasks-api admin provision-db-user --db-user "$iam_user" >/dev/null
 # rds_iam at info: the service logs each token renewal, which the summary counts.
 env APP__DATABASE__MAX_CONNECTIONS="$pool" APP__SERVER__PORT="$port" APP__LOG__LEVEL=warn,rds_iam=info \
-  APP__DATABASE__AUTH=iam APP__DATABASE__URL="${server_url%@*}@127.0.0.1:$emulator_port/$database" \
+  APP__DATABASE__AUTH=iam APP__DATABASE__URL="${server_url%%://*}://$iam_user@127.0.0.1:$emulator_port/$database" \
   APP__DATABASE__TLS__ROOT_CERT="$work/ca.pem" APP__DATABASE__IAM__REGION=us-east-1 \
   APP__DATABASE__IAM__TOKEN_LIFETIME_SECS="$token_lifetime" APP__DATABASE__MAX_LIFETIME_SECS="$connection_lifetime" \
   AWS_ACCESS_KEY_ID=AKIABENCHMARK0000001 AWS_SECRET_ACCESS_KEY=bench/secret AWS_EC2_METADATA_DISABLED=true \
