@@ -1,6 +1,7 @@
-//! Fault drills: the service under a load of 16 clients, each creating a task and reading it back, while the
-//! database's sessions are killed or its server restarts. They count failed requests, acknowledged writes missing
-//! from the database and reads of the wrong row, and never time anything.
+//! Fault drills: the service under a load of 16 clients, each creating a task, reading it back, renaming it, reading
+//! it again and deleting every other one, while the database's sessions are killed or its server restarts. They
+//! count failed requests, acknowledged writes missing from the database (deletions included) and reads of the wrong
+//! row, and never time anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +58,8 @@ async fn a_postgres_fast_restart_fails_no_request() {
     assert_nothing_lost(&app.database, &tally).await;
 }
 
-/// No request failed, no read returned another task, and every acknowledged write is stored with its name.
+/// No request failed, no read returned another task, every acknowledged write is stored with its last name, and
+/// every acknowledged deletion is gone.
 async fn assert_nothing_lost(database: &TestDatabase, tally: &Tally) {
     assert!(
         tally.failures.is_empty(),
@@ -74,6 +76,12 @@ async fn assert_nothing_lost(database: &TestDatabase, tally: &Tally) {
         .filter(|(id, name)| stored.get(id) != Some(name))
         .collect();
     assert!(lost.is_empty(), "{} acknowledged writes missing: {lost:?}", lost.len());
+    let undeleted: Vec<_> = tally.deleted.iter().filter(|id| stored.contains_key(id)).collect();
+    assert!(
+        undeleted.is_empty(),
+        "{} acknowledged deletions undone: {undeleted:?}",
+        undeleted.len()
+    );
     assert!(
         tally.acknowledged.len() >= CLIENTS,
         "the load made progress: {} writes",

@@ -24,8 +24,10 @@ pub struct Tally {
     pub requests: usize,
     /// One line per failed request: what was asked and what came back.
     pub failures: Vec<String>,
-    /// Tasks the service answered 201 for, with the name it was given.
+    /// Tasks the service acknowledged and did not delete, with the name it last acknowledged for them.
     pub acknowledged: Vec<(Uuid, String)>,
+    /// Tasks whose deletion the service acknowledged.
+    pub deleted: Vec<Uuid>,
     pub wrong_reads: usize,
 }
 
@@ -34,11 +36,13 @@ impl Tally {
         self.requests += other.requests;
         self.failures.extend(other.failures);
         self.acknowledged.extend(other.acknowledged);
+        self.deleted.extend(other.deleted);
         self.wrong_reads += other.wrong_reads;
     }
 }
 
-/// Clients that each create a task and read it back, over and over, until stopped.
+/// Clients that each create a task, read it back, rename it and read it again, and delete every other one, over and
+/// over, until stopped.
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
@@ -59,7 +63,10 @@ impl Load {
                 let mut round = 0_usize;
                 while !stop.load(Ordering::Relaxed) {
                     round += 1;
-                    write_then_read(&http, &address, &format!("drill {client}-{round}"), &mut tally).await;
+                    let name = format!("drill {client}-{round}");
+                    if let Some(id) = write_then_read(&http, &address, &name, &mut tally).await {
+                        rename_then_delete(&http, &address, id, &name, round.is_multiple_of(2), &mut tally).await;
+                    }
                 }
                 tally
             });
@@ -78,7 +85,8 @@ impl Load {
     }
 }
 
-async fn write_then_read(http: &Client, address: &str, name: &str, tally: &mut Tally) {
+/// Creates a task and reads it back; its id once it was acknowledged.
+async fn write_then_read(http: &Client, address: &str, name: &str, tally: &mut Tally) -> Option<Uuid> {
     tally.requests += 1;
     let created = http
         .post(format!("{address}/tasks"))
@@ -88,17 +96,67 @@ async fn write_then_read(http: &Client, address: &str, name: &str, tally: &mut T
     let id = match created {
         Ok(response) if response.status() == 201 => match response.json::<TaskBody>().await {
             Ok(task) => task.id,
-            Err(error) => return tally.failures.push(format!("POST {name:?}: unreadable 201: {error}")),
+            Err(error) => {
+                tally.failures.push(format!("POST {name:?}: unreadable 201: {error}"));
+                return None;
+            }
         },
         Ok(response) => {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            return tally.failures.push(format!("POST {name:?}: {status} {body}"));
+            tally
+                .failures
+                .push(format!("POST {name:?}: {}", answer(response).await));
+            return None;
         }
-        Err(error) => return tally.failures.push(format!("POST {name:?}: {error}")),
+        Err(error) => {
+            tally.failures.push(format!("POST {name:?}: {error}"));
+            return None;
+        }
     };
     tally.acknowledged.push((id, name.to_owned()));
+    read(http, address, id, name, tally).await;
+    Some(id)
+}
 
+/// Renames the task and reads it back, then, when `delete`, deletes it.
+async fn rename_then_delete(http: &Client, address: &str, id: Uuid, name: &str, delete: bool, tally: &mut Tally) {
+    let renamed = format!("{name} renamed");
+    tally.requests += 1;
+    match http
+        .put(format!("{address}/tasks/{id}"))
+        .json(&json!({ "name": renamed }))
+        .send()
+        .await
+    {
+        Ok(response) if response.status() == 200 => {
+            if let Some(entry) = tally.acknowledged.iter_mut().find(|(task, _)| *task == id) {
+                entry.1.clone_from(&renamed);
+            }
+        }
+        Ok(response) => return tally.failures.push(format!("PUT {id}: {}", answer(response).await)),
+        Err(error) => return tally.failures.push(format!("PUT {id}: {error}")),
+    }
+    read(http, address, id, &renamed, tally).await;
+    if !delete {
+        return;
+    }
+    tally.requests += 1;
+    match http.delete(format!("{address}/tasks/{id}")).send().await {
+        Ok(response) if response.status() == 204 => {
+            tally.acknowledged.retain(|(task, _)| *task != id);
+            tally.deleted.push(id);
+        }
+        Ok(response) => tally.failures.push(format!("DELETE {id}: {}", answer(response).await)),
+        Err(error) => tally.failures.push(format!("DELETE {id}: {error}")),
+    }
+}
+
+async fn answer(response: reqwest::Response) -> String {
+    let status = response.status();
+    format!("{status} {}", response.text().await.unwrap_or_default())
+}
+
+/// Reads the task back and checks it is the one written, with the name last acknowledged.
+async fn read(http: &Client, address: &str, id: Uuid, name: &str, tally: &mut Tally) {
     tally.requests += 1;
     match http.get(format!("{address}/tasks/{id}")).send().await {
         Ok(response) if response.status() == 200 => match response.json::<TaskBody>().await {
@@ -109,11 +167,7 @@ async fn write_then_read(http: &Client, address: &str, name: &str, tally: &mut T
             }
             Err(error) => tally.failures.push(format!("GET {id}: unreadable 200: {error}")),
         },
-        Ok(response) => {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            tally.failures.push(format!("GET {id}: {status} {body}"));
-        }
+        Ok(response) => tally.failures.push(format!("GET {id}: {}", answer(response).await)),
         Err(error) => tally.failures.push(format!("GET {id}: {error}")),
     }
 }

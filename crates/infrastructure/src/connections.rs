@@ -7,19 +7,24 @@
 //! they can be seen:
 //! - a statement cut off half-way (its future dropped) never parks its connection: the connection goes back through
 //!   sqlx, whose ping drains it or closes it;
-//! - a connection that failed with anything but an ordinary statement error is not parked either;
-//! - a parked connection idle for longer than [`RECENTLY_USED`] is pinged before use, as the pool does at checkout;
+//! - a connection whose statement failed in a way that may have broken it (I/O, protocol, a lost or FATAL session) is
+//!   closed instead of parked;
+//! - a parked connection idle for longer than [`RECENTLY_USED`] is pinged before use, as the pool does at checkout,
+//!   within the pool's acquire time-out;
 //! - one that the server closed while it was parked is found when next used: its statement fails as
-//!   [`ErrorClass::ConnectionLost`], and `Database::run` retries the operation once on a [fresh](Lease::fresh)
-//!   connection, after dropping every parked one (they may have been closed by the same restart).
+//!   [`ErrorClass::ConnectionLost`], and `Database::run` runs the operation again on [fresh](Lease::fresh)
+//!   connections, after dropping every parked one (they may have been closed by the same restart).
 //!
 //! Each connection's socket is registered with the Tokio runtime of the thread that opened it, and actix-web runs one
 //! runtime per worker thread. A statement that runs on another worker's connection is woken by that worker's reactor,
-//! a cross-thread wake-up on every read. So a statement takes a connection its own thread opened when one is parked,
-//! and any other parked one otherwise: every parked connection is open to every worker, so none can be starved.
+//! a cross-thread wake-up on every read. So a statement prefers a connection its own thread took from the pool (the
+//! thread that opened it, as a rule), and takes any other parked one otherwise: every parked connection is open to
+//! every worker, so none can be starved.
 //!
-//! A connection returns to the pool at least every [`LEASE`], which costs one ping per connection per [`LEASE`] and keeps
-//! the pool's own rules (maximum lifetime, idle time-out at checkout) in force.
+//! A connection goes back to the pool once it has been out of it for [`LEASE`] (when it is next taken or finishes,
+//! or, at the bottom of the stack, when any statement is taken), which costs one ping per connection per [`LEASE`]
+//! under load and keeps the pool's own rules (maximum lifetime, idle time-out at checkout) in force. Migrations,
+//! which use the pool directly, and closing the pool hand every parked connection back first.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,10 +69,15 @@ macro_rules! on_backend {
 impl Connections {
     /// Closes every parked connection: after a connection was found dead, the others parked beside it may be too.
     pub(crate) fn discard_parked(&self) {
-        on_backend!(self, parking => parking.discard_parked());
+        on_backend!(self, parking => parking.take_parked().for_each(|held| discard(held.connection)));
     }
 
-    /// Hands every parked connection back and closes the pool, waiting for connections in use.
+    /// Hands every parked connection back to the pool, for code that uses the pool directly (migrations).
+    pub(crate) fn release_parked(&self) {
+        on_backend!(self, parking => parking.take_parked().for_each(drop));
+    }
+
+    /// Closes the pool, waiting for connections in use; from then on, finished connections are closed, not parked.
     pub(crate) async fn close(&self) {
         on_backend!(self, parking => parking.close().await);
     }
@@ -184,13 +194,17 @@ where
                 drop(held);
                 continue;
             }
-            if (fresh || idle_for > RECENTLY_USED)
-                && let Err(error) = held.connection.ping().await
-            {
+            if fresh || idle_for > RECENTLY_USED {
+                let error = match tokio::time::timeout_at(deadline, held.connection.ping()).await {
+                    Ok(Ok(())) => return Ok(held),
+                    Ok(Err(error)) => DbErr::Query(RuntimeErr::SqlxError(error.into())),
+                    // A server that stopped answering without closing the connection (a failover's old address).
+                    Err(_) => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+                };
                 discard(held.connection);
                 dead += 1;
-                if dead > self.pool.options().get_max_connections() {
-                    return Err(DbErr::Conn(RuntimeErr::SqlxError(error.into())));
+                if dead > self.pool.options().get_max_connections() || tokio::time::Instant::now() >= deadline {
+                    return Err(error);
                 }
                 continue;
             }
@@ -199,9 +213,17 @@ where
     }
 
     /// The most recently parked connection of thread `home`, or else the most recently parked one; with none parked,
-    /// a place in the queue.
+    /// a place in the queue. Connections at the bottom of the stack that have been out of the pool for a [`LEASE`]
+    /// go back to it first, so that a burst's extra connections do not stay out of it for good.
     fn unpark_or_queue(&self, home: usize) -> Next<DB> {
         let mut shared = self.shared();
+        let expired = shared
+            .parked
+            .iter()
+            .take_while(|parked| parked.held.leased_at.elapsed() >= LEASE)
+            .count();
+        // Dropping a pooled connection only schedules its return.
+        shared.parked.drain(..expired).for_each(drop);
         if let Some(index) = shared.parked.iter().rposition(|parked| parked.held.home == home) {
             return Next::Parked(shared.parked.remove(index));
         }
@@ -215,20 +237,29 @@ where
         Next::Queued(receiver)
     }
 
-    /// Waits for a connection handed over by a finishing statement or one from the pool, whichever comes first.
+    /// Waits for a connection handed over by a finishing statement or one from the pool, whichever comes first; a
+    /// hand-over wins a tie, since it costs nothing. When the pool wins, a connection handed over meanwhile is given
+    /// to the next statement.
     async fn wait(
         &self,
-        handoff: oneshot::Receiver<Held<DB>>,
+        mut handoff: oneshot::Receiver<Held<DB>>,
         home: usize,
         deadline: tokio::time::Instant,
     ) -> Result<Held<DB>, DbErr> {
         tokio::select! {
-            Ok(held) = handoff => Ok(held),
-            acquired = self.acquire(deadline) => acquired.map(|connection| Held {
-                connection,
-                leased_at: Instant::now(),
-                home,
-            }),
+            biased;
+            Ok(held) = &mut handoff => Ok(held),
+            acquired = self.acquire(deadline) => {
+                handoff.close();
+                if let Ok(held) = handoff.try_recv() {
+                    self.hand_on(held);
+                }
+                acquired.map(|connection| Held {
+                    connection,
+                    leased_at: Instant::now(),
+                    home,
+                })
+            }
         }
     }
 
@@ -240,10 +271,8 @@ where
         loop {
             match tokio::time::timeout_at(deadline, self.pool.acquire()).await {
                 Ok(Ok(connection)) => return Ok(connection),
-                Ok(Err(error))
-                    if error.class() == ErrorClass::ConnectionLost
-                        && tokio::time::Instant::now() + pause < deadline =>
-                {
+                // Not TLS errors: a certificate that does not verify will not verify on the next attempt either.
+                Ok(Err(sqlx::Error::Io(_))) if tokio::time::Instant::now() + pause < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
@@ -253,20 +282,40 @@ where
         }
     }
 
-    /// Hands the connection to the first statement waiting for one, or parks it, unless the statement's outcome
-    /// says it may be broken. An ordinary statement error (a constraint violated, say) leaves the connection ready
-    /// for the next one.
+    /// Hands the connection on after its statement, unless the statement's outcome says it may be broken: a
+    /// statement error (a constraint violated, a value that does not decode) leaves the connection ready for the next
+    /// one; a lost or FATAL session, or an I/O or protocol error, does not.
     fn finish<T>(&self, held: Held<DB>, outcome: &Result<T, sqlx::Error>) {
         let reusable = match outcome {
             Ok(_) => true,
-            Err(error @ sqlx::Error::Database(_)) => error.class() != ErrorClass::ConnectionLost,
+            Err(error @ sqlx::Error::Database(database_error)) => {
+                error.class() != ErrorClass::ConnectionLost && !ends_session(database_error.as_ref())
+            }
+            Err(
+                sqlx::Error::RowNotFound
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Encode(_)
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::TypeNotFound { .. },
+            ) => true,
             Err(_) => false,
         };
-        if !reusable {
+        if reusable {
+            self.hand_on(held);
+        } else {
             discard(held.connection);
+        }
+    }
+
+    /// Gives a connection fit for use to the first statement waiting for one, or parks it; or hands it back to the
+    /// pool when its [`LEASE`] is over or the pool is closing.
+    fn hand_on(&self, mut held: Held<DB>) {
+        if held.leased_at.elapsed() >= LEASE || self.pool.is_closed() {
+            drop(held);
             return;
         }
-        let mut held = held;
         let mut shared = self.shared();
         while let Some(waiting) = shared.waiting.pop_front() {
             match waiting.send(held) {
@@ -281,22 +330,26 @@ where
         });
     }
 
-    fn discard_parked(&self) {
-        let parked = std::mem::take(&mut self.shared().parked);
-        parked.into_iter().for_each(|parked| discard(parked.held.connection));
+    /// Every parked connection, taken off the stack.
+    fn take_parked(&self) -> impl Iterator<Item = Held<DB>> {
+        std::mem::take(&mut self.shared().parked)
+            .into_iter()
+            .map(|parked| parked.held)
     }
 
     async fn close(&self) {
-        let parked = std::mem::take(&mut self.shared().parked);
-        drop(parked);
-        self.pool.close().await;
+        // Closed first, so that nothing is parked again while the pool waits for the connections in use.
+        let closing = self.pool.close();
+        self.take_parked().for_each(drop);
+        self.shared().waiting.clear();
+        closing.await;
     }
 
     async fn ping(&self, fresh: bool) -> Result<(), DbErr> {
         let mut held = self.take(fresh).await?;
         let outcome = held.connection.ping().await;
         self.finish(held, &outcome);
-        outcome.map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(error.into())))
+        outcome.map_err(query_error)
     }
 
     async fn execute(&self, fresh: bool, statement: &Statement) -> Result<ExecResult, DbErr> {
@@ -328,6 +381,14 @@ where
             .map(|rows| rows.into_iter().map(QueryResult::from).collect())
             .map_err(query_error)
     }
+}
+
+/// Whether the server ended the session with this error: PostgreSQL's FATAL and PANIC severities.
+fn ends_session(error: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    error
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
 
 /// Closes a connection that may be broken instead of handing it back to the pool for its release ping.

@@ -86,7 +86,8 @@ pub struct MigrationState {
 #[derive(Debug, Clone)]
 pub struct Database {
     connections: Arc<Connections>,
-    /// SeaORM's own connection over the same pool, for migrations, which need its transactions.
+    /// SeaORM's own connection over the same pool, for migrations, which need its transactions; parked connections
+    /// go back to the pool before each use, so that it has some to give.
     migrations: DatabaseConnection,
     refresher: Option<Arc<TokenRefresher>>,
 }
@@ -218,6 +219,7 @@ impl Database {
 
     /// Applies pending migrations, or at most `steps` of them.
     pub async fn migrate_up(&self, steps: Option<u32>) -> Result<(), DatabaseError> {
+        self.connections.release_parked();
         Migrator::up(&self.migrations, steps)
             .await
             .map_err(DatabaseError::Migration)
@@ -225,6 +227,7 @@ impl Database {
 
     /// Reverts the last `steps` migrations (one when `None`).
     pub async fn migrate_down(&self, steps: Option<u32>) -> Result<(), DatabaseError> {
+        self.connections.release_parked();
         Migrator::down(&self.migrations, Some(steps.unwrap_or(1)))
             .await
             .map_err(DatabaseError::Migration)
@@ -232,6 +235,7 @@ impl Database {
 
     /// Every known migration, oldest first, and whether it has been applied.
     pub async fn migration_status(&self) -> Result<Vec<MigrationState>, DatabaseError> {
+        self.connections.release_parked();
         let pending = Migrator::get_pending_migrations(&self.migrations)
             .await
             .map_err(DatabaseError::Migration)?;

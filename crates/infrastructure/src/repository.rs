@@ -113,15 +113,21 @@ impl TaskRepository for SeaOrmTaskRepository {
 
     #[tracing::instrument(name = "delete task", skip(self))]
     async fn delete(&self, id: TaskId) -> Result<(), DomainError> {
-        let result = self
+        let deleted = self
             .database
-            .run(|lease| async move { tasks::Entity::delete_by_id(*id.as_uuid()).exec(&lease).await })
+            .run(|lease| async move {
+                let result = tasks::Entity::delete_by_id(*id.as_uuid()).exec(&lease).await?;
+                // A retry cannot tell whether the attempt whose connection was lost removed the row first: either
+                // way the task is gone, which is what the client asked for.
+                Ok(result.rows_affected > 0 || lease.fresh())
+            })
             .await
             .map_err(storage_error)?;
-        if result.rows_affected == 0 {
-            return Err(DomainError::NotFound(id));
+        if deleted {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound(id))
         }
-        Ok(())
     }
 }
 

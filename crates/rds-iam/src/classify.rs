@@ -11,8 +11,9 @@ pub enum ErrorClass {
     /// 28, which MySQL's access-denied errors carry too). Renewing the token may help.
     AuthFailure,
     /// The connection was closed, reset or terminated before the statement's result came back: I/O and TLS errors,
-    /// connection exceptions (08), an administrator's or a shutdown's termination (57P01, 57P02, 57P03), and MySQL's
-    /// "server gone away" family (2006, 2013, 4031, 1927). A pooled connection the server closed while it sat idle
+    /// connection exceptions (08, but for 08P01, a protocol violation), an administrator's or a shutdown's
+    /// termination (57P01, 57P02, 57P03), an idle session's time-out (57P05), and MySQL's "server gone away" family
+    /// (2006, 2013, 4031, 1927). A pooled connection the server closed while it sat idle
     /// fails this way when next used, so running the statement again on a fresh connection usually succeeds; whether
     /// that is safe depends on the statement (it may have been applied before the connection broke).
     ConnectionLost,
@@ -44,7 +45,8 @@ pub fn classify(error: &sqlx::Error) -> ErrorClass {
 
 /// MySQL's lost-connection errors, by number: their SQLSTATEs (HY000, 70100) are shared with unrelated errors.
 /// 2006 and 2013 are the C client's "server has gone away" and "lost connection", which proxies pass on; 4031 is the
-/// server closing an idle session; 1927 is a session killed by `KILL`.
+/// server closing an idle session (MySQL 8.0.24 and later; MariaDB gives that number to a DDL error that DML never
+/// meets); 1927 is a session killed by `KILL`.
 #[cfg(feature = "mysql")]
 fn is_mysql_connection_lost(error: &dyn sqlx::error::DatabaseError) -> bool {
     error
@@ -60,9 +62,16 @@ fn is_mysql_connection_lost(_: &dyn sqlx::error::DatabaseError) -> bool {
 /// Classifies a SQLSTATE.
 #[must_use]
 pub fn classify_sqlstate(code: &str) -> ErrorClass {
-    if code.starts_with("28") {
+    if code.len() != 5 {
+        // Not a SQLSTATE: SQLite's numeric result codes (2835 is not an authentication failure).
+        ErrorClass::Other
+    } else if code.starts_with("28") {
         ErrorClass::AuthFailure
-    } else if code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code) {
+    } else if code == "08P01" {
+        // A protocol violation (a wrong number of bind parameters, say): the statement's fault, and the session
+        // usually stays up.
+        ErrorClass::Other
+    } else if code.starts_with("08") || ["57P01", "57P02", "57P03", "57P05"].contains(&code) {
         ErrorClass::ConnectionLost
     } else if code.starts_with("53") || code.starts_with("57P") {
         ErrorClass::Unavailable
@@ -118,12 +127,15 @@ mod tests {
             ("28P01", ErrorClass::AuthFailure),
             ("28000", ErrorClass::AuthFailure),
             ("08006", ErrorClass::ConnectionLost),
-            ("08P01", ErrorClass::ConnectionLost),
+            ("08P01", ErrorClass::Other),
             ("53300", ErrorClass::Unavailable),
             ("57P01", ErrorClass::ConnectionLost),
             ("57P02", ErrorClass::ConnectionLost),
             ("57P03", ErrorClass::ConnectionLost),
             ("57P04", ErrorClass::Unavailable),
+            ("57P05", ErrorClass::ConnectionLost),
+            ("2835", ErrorClass::Other),
+            ("5", ErrorClass::Other),
             ("23505", ErrorClass::Other),
             ("42P01", ErrorClass::Other),
             ("57014", ErrorClass::Other),
