@@ -21,8 +21,9 @@
 //! thread that opened it, as a rule), and takes any other parked one otherwise: every parked connection is open to
 //! every worker, so none can be starved.
 //!
-//! A connection goes back to the pool once it has been out of it for [`LEASE`] (when it is next taken or finishes,
-//! or, at the bottom of the stack, when any statement is taken), which costs one ping per connection per [`LEASE`]
+//! A connection goes back to the pool once it has been out of it for its lease, [`MAX_LEASE`] or half the pool's
+//! maximum lifetime if that is shorter (when it is next taken or finishes, or, at the bottom of the stack, when any
+//! statement is taken), which costs one ping per connection per lease
 //! under load and keeps the pool's own rules (maximum lifetime, idle time-out at checkout) in force. Migrations,
 //! which use the pool directly, and closing the pool hand every parked connection back first.
 
@@ -45,7 +46,7 @@ use tokio::sync::oneshot;
 pub(crate) const RECENTLY_USED: Duration = Duration::from_millis(500);
 
 /// How long a connection stays out of the pool before it is handed back to it.
-const LEASE: Duration = Duration::from_secs(5);
+const MAX_LEASE: Duration = Duration::from_secs(5);
 
 /// The service's connections: one sqlx pool with a stack of parked connections in front of it.
 #[derive(Debug)]
@@ -75,6 +76,13 @@ impl Connections {
     /// Hands every parked connection back to the pool, for code that uses the pool directly (migrations).
     pub(crate) fn release_parked(&self) {
         on_backend!(self, parking => parking.take_parked().for_each(drop));
+    }
+
+    /// Leases of at most half of `max_lifetime`, so that no connection outlives that by more than half: the pool
+    /// checks the lifetime only when a connection comes back to it.
+    pub(crate) fn within_lifetime(mut self, max_lifetime: Duration) -> Self {
+        on_backend!(&mut self, parking => parking.lease = parking.lease.min(max_lifetime / 2));
+        self
     }
 
     /// Closes the pool, waiting for connections in use; from then on, finished connections are closed, not parked.
@@ -108,13 +116,15 @@ pub(crate) struct Parking<DB: sqlx::Database> {
     pool: Pool<DB>,
     shared: Mutex<Shared<DB>>,
     backend: DbBackend,
+    /// How long a connection stays out of the pool.
+    lease: Duration,
 }
 
 #[derive(Debug)]
 struct Shared<DB: sqlx::Database> {
     parked: Vec<Parked<DB>>,
     /// Statements that found nothing parked. Parked connections never go back to the pool on their own, so a
-    /// statement waiting only in the pool's queue could wait until a [`LEASE`] ends; each waits here as well, and a
+    /// statement waiting only in the pool's queue could wait until a lease ends; each waits here as well, and a
     /// finished connection goes to the first of them instead of onto the stack.
     waiting: VecDeque<oneshot::Sender<Held<DB>>>,
 }
@@ -168,6 +178,7 @@ where
                 waiting: VecDeque::new(),
             }),
             backend,
+            lease: MAX_LEASE,
         }
     }
 
@@ -189,7 +200,7 @@ where
                 Next::Parked(Parked { held, parked_at }) => (held, parked_at.elapsed()),
                 Next::Queued(handoff) => (self.wait(handoff, home, deadline).await?, Duration::ZERO),
             };
-            if held.leased_at.elapsed() >= LEASE {
+            if held.leased_at.elapsed() >= self.lease {
                 // Back through the pool, which closes it if it is past its lifetime.
                 drop(held);
                 continue;
@@ -213,14 +224,14 @@ where
     }
 
     /// The most recently parked connection of thread `home`, or else the most recently parked one; with none parked,
-    /// a place in the queue. Connections at the bottom of the stack that have been out of the pool for a [`LEASE`]
+    /// a place in the queue. Connections at the bottom of the stack that have been out of the pool for a lease
     /// go back to it first, so that a burst's extra connections do not stay out of it for good.
     fn unpark_or_queue(&self, home: usize) -> Next<DB> {
         let mut shared = self.shared();
         let expired = shared
             .parked
             .iter()
-            .take_while(|parked| parked.held.leased_at.elapsed() >= LEASE)
+            .take_while(|parked| parked.held.leased_at.elapsed() >= self.lease)
             .count();
         // Dropping a pooled connection only schedules its return.
         shared.parked.drain(..expired).for_each(drop);
@@ -310,9 +321,9 @@ where
     }
 
     /// Gives a connection fit for use to the first statement waiting for one, or parks it; or hands it back to the
-    /// pool when its [`LEASE`] is over or the pool is closing.
+    /// pool when its lease is over or the pool is closing.
     fn hand_on(&self, mut held: Held<DB>) {
-        if held.leased_at.elapsed() >= LEASE || self.pool.is_closed() {
+        if held.leased_at.elapsed() >= self.lease || self.pool.is_closed() {
             drop(held);
             return;
         }

@@ -108,11 +108,11 @@ impl Database {
             (DatabaseBackend::Postgres, Auth::Password(password)) => {
                 let pool =
                     connect_with_password::<sqlx::Postgres>(settings, postgres_options(settings)?, password).await?;
-                Self::over(pool, None)
+                Self::over(pool, settings, None)
             }
             (DatabaseBackend::MySql, Auth::Password(password)) => {
                 let pool = connect_with_password::<sqlx::MySql>(settings, mysql_options(settings)?, password).await?;
-                Self::over(pool, None)
+                Self::over(pool, settings, None)
             }
             (DatabaseBackend::Postgres, Auth::Iam(iam)) => {
                 let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::Postgres>(
@@ -122,7 +122,7 @@ impl Database {
                     postgres_options(settings)?,
                 ))
                 .await?;
-                Self::over(pool, Some(refresher))
+                Self::over(pool, settings, Some(refresher))
             }
             (DatabaseBackend::MySql, Auth::Iam(iam)) => {
                 let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::MySql>(
@@ -132,28 +132,32 @@ impl Database {
                     mysql_options(settings)?,
                 ))
                 .await?;
-                Self::over(pool, Some(refresher))
+                Self::over(pool, settings, Some(refresher))
             }
             (DatabaseBackend::Sqlite, _) => {
                 let pool = pool_options::<sqlx::Sqlite>(&settings.pool)
                     .connect_with(sqlite_options(settings)?)
                     .await
                     .map_err(|source| connect_error(settings, source))?;
-                Self::over(pool, None)
+                Self::over(pool, settings, None)
             }
         };
         tracing::info!(backend = ?settings.backend(), "database pool open");
         Ok(database)
     }
 
-    fn over<DB: sqlx::Database>(pool: sqlx::Pool<DB>, refresher: Option<Arc<TokenRefresher>>) -> Self
+    fn over<DB: sqlx::Database>(
+        pool: sqlx::Pool<DB>,
+        settings: &DatabaseSettings,
+        refresher: Option<Arc<TokenRefresher>>,
+    ) -> Self
     where
         DatabaseConnection: From<sqlx::Pool<DB>>,
         Connections: From<sqlx::Pool<DB>>,
     {
         Self {
             migrations: DatabaseConnection::from(pool.clone()),
-            connections: Arc::new(Connections::from(pool)),
+            connections: Arc::new(Connections::from(pool).within_lifetime(settings.pool.max_lifetime)),
             refresher,
         }
     }
