@@ -48,6 +48,9 @@ pub(crate) const RECENTLY_USED: Duration = Duration::from_millis(500);
 /// How long a connection stays out of the pool before it is handed back to it.
 const MAX_LEASE: Duration = Duration::from_secs(5);
 
+/// How often a statement waiting for a hand-over, with every connection out, looks at the pool again.
+const RECHECK: Duration = Duration::from_millis(20);
+
 /// The service's connections: one sqlx pool with a stack of parked connections in front of it.
 #[derive(Debug)]
 pub(crate) enum Connections {
@@ -248,19 +251,41 @@ where
         Next::Queued(receiver)
     }
 
-    /// Waits for a connection handed over by a finishing statement or one from the pool, whichever comes first; a
-    /// hand-over wins a tie, since it costs nothing. When the pool wins, a connection handed over meanwhile is given
-    /// to the next statement.
+    /// Waits for a connection handed over by a finishing statement, or one from the pool when it has one idle or
+    /// room to open one, whichever comes first; a hand-over wins a tie, since it costs nothing.
+    /// - When the pool wins, a connection handed over meanwhile is given to the next statement.
+    /// - When the hand-over wins, the pool's acquisition is not cut off: it may be half-way through opening a
+    ///   connection, and a server would see an aborted log-in (under load, a stream of them). It finishes on its own
+    ///   and its connection goes back to the pool. There are at most as many as the pool has room for.
+    /// - When every connection is out, only a hand-over can come soon, so the pool's queue is left alone (each
+    ///   place in it would be one more acquisition to finish); the pool is looked at again every [`RECHECK`], for
+    ///   connections that went back to it or were closed.
     async fn wait(
         &self,
         mut handoff: oneshot::Receiver<Held<DB>>,
         home: usize,
         deadline: tokio::time::Instant,
     ) -> Result<Held<DB>, DbErr> {
+        let max = self.pool.options().get_max_connections();
+        while self.pool.size() >= max && self.pool.num_idle() == 0 {
+            match tokio::time::timeout(RECHECK, &mut handoff).await {
+                Ok(Ok(held)) => return Ok(held),
+                // The pool is closing: its own answer says so.
+                Ok(Err(_)) => break,
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+                }
+                Err(_) => {}
+            }
+        }
+        let mut acquiring = Box::pin(acquire(self.pool.clone(), deadline));
         tokio::select! {
             biased;
-            Ok(held) = &mut handoff => Ok(held),
-            acquired = self.acquire(deadline) => {
+            Ok(held) = &mut handoff => {
+                tokio::spawn(async move { drop(acquiring.await) });
+                Ok(held)
+            }
+            acquired = &mut acquiring => {
                 handoff.close();
                 if let Ok(held) = handoff.try_recv() {
                     self.hand_on(held);
@@ -270,25 +295,6 @@ where
                     leased_at: Instant::now(),
                     home,
                 })
-            }
-        }
-    }
-
-    /// A connection from the pool by `deadline`. The pool itself waits out a server that refuses connections while
-    /// it starts; one that is shutting down or restarting may also accept and then reset them, which is waited out
-    /// here.
-    async fn acquire(&self, deadline: tokio::time::Instant) -> Result<PoolConnection<DB>, DbErr> {
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match tokio::time::timeout_at(deadline, self.pool.acquire()).await {
-                Ok(Ok(connection)) => return Ok(connection),
-                // Not TLS errors: a certificate that does not verify will not verify on the next attempt either.
-                Ok(Err(sqlx::Error::Io(_))) if tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                Ok(Err(error)) => return Err(acquire_error(error)),
-                Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
             }
         }
     }
@@ -391,6 +397,27 @@ where
         outcome
             .map(|rows| rows.into_iter().map(QueryResult::from).collect())
             .map_err(query_error)
+    }
+}
+
+/// A connection from `pool` by `deadline`. The pool itself waits out a server that refuses connections while it
+/// starts; one that is shutting down or restarting may also accept and then reset them, which is waited out here.
+async fn acquire<DB: sqlx::Database>(
+    pool: Pool<DB>,
+    deadline: tokio::time::Instant,
+) -> Result<PoolConnection<DB>, DbErr> {
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match tokio::time::timeout_at(deadline, pool.acquire()).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            // Not TLS errors: a certificate that does not verify will not verify on the next attempt either.
+            Ok(Err(sqlx::Error::Io(_))) if tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Ok(Err(error)) => return Err(acquire_error(error)),
+            Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        }
     }
 }
 
