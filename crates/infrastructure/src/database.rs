@@ -180,32 +180,31 @@ impl Database {
         F: Fn(Lease<'d>) -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        let first = match operation(Lease::new(&self.connections, false)).await {
+        let mut failure = match operation(Lease::new(&self.connections, false)).await {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
+        let first_cause = error_chain(&failure);
         let mut retries = 0;
-        let mut last = None;
         loop {
-            let cause = last.as_ref().unwrap_or(&first);
-            match (cause.class(), &self.refresher) {
-                (ErrorClass::ConnectionLost, _) if retries < LOST_CONNECTION_RETRIES => {
+            retries += 1;
+            match (failure.class(), &self.refresher) {
+                (ErrorClass::ConnectionLost, _) if retries <= LOST_CONNECTION_RETRIES => {
                     self.connections.discard_parked();
                 }
-                (ErrorClass::AuthFailure, Some(refresher)) if retries == 0 => {
+                (ErrorClass::AuthFailure, Some(refresher)) if retries == 1 => {
                     if let Err(renewal) = refresher.refresh_now().await {
                         tracing::warn!(error = %error_chain(&renewal), "could not renew the IAM token for a retry");
                     }
                 }
-                _ => return Err(last.unwrap_or(first)),
+                _ => return Err(failure),
             }
-            retries += 1;
             match operation(Lease::new(&self.connections, true)).await {
                 Ok(value) => {
-                    tracing::warn!(cause = %error_chain(&first), retries, "database operation retried and succeeded");
+                    tracing::warn!(cause = %first_cause, retries, "database operation retried and succeeded");
                     return Ok(value);
                 }
-                Err(error) => last = Some(error),
+                Err(error) => failure = error,
             }
         }
     }
