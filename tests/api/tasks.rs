@@ -99,3 +99,30 @@ async fn names_of_255_multibyte_characters_are_stored_intact(backend: Backend) {
         assert_eq!(app.read_task(id).await.name, name);
     }
 }
+
+#[tokio::test]
+async fn head_answers_the_headers_of_get_without_its_body() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let id = app.create_task("first").await;
+    app.create_task("second").await;
+
+    for path in [
+        "/tasks?limit=1".to_owned(),
+        format!("/tasks/{id}"),
+        "/health/live".to_owned(),
+        "/openapi.json".to_owned(),
+    ] {
+        let get = app.get(&path).await;
+        let head = app
+            .request(reqwest::Method::HEAD, &path)
+            .send()
+            .await
+            .expect("answered");
+
+        assert_eq!(head.status(), 200, "{path}");
+        for header in ["content-type", "content-length", "link"] {
+            assert_eq!(head.headers().get(header), get.headers().get(header), "{path} {header}");
+        }
+        assert!(head.bytes().await.expect("no body").is_empty(), "{path}");
+    }
+}

@@ -6,6 +6,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -30,22 +31,21 @@ pub(crate) fn configure<R: TaskRepository>(config: &mut web::ServiceConfig) {
             web::resource("/tasks")
                 .route(web::get().to(list_tasks::<R>))
                 .route(web::post().to(create_task::<R>))
-                .default_service(web::to(method_not_allowed("GET, POST"))),
+                .default_service(web::to(method_not_allowed("GET, HEAD, POST"))),
         )
         .service(
             web::resource("/tasks/{id}")
                 .route(web::get().to(get_task::<R>))
                 .route(web::put().to(rename_task::<R>))
                 .route(web::delete().to(delete_task::<R>))
-                .default_service(web::to(method_not_allowed("GET, PUT, DELETE"))),
+                .default_service(web::to(method_not_allowed("GET, HEAD, PUT, DELETE"))),
         );
 }
 
 /// What a client sends to create or rename a task.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct TaskPayload {
-    /// 1 to 255 characters, not blank, no control characters.
-    #[schema(example = "Write the migration")]
+    #[schema(schema_with = task_name_schema)]
     pub(crate) name: String,
 }
 
@@ -53,7 +53,25 @@ pub(crate) struct TaskPayload {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TaskResource {
     pub(crate) id: Uuid,
+    /// Names read back obey the same rules: those stored before the rules existed are repaired on the way out.
+    #[schema(schema_with = task_name_schema)]
     pub(crate) name: String,
+}
+
+/// A task's name as [`TaskName::parse`] accepts it, stated with the domain's own limits so that the two cannot drift.
+fn task_name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(TaskName::MAX_CHARS))
+        .pattern(Some(TaskName::PATTERN))
+        .description(Some(format!(
+            "1 to {max} characters (Unicode code points, so {max} emoji fit), not only white space, and no control \
+             characters (Unicode category Cc, such as NUL, tab or line feed).",
+            max = TaskName::MAX_CHARS
+        )))
+        .examples(["Write the migration"])
+        .build()
 }
 
 impl From<Task> for TaskResource {
@@ -69,10 +87,27 @@ impl From<Task> for TaskResource {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// Tasks per page, 1 to 1000 (default 50).
+    #[param(schema_with = page_limit_schema)]
     limit: Option<u64>,
     /// Return the tasks whose id follows this one: the `after` of the previous page's `Link: rel="next"`.
+    // A string here, parsed in the handler, so that a bad one is answered `invalid_id` as in a path.
+    #[param(value_type = Option<Uuid>)]
     after: Option<String>,
+}
+
+/// `limit` as [`PageLimit::new`] accepts it.
+fn page_limit_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(PageLimit::MAX))
+        .default(Some(PageLimit::DEFAULT.get().into()))
+        .description(Some(format!(
+            "Tasks per page, 1 to {} (default {}).",
+            PageLimit::MAX,
+            PageLimit::DEFAULT.get()
+        )))
+        .build()
 }
 
 /// The `{id}` segment of a task's path, parsed without copying it.
@@ -101,6 +136,7 @@ impl FromRequest for TaskIdParam {
         (status = 200, description = "One page of tasks", body = [TaskResource],
             headers(("Link" = String, description = "RFC 8288 link to the next page, when there is one"))),
         (status = 400, description = "Bad limit or after"),
+        (status = 500, description = "The database failed"),
         (status = 503, description = "Database unreachable"),
     )
 )]
@@ -135,11 +171,18 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
     request_body = TaskPayload,
     responses(
         (status = 201, description = "Created", body = TaskResource,
-            headers(("Location" = String, description = "/tasks/{id} of the new task"))),
-        (status = 400, description = "Malformed JSON"),
+            headers(("Location" = String, description = "/tasks/{id} of the new task")),
+            links(
+                ("GetTask" = (operation_id = "get_task", parameters(("id" = "$response.body#/id")))),
+                ("RenameTask" = (operation_id = "rename_task", parameters(("id" = "$response.body#/id")))),
+                ("DeleteTask" = (operation_id = "delete_task", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "Malformed JSON, or a name that is not a string"),
+        (status = 409, description = "The id generated for the task is taken (ids are UUID v7: practically never)"),
         (status = 413, description = "Body over 16 KiB"),
         (status = 415, description = "Not application/json"),
         (status = 422, description = "Invalid name"),
+        (status = 500, description = "The database failed"),
         (status = 503, description = "Database unreachable"),
     )
 )]
@@ -165,6 +208,8 @@ pub(crate) async fn create_task<R: TaskRepository>(
         (status = 200, description = "The task", body = TaskResource),
         (status = 400, description = "Not a UUID"),
         (status = 404, description = "No such task"),
+        (status = 500, description = "The database failed"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
@@ -185,9 +230,13 @@ pub(crate) async fn get_task<R: TaskRepository>(
     request_body = TaskPayload,
     responses(
         (status = 200, description = "The renamed task", body = TaskResource),
-        (status = 400, description = "Not a UUID, or malformed JSON"),
+        (status = 400, description = "Not a UUID, malformed JSON, or a name that is not a string"),
         (status = 404, description = "No such task"),
+        (status = 413, description = "Body over 16 KiB"),
+        (status = 415, description = "Not application/json"),
         (status = 422, description = "Invalid name"),
+        (status = 500, description = "The database failed"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
@@ -211,6 +260,8 @@ pub(crate) async fn rename_task<R: TaskRepository>(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Not a UUID"),
         (status = 404, description = "No such task"),
+        (status = 500, description = "The database failed"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
