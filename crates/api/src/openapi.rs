@@ -92,7 +92,7 @@ mod tests {
             ("get /tasks", vec!["200", "400", "500", "503"]),
             (
                 "post /tasks",
-                vec!["201", "400", "409", "413", "415", "422", "500", "503"],
+                vec!["200", "201", "400", "409", "413", "415", "422", "500", "503"],
             ),
             ("get /tasks/{id}", vec!["200", "400", "404", "500", "503"]),
             (
@@ -202,7 +202,8 @@ mod tests {
             })
             .collect();
 
-        for (status, id) in [("201", "$response.body#/id")] {
+        // The full answer carries the id in its body; the minimal one is the id.
+        for (status, id) in [("201", "$response.body#/id"), ("200", "$response.body")] {
             let links = &document["paths"]["/tasks"]["post"]["responses"][status]["links"];
             for (link, operation) in [
                 ("GetTask", "get_task"),
@@ -217,5 +218,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn prefer_return_minimal_and_its_answer_are_declared() {
+        let document = document();
+
+        let prefer = parameter(&document, "post", "/tasks", "Prefer");
+        assert_eq!(prefer["in"], "header");
+        assert_eq!(prefer["required"], false);
+        let minimal = &document["paths"]["/tasks"]["post"]["responses"]["200"];
+        assert_eq!(
+            minimal["content"],
+            json!({ "application/json": { "schema": { "type": "string", "format": "uuid" } } })
+        );
+        for header in ["Location", "Preference-Applied"] {
+            assert_eq!(minimal["headers"][header]["schema"]["type"], "string", "{header}");
+        }
+        let full = &document["paths"]["/tasks"]["post"]["responses"]["201"];
+        assert_eq!(
+            full["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/TaskResource"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::{Ready, ready};
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use serde::{Deserialize, Serialize};
@@ -163,11 +163,44 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
     Ok(response.json(tasks))
 }
 
+/// The request header of RFC 7240.
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+
+/// The response header of RFC 7240 that says which preference was honoured.
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+
+/// Whether the request's `Prefer` headers ask for `return=minimal`. As RFC 7240 says, names and values are
+/// case-insensitive, the first `return` counts, and preferences or values the service does not know are ignored.
+/// Preferences are split at every comma, quoted or not: RFC 7240's own take no value that holds one, so only an
+/// unknown preference with a quoted comma in its value can be misread.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(PREFER)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            // Parameters after `;` qualify a preference; `return` takes none, so they are dropped.
+            let preference = preference.split(';').next()?;
+            let (name, value) = preference.split_once('=').unwrap_or((preference, ""));
+            name.trim().eq_ignore_ascii_case("return").then_some(value)
+        })
+        .next()
+        .is_some_and(|value| value.trim().trim_matches('"').eq_ignore_ascii_case("minimal"))
+}
+
 /// Create a task.
+///
+/// The answer is 201 with the task and its `Location`. With `Prefer: return=minimal` (RFC 7240) it is what the
+/// original .NET service answered instead: 200 with the bare id as a JSON string, plus `Location` and
+/// `Preference-Applied: return=minimal`.
 #[utoipa::path(
     post,
     path = "/tasks",
     tag = "tasks",
+    params(("Prefer" = Option<String>, Header,
+        description = "`return=minimal` asks for the original .NET service's answer: 200 and the bare id. \
+                       Other preferences are ignored.",
+        example = "return=minimal")),
     request_body = TaskPayload,
     responses(
         (status = 201, description = "Created", body = TaskResource,
@@ -176,6 +209,17 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
                 ("GetTask" = (operation_id = "get_task", parameters(("id" = "$response.body#/id")))),
                 ("RenameTask" = (operation_id = "rename_task", parameters(("id" = "$response.body#/id")))),
                 ("DeleteTask" = (operation_id = "delete_task", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 200, description = "Created, answered as `Prefer: return=minimal` asked: the new task's id",
+            body = Uuid, content_type = "application/json",
+            headers(
+                ("Location" = String, description = "/tasks/{id} of the new task"),
+                ("Preference-Applied" = String, description = "`return=minimal`"),
+            ),
+            links(
+                ("GetTask" = (operation_id = "get_task", parameters(("id" = "$response.body")))),
+                ("RenameTask" = (operation_id = "rename_task", parameters(("id" = "$response.body")))),
+                ("DeleteTask" = (operation_id = "delete_task", parameters(("id" = "$response.body")))),
             )),
         (status = 400, description = "Malformed JSON, or a name that is not a string"),
         (status = 409, description = "The id generated for the task is taken (ids are UUID v7: practically never)"),
@@ -188,13 +232,21 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
 )]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn create_task<R: TaskRepository>(
+    request: HttpRequest,
     repository: web::Data<R>,
     payload: web::Json<TaskPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let task = Task::new(TaskName::parse(payload.into_inner().name)?);
     repository.create(&task).await?;
+    let location = (header::LOCATION, format!("/tasks/{}", task.id));
+    if prefers_minimal(request.headers()) {
+        return Ok(HttpResponse::Ok()
+            .insert_header(location)
+            .insert_header((PREFERENCE_APPLIED, "return=minimal"))
+            .json(task.id.as_uuid()));
+    }
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/tasks/{}", task.id)))
+        .insert_header(location)
         .json(TaskResource::from(task)))
 }
 

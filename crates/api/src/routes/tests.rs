@@ -216,6 +216,59 @@ async fn creating_answers_201_with_the_location_and_the_task() {
     assert_eq!(store.stored(id).as_deref(), Some("Write the migration"));
 }
 
+/// `POST /tasks` of a valid task, with these `Prefer` headers.
+fn post_preferring(preferences: &[&str]) -> TestRequest {
+    let request = post_json(&json!({ "name": "Write the migration" }));
+    preferences.iter().fold(request, |request, preference| {
+        request.append_header(("prefer", *preference))
+    })
+}
+
+#[actix_web::test]
+async fn return_minimal_answers_as_the_original_did_with_the_bare_id() {
+    let store = store();
+
+    let response = send(&store, post_preferring(&["return=minimal"])).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header_value(&response, header::CONTENT_TYPE), "application/json");
+    assert_eq!(
+        header_value(&response, HeaderName::from_static("preference-applied")),
+        "return=minimal"
+    );
+    let location = header_value(&response, header::LOCATION).to_owned();
+    let id: Uuid = test::read_body_json(response).await;
+    assert_eq!(location, task_path(id));
+    assert_eq!(
+        store.stored(TaskId::from_uuid(id)).as_deref(),
+        Some("Write the migration")
+    );
+}
+
+#[actix_web::test]
+async fn the_first_return_preference_counts_in_any_case_and_others_are_ignored() {
+    let minimal = [
+        &["respond-async, RETURN = \"minimal\"; foo=bar"][..],
+        &["handling=lenient", "return=minimal", "return=representation"],
+    ];
+    let full = [
+        &[][..],
+        &["return=representation, return=minimal"],
+        &["return=minimalist"],
+        &["handling=strict; return=minimal"],
+        &["wait=10"],
+    ];
+
+    for (preferences, status) in [(&minimal[..], StatusCode::OK), (&full[..], StatusCode::CREATED)] {
+        for preference in preferences {
+            let response = send(&store(), post_preferring(preference)).await;
+            assert_eq!(response.status(), status, "{preference:?}");
+            let applied = response.headers().get("preference-applied");
+            assert_eq!(applied.is_some(), status == StatusCode::OK, "{preference:?}");
+        }
+    }
+}
+
 #[actix_web::test]
 async fn a_task_is_read_by_id_and_other_ids_are_not_found_or_bad() {
     let store = store();
