@@ -23,7 +23,8 @@ async fn the_openapi_document_describes_every_route() {
 async fn swagger_ui_is_served_from_the_binary() {
     let app = spawn_app(Backend::Sqlite).await;
 
-    let page = app.get("/docs/").await;
+    let page = app.get("/docs").await;
+    assert_eq!(page.url().path(), "/docs/", "/docs redirects to /docs/");
     assert_eq!(page.status(), 200);
     assert!(page.text().await.expect("HTML").contains("swagger-ui"));
     let script = app.get("/docs/swagger-ui-bundle.js").await;

@@ -62,8 +62,18 @@ async fn wrong_content_type_is_unsupported(backend: Backend) {
         .await
         .expect("answered");
     assert_problem(response, 415, "unsupported_media_type").await;
-
     assert_eq!(app.database.count_tasks().await, 0);
+
+    let id = app.create_task("kept").await;
+    let response = app
+        .request(reqwest::Method::PUT, &format!("/tasks/{id}"))
+        .header("content-type", "text/plain")
+        .body(r#"{"name": "b"}"#)
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(response, 415, "unsupported_media_type").await;
+    assert_eq!(app.database.task_name(id).await.as_deref(), Some("kept"));
 }
 
 async fn oversized_bodies_are_refused_before_parsing(backend: Backend) {
@@ -130,19 +140,24 @@ async fn unknown_paths_and_methods_get_problems(backend: Backend) {
     let app = spawn_app(backend).await;
 
     assert_problem(app.get("/nowhere").await, 404, "route_not_found").await;
-    let response = app
-        .request(reqwest::Method::PATCH, "/tasks")
-        .send()
-        .await
-        .expect("answered");
-    assert_eq!(response.headers()["allow"], "GET, POST");
-    assert_problem(response, 405, "method_not_allowed").await;
-    let response = app
-        .request(reqwest::Method::POST, &format!("/tasks/{}", uuid::Uuid::now_v7()))
-        .send()
-        .await
-        .expect("answered");
-    assert_problem(response, 405, "method_not_allowed").await;
+    assert_problem(app.get("/health").await, 404, "route_not_found").await;
+    let task = format!("/tasks/{}", uuid::Uuid::now_v7());
+    // Every path the service has, API and documentation alike, with a method it does not serve there.
+    let not_allowed = [
+        ("PATCH", "/tasks", "GET, HEAD, POST"),
+        ("POST", task.as_str(), "GET, HEAD, PUT, DELETE"),
+        ("TRACE", "/health/live", "GET, HEAD"),
+        ("OPTIONS", "/health/ready", "GET, HEAD"),
+        ("DELETE", "/openapi.json", "GET, HEAD"),
+        ("POST", "/docs", "GET, HEAD"),
+        ("PUT", "/docs/", "GET, HEAD"),
+    ];
+    for (method, path, allow) in not_allowed {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let response = app.request(method.clone(), path).send().await.expect("answered");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert_problem(response, 405, "method_not_allowed").await;
+    }
 }
 
 /// `{"name": "inflated"}`, gzipped.

@@ -8,6 +8,7 @@ on_every_backend!(
     a_deleted_task_is_gone,
     unknown_ids_are_not_found_on_every_verb,
     names_of_255_multibyte_characters_are_stored_intact,
+    return_minimal_answers_the_bare_id_as_the_original_did,
 );
 
 async fn a_created_task_can_be_read_back(backend: Backend) {
@@ -97,5 +98,54 @@ async fn names_of_255_multibyte_characters_are_stored_intact(backend: Backend) {
 
         assert_eq!(app.database.task_name(id).await, Some(name.clone()));
         assert_eq!(app.read_task(id).await.name, name);
+    }
+}
+
+async fn return_minimal_answers_the_bare_id_as_the_original_did(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    let response = app
+        .request(reqwest::Method::POST, "/tasks")
+        .header("prefer", "return=minimal")
+        .json(&json!({ "name": "Write the migration" }))
+        .send()
+        .await
+        .expect("answered");
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["preference-applied"], "return=minimal");
+    let location = response.headers()["location"].to_str().expect("ASCII").to_owned();
+    let body = response.text().await.expect("a body");
+    let id: uuid::Uuid = serde_json::from_str(&body).expect("a JSON string holding a UUID");
+    assert_eq!(body, format!("\"{id}\""));
+    assert_eq!(location, format!("/tasks/{id}"));
+    assert_eq!(app.read_task(id).await.name, "Write the migration");
+}
+
+#[tokio::test]
+async fn head_answers_the_headers_of_get_without_its_body() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let id = app.create_task("first").await;
+    app.create_task("second").await;
+
+    for path in [
+        "/tasks?limit=1".to_owned(),
+        format!("/tasks/{id}"),
+        "/health/live".to_owned(),
+        "/openapi.json".to_owned(),
+    ] {
+        let get = app.get(&path).await;
+        let head = app
+            .request(reqwest::Method::HEAD, &path)
+            .send()
+            .await
+            .expect("answered");
+
+        assert_eq!(head.status(), 200, "{path}");
+        for header in ["content-type", "content-length", "link"] {
+            assert_eq!(head.headers().get(header), get.headers().get(header), "{path} {header}");
+        }
+        assert!(head.bytes().await.expect("no body").is_empty(), "{path}");
     }
 }

@@ -10,7 +10,9 @@ use crate::routes::{health, tasks};
 #[openapi(
     info(
         title = "Tasks API",
-        description = "Tasks stored in PostgreSQL or SQLite. Every error is an RFC 9457 application/problem+json body."
+        description = "Tasks stored in PostgreSQL, MySQL, MariaDB or SQLite. Every error is an RFC 9457 \
+                       application/problem+json body. A path answers 405 with `Allow` to every method it does not \
+                       serve, and serves HEAD wherever it serves GET."
     ),
     paths(
         tasks::list_tasks,
@@ -55,6 +57,7 @@ impl Modify for ProblemBodies {
 mod tests {
     use std::collections::BTreeMap;
 
+    use domain::{PageLimit, TaskName};
     use serde_json::{Value, json};
 
     use super::*;
@@ -86,11 +89,17 @@ mod tests {
         let expected = [
             ("get /health/live", vec!["200"]),
             ("get /health/ready", vec!["200", "503"]),
-            ("get /tasks", vec!["200", "400", "503"]),
-            ("post /tasks", vec!["201", "400", "413", "415", "422", "503"]),
-            ("get /tasks/{id}", vec!["200", "400", "404"]),
-            ("put /tasks/{id}", vec!["200", "400", "404", "422"]),
-            ("delete /tasks/{id}", vec!["204", "400", "404"]),
+            ("get /tasks", vec!["200", "400", "500", "503"]),
+            (
+                "post /tasks",
+                vec!["200", "201", "400", "409", "413", "415", "422", "500", "503"],
+            ),
+            ("get /tasks/{id}", vec!["200", "400", "404", "500", "503"]),
+            (
+                "put /tasks/{id}",
+                vec!["200", "400", "404", "413", "415", "422", "500", "503"],
+            ),
+            ("delete /tasks/{id}", vec!["204", "400", "404", "500", "503"]),
         ]
         .map(|(operation, codes)| (operation.to_owned(), codes));
         assert_eq!(statuses(&document), BTreeMap::from(expected));
@@ -113,5 +122,123 @@ mod tests {
             }
         }
         assert_eq!(document["components"]["schemas"]["Problem"]["type"], "object");
+    }
+
+    /// Every `$ref` in `value`.
+    fn references(value: &Value) -> Vec<&str> {
+        match value {
+            Value::Object(object) => object
+                .iter()
+                .flat_map(|(key, value)| match (key.as_str(), value) {
+                    ("$ref", Value::String(reference)) => vec![reference.as_str()],
+                    _ => references(value),
+                })
+                .collect(),
+            Value::Array(items) => items.iter().flat_map(references).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_within_the_document() {
+        let document = document();
+
+        let references = references(&document);
+        assert!(references.contains(&"#/components/schemas/Ready"), "{references:?}");
+        for reference in references {
+            let pointer = reference.strip_prefix('#').expect("a reference within the document");
+            assert!(document.pointer(pointer).is_some(), "{reference} resolves");
+        }
+    }
+
+    /// The parameter of `verb path` named `name`.
+    fn parameter<'a>(document: &'a Value, verb: &str, path: &str, name: &str) -> &'a Value {
+        let parameters = document["paths"][path][verb]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let found = parameters.iter().find(|parameter| parameter["name"] == name);
+        found.unwrap_or_else(|| panic!("{verb} {path} declares {name}"))
+    }
+
+    #[test]
+    fn page_bounds_are_declared_as_the_domain_enforces_them() {
+        let document = document();
+
+        let limit = parameter(&document, "get", "/tasks", "limit");
+        assert_eq!(limit["in"], "query");
+        assert_eq!(limit["required"], false);
+        assert_eq!(limit["schema"]["type"], "integer");
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], PageLimit::MAX);
+        assert_eq!(limit["schema"]["default"], PageLimit::DEFAULT.get());
+        let after = parameter(&document, "get", "/tasks", "after");
+        assert_eq!(after["schema"]["format"], "uuid");
+    }
+
+    #[test]
+    fn name_rules_are_declared_as_the_domain_enforces_them() {
+        let document = document();
+
+        // The request bodies, and the names the service sends back.
+        for schema in ["TaskPayload", "TaskResource"] {
+            let name = &document["components"]["schemas"][schema]["properties"]["name"];
+            assert_eq!(name["type"], "string", "{schema}");
+            assert_eq!(name["minLength"], 1, "{schema}");
+            assert_eq!(name["maxLength"], TaskName::MAX_CHARS, "{schema}");
+            assert_eq!(name["pattern"], TaskName::PATTERN, "{schema}");
+            let required = document["components"]["schemas"][schema]["required"].as_array();
+            assert!(required.expect("required").contains(&json!("name")), "{schema}");
+        }
+    }
+
+    #[test]
+    fn a_created_task_links_to_the_operations_on_its_id() {
+        let document = document();
+        let operation_ids: Vec<&str> = statuses(&document)
+            .keys()
+            .filter_map(|operation| {
+                let (verb, path) = operation.split_once(' ')?;
+                document["paths"][path][verb]["operationId"].as_str()
+            })
+            .collect();
+
+        // The full answer carries the id in its body; the minimal one is the id.
+        for (status, id) in [("201", "$response.body#/id"), ("200", "$response.body")] {
+            let links = &document["paths"]["/tasks"]["post"]["responses"][status]["links"];
+            for (link, operation) in [
+                ("GetTask", "get_task"),
+                ("RenameTask", "rename_task"),
+                ("DeleteTask", "delete_task"),
+            ] {
+                assert_eq!(links[link]["operationId"], operation, "{status} {link}");
+                assert_eq!(links[link]["parameters"], json!({ "id": id }), "{status} {link}");
+                assert!(
+                    operation_ids.contains(&operation),
+                    "{operation} is an operation of the document"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prefer_return_minimal_and_its_answer_are_declared() {
+        let document = document();
+
+        let prefer = parameter(&document, "post", "/tasks", "Prefer");
+        assert_eq!(prefer["in"], "header");
+        assert_eq!(prefer["required"], false);
+        let minimal = &document["paths"]["/tasks"]["post"]["responses"]["200"];
+        assert_eq!(
+            minimal["content"],
+            json!({ "application/json": { "schema": { "type": "string", "format": "uuid" } } })
+        );
+        for header in ["Location", "Preference-Applied"] {
+            assert_eq!(minimal["headers"][header]["schema"]["type"], "string", "{header}");
+        }
+        let full = &document["paths"]["/tasks"]["post"]["responses"]["201"];
+        assert_eq!(
+            full["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/TaskResource"
+        );
     }
 }

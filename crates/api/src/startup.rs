@@ -5,6 +5,7 @@ use std::net::TcpListener;
 
 use actix_web::dev::Server;
 pub use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use infrastructure::{Database, DatabaseError, SdkConfig, SeaOrmTaskRepository};
 use tracing_actix_web::TracingLogger;
@@ -102,14 +103,24 @@ fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) 
     };
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(routes::head_as_get))
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(forwarded)
             .app_data(repository.clone())
             .app_data(database.clone())
             .configure(tasks::configure::<SeaOrmTaskRepository>)
             .configure(health::configure)
-            .service(web::redirect("/docs", "/docs/"))
+            .service(
+                web::resource("/docs")
+                    .route(web::get().to(|| async { web::Redirect::to("/docs/") }))
+                    .default_service(web::to(routes::method_not_allowed("GET, HEAD"))),
+            )
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+            // Swagger UI serves GET alone; other methods on its paths get the same 405 as the API's own paths do.
+            .service(
+                web::resource(["/docs/{_:.*}", "/openapi.json"])
+                    .default_service(web::to(routes::method_not_allowed("GET, HEAD"))),
+            )
             .default_service(web::to(routes::route_not_found))
     })
     .shutdown_timeout(settings.shutdown_timeout.as_secs())

@@ -73,6 +73,18 @@ impl TaskName {
     /// The longest name, in characters: the width of the `name` column.
     pub const MAX_CHARS: usize = 255;
 
+    /// The rules other than length as a regular expression in the dialect of JSON Schema and OpenAPI (ECMA-262, which
+    /// the `regex` crate reads the same way here): no control character (Unicode category Cc) anywhere, and at least
+    /// one character that is neither a control character nor white space (Unicode's `White_Space`, as
+    /// [`char::is_whitespace`] reads it). The classes are spelled out rather than written `\s`, because `\s` means a
+    /// different set in each dialect. Length is left to JSON Schema's `minLength` and `maxLength`, which count code
+    /// points as [`TaskName::MAX_CHARS`] does.
+    pub const PATTERN: &'static str = concat!(
+        r"^[^\u0000-\u001F\u007F-\u009F]*",
+        r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+        r"[^\u0000-\u001F\u007F-\u009F]*$",
+    );
+
     /// What [`TaskName::lossy`] shows for a stored name that is empty or blank.
     pub const UNNAMED: &'static str = "(unnamed)";
 
@@ -228,6 +240,29 @@ mod tests {
         assert!(error.to_string().len() < 200);
     }
 
+    /// Whether `name` passes the rules as the OpenAPI document states them: [`TaskName::PATTERN`], `minLength` 1 and
+    /// `maxLength` [`TaskName::MAX_CHARS`] (both counted in code points).
+    fn schema_accepts(name: &str) -> bool {
+        static PATTERN: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(TaskName::PATTERN).expect("the pattern compiles"));
+        PATTERN.is_match(name) && (1..=TaskName::MAX_CHARS).contains(&name.chars().count())
+    }
+
+    #[test]
+    fn the_pattern_accepts_exactly_the_characters_the_rules_accept() {
+        // Every Unicode scalar value, alone and after a letter: each is either refused both ways or accepted both ways.
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            for name in [c.to_string(), format!("a{c}")] {
+                assert_eq!(
+                    schema_accepts(&name),
+                    TaskName::parse(name.as_str()).is_ok(),
+                    "{:?}",
+                    name
+                );
+            }
+        }
+    }
+
     fn printable() -> impl Strategy<Value = char> {
         any::<char>().prop_filter("no control characters", |c| !c.is_control())
     }
@@ -263,6 +298,20 @@ mod tests {
         ) {
             let is_too_long = matches!(TaskName::parse(name), Err(TaskNameError::TooLong { .. }));
             prop_assert!(is_too_long);
+        }
+
+        #[test]
+        fn the_schema_and_the_rules_agree_on_every_name(
+            // Mostly the characters the rules are about: controls, white space, a letter; then anything.
+            name in proptest::collection::vec(
+                prop_oneof![
+                    Just('\0'), Just('\n'), Just('\u{85}'), Just(' '), Just('\u{3000}'), Just('\u{FEFF}'), Just('a'),
+                    any::<char>(),
+                ],
+                0..300,
+            ).prop_map(String::from_iter)
+        ) {
+            prop_assert_eq!(schema_accepts(&name), TaskName::parse(name.as_str()).is_ok(), "{:?}", name);
         }
 
         #[test]

@@ -2,10 +2,11 @@
 
 use std::future::{Ready, ready};
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -30,22 +31,21 @@ pub(crate) fn configure<R: TaskRepository>(config: &mut web::ServiceConfig) {
             web::resource("/tasks")
                 .route(web::get().to(list_tasks::<R>))
                 .route(web::post().to(create_task::<R>))
-                .default_service(web::to(method_not_allowed("GET, POST"))),
+                .default_service(web::to(method_not_allowed("GET, HEAD, POST"))),
         )
         .service(
             web::resource("/tasks/{id}")
                 .route(web::get().to(get_task::<R>))
                 .route(web::put().to(rename_task::<R>))
                 .route(web::delete().to(delete_task::<R>))
-                .default_service(web::to(method_not_allowed("GET, PUT, DELETE"))),
+                .default_service(web::to(method_not_allowed("GET, HEAD, PUT, DELETE"))),
         );
 }
 
 /// What a client sends to create or rename a task.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct TaskPayload {
-    /// 1 to 255 characters, not blank, no control characters.
-    #[schema(example = "Write the migration")]
+    #[schema(schema_with = task_name_schema)]
     pub(crate) name: String,
 }
 
@@ -53,7 +53,25 @@ pub(crate) struct TaskPayload {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TaskResource {
     pub(crate) id: Uuid,
+    /// Names read back obey the same rules: those stored before the rules existed are repaired on the way out.
+    #[schema(schema_with = task_name_schema)]
     pub(crate) name: String,
+}
+
+/// A task's name as [`TaskName::parse`] accepts it, stated with the domain's own limits so that the two cannot drift.
+fn task_name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(TaskName::MAX_CHARS))
+        .pattern(Some(TaskName::PATTERN))
+        .description(Some(format!(
+            "1 to {max} characters (Unicode code points, so {max} emoji fit), not only white space, and no control \
+             characters (Unicode category Cc, such as NUL, tab or line feed).",
+            max = TaskName::MAX_CHARS
+        )))
+        .examples(["Write the migration"])
+        .build()
 }
 
 impl From<Task> for TaskResource {
@@ -69,10 +87,27 @@ impl From<Task> for TaskResource {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// Tasks per page, 1 to 1000 (default 50).
+    #[param(schema_with = page_limit_schema)]
     limit: Option<u64>,
     /// Return the tasks whose id follows this one: the `after` of the previous page's `Link: rel="next"`.
+    // A string here, parsed in the handler, so that a bad one is answered `invalid_id` as in a path.
+    #[param(value_type = Option<Uuid>)]
     after: Option<String>,
+}
+
+/// `limit` as [`PageLimit::new`] accepts it.
+fn page_limit_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(PageLimit::MAX))
+        .default(Some(PageLimit::DEFAULT.get().into()))
+        .description(Some(format!(
+            "Tasks per page, 1 to {} (default {}).",
+            PageLimit::MAX,
+            PageLimit::DEFAULT.get()
+        )))
+        .build()
 }
 
 /// The `{id}` segment of a task's path, parsed without copying it.
@@ -101,6 +136,7 @@ impl FromRequest for TaskIdParam {
         (status = 200, description = "One page of tasks", body = [TaskResource],
             headers(("Link" = String, description = "RFC 8288 link to the next page, when there is one"))),
         (status = 400, description = "Bad limit or after"),
+        (status = 500, description = "The database failed"),
         (status = 503, description = "Database unreachable"),
     )
 )]
@@ -127,31 +163,90 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
     Ok(response.json(tasks))
 }
 
+/// The request header of RFC 7240.
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+
+/// The response header of RFC 7240 that says which preference was honoured.
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+
+/// Whether the request's `Prefer` headers ask for `return=minimal`. As RFC 7240 says, names and values are
+/// case-insensitive, the first `return` counts, and preferences or values the service does not know are ignored.
+/// Preferences are split at every comma, quoted or not: RFC 7240's own take no value that holds one, so only an
+/// unknown preference with a quoted comma in its value can be misread.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(PREFER)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            // Parameters after `;` qualify a preference; `return` takes none, so they are dropped.
+            let preference = preference.split(';').next()?;
+            let (name, value) = preference.split_once('=').unwrap_or((preference, ""));
+            name.trim().eq_ignore_ascii_case("return").then_some(value)
+        })
+        .next()
+        .is_some_and(|value| value.trim().trim_matches('"').eq_ignore_ascii_case("minimal"))
+}
+
 /// Create a task.
+///
+/// The answer is 201 with the task and its `Location`. With `Prefer: return=minimal` (RFC 7240) it is what the
+/// original .NET service answered instead: 200 with the bare id as a JSON string, plus `Location` and
+/// `Preference-Applied: return=minimal`.
 #[utoipa::path(
     post,
     path = "/tasks",
     tag = "tasks",
+    params(("Prefer" = Option<String>, Header,
+        description = "`return=minimal` asks for the original .NET service's answer: 200 and the bare id. \
+                       Other preferences are ignored.",
+        example = "return=minimal")),
     request_body = TaskPayload,
     responses(
         (status = 201, description = "Created", body = TaskResource,
-            headers(("Location" = String, description = "/tasks/{id} of the new task"))),
-        (status = 400, description = "Malformed JSON"),
+            headers(("Location" = String, description = "/tasks/{id} of the new task")),
+            links(
+                ("GetTask" = (operation_id = "get_task", parameters(("id" = "$response.body#/id")))),
+                ("RenameTask" = (operation_id = "rename_task", parameters(("id" = "$response.body#/id")))),
+                ("DeleteTask" = (operation_id = "delete_task", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 200, description = "Created, answered as `Prefer: return=minimal` asked: the new task's id",
+            body = Uuid, content_type = "application/json",
+            headers(
+                ("Location" = String, description = "/tasks/{id} of the new task"),
+                ("Preference-Applied" = String, description = "`return=minimal`"),
+            ),
+            links(
+                ("GetTask" = (operation_id = "get_task", parameters(("id" = "$response.body")))),
+                ("RenameTask" = (operation_id = "rename_task", parameters(("id" = "$response.body")))),
+                ("DeleteTask" = (operation_id = "delete_task", parameters(("id" = "$response.body")))),
+            )),
+        (status = 400, description = "Malformed JSON, or a name that is not a string"),
+        (status = 409, description = "The id generated for the task is taken (ids are UUID v7: practically never)"),
         (status = 413, description = "Body over 16 KiB"),
         (status = 415, description = "Not application/json"),
         (status = 422, description = "Invalid name"),
+        (status = 500, description = "The database failed"),
         (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn create_task<R: TaskRepository>(
+    request: HttpRequest,
     repository: web::Data<R>,
     payload: web::Json<TaskPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let task = Task::new(TaskName::parse(payload.into_inner().name)?);
     repository.create(&task).await?;
+    let location = (header::LOCATION, format!("/tasks/{}", task.id));
+    if prefers_minimal(request.headers()) {
+        return Ok(HttpResponse::Ok()
+            .insert_header(location)
+            .insert_header((PREFERENCE_APPLIED, "return=minimal"))
+            .json(task.id.as_uuid()));
+    }
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/tasks/{}", task.id)))
+        .insert_header(location)
         .json(TaskResource::from(task)))
 }
 
@@ -165,6 +260,8 @@ pub(crate) async fn create_task<R: TaskRepository>(
         (status = 200, description = "The task", body = TaskResource),
         (status = 400, description = "Not a UUID"),
         (status = 404, description = "No such task"),
+        (status = 500, description = "The database failed"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
@@ -185,9 +282,13 @@ pub(crate) async fn get_task<R: TaskRepository>(
     request_body = TaskPayload,
     responses(
         (status = 200, description = "The renamed task", body = TaskResource),
-        (status = 400, description = "Not a UUID, or malformed JSON"),
+        (status = 400, description = "Not a UUID, malformed JSON, or a name that is not a string"),
         (status = 404, description = "No such task"),
+        (status = 413, description = "Body over 16 KiB"),
+        (status = 415, description = "Not application/json"),
         (status = 422, description = "Invalid name"),
+        (status = 500, description = "The database failed"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]
@@ -211,6 +312,8 @@ pub(crate) async fn rename_task<R: TaskRepository>(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Not a UUID"),
         (status = 404, description = "No such task"),
+        (status = 500, description = "The database failed"),
+        (status = 503, description = "Database unreachable"),
     )
 )]
 #[tracing::instrument(skip_all, fields(task.id = %id.0))]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::from_fn;
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, web};
 use domain::{DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{route_not_found, tasks};
+use super::{head_as_get, route_not_found, tasks};
 use crate::BODY_LIMIT;
 use crate::error::PROBLEM_JSON;
 
@@ -154,6 +155,7 @@ struct ProblemBody {
 async fn send<R: TaskRepository>(repository: &web::Data<R>, request: TestRequest) -> ServiceResponse {
     let app = test::init_service(
         App::new()
+            .wrap(from_fn(head_as_get))
             .app_data(repository.clone())
             .configure(tasks::configure::<R>)
             .default_service(web::to(route_not_found)),
@@ -212,6 +214,59 @@ async fn creating_answers_201_with_the_location_and_the_task() {
     assert_eq!(created.name, "Write the migration");
     let id = TaskId::from_uuid(created.id);
     assert_eq!(store.stored(id).as_deref(), Some("Write the migration"));
+}
+
+/// `POST /tasks` of a valid task, with these `Prefer` headers.
+fn post_preferring(preferences: &[&str]) -> TestRequest {
+    let request = post_json(&json!({ "name": "Write the migration" }));
+    preferences.iter().fold(request, |request, preference| {
+        request.append_header(("prefer", *preference))
+    })
+}
+
+#[actix_web::test]
+async fn return_minimal_answers_as_the_original_did_with_the_bare_id() {
+    let store = store();
+
+    let response = send(&store, post_preferring(&["return=minimal"])).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header_value(&response, header::CONTENT_TYPE), "application/json");
+    assert_eq!(
+        header_value(&response, HeaderName::from_static("preference-applied")),
+        "return=minimal"
+    );
+    let location = header_value(&response, header::LOCATION).to_owned();
+    let id: Uuid = test::read_body_json(response).await;
+    assert_eq!(location, task_path(id));
+    assert_eq!(
+        store.stored(TaskId::from_uuid(id)).as_deref(),
+        Some("Write the migration")
+    );
+}
+
+#[actix_web::test]
+async fn the_first_return_preference_counts_in_any_case_and_others_are_ignored() {
+    let minimal = [
+        &["respond-async, RETURN = \"minimal\"; foo=bar"][..],
+        &["handling=lenient", "return=minimal", "return=representation"],
+    ];
+    let full = [
+        &[][..],
+        &["return=representation, return=minimal"],
+        &["return=minimalist"],
+        &["handling=strict; return=minimal"],
+        &["wait=10"],
+    ];
+
+    for (preferences, status) in [(&minimal[..], StatusCode::OK), (&full[..], StatusCode::CREATED)] {
+        for preference in preferences {
+            let response = send(&store(), post_preferring(preference)).await;
+            assert_eq!(response.status(), status, "{preference:?}");
+            let applied = response.headers().get("preference-applied");
+            assert_eq!(applied.is_some(), status == StatusCode::OK, "{preference:?}");
+        }
+    }
 }
 
 #[actix_web::test]
@@ -338,14 +393,52 @@ async fn bodies_over_the_limit_are_refused_and_nothing_is_stored() {
 #[actix_web::test]
 async fn other_methods_are_not_allowed_and_say_which_are() {
     let store = store();
-    let on_collection = TestRequest::default().method(Method::PATCH).uri("/tasks");
-    let on_task = TestRequest::post().uri(&task_path(TaskId::generate()));
+    let others = ["PATCH", "TRACE", "OPTIONS", "QUERY"].map(|method| Method::from_bytes(method.as_bytes()));
 
-    for (request, allow) in [(on_collection, "GET, POST"), (on_task, "GET, PUT, DELETE")] {
-        let response = send(&store, request).await;
-        assert_eq!(header_value(&response, header::ALLOW), allow);
-        problem(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    for method in others {
+        let method = method.expect("a method");
+        let on_collection = TestRequest::default().method(method.clone()).uri("/tasks");
+        let on_task = TestRequest::default()
+            .method(method.clone())
+            .uri(&task_path(TaskId::generate()));
+        let on_bad_id = TestRequest::post().uri("/tasks/not-a-uuid");
+        for (request, allow) in [
+            (on_collection, "GET, HEAD, POST"),
+            (on_task, "GET, HEAD, PUT, DELETE"),
+            (on_bad_id, "GET, HEAD, PUT, DELETE"),
+        ] {
+            let response = send(&store, request).await;
+            assert_eq!(header_value(&response, header::ALLOW), allow, "{method}");
+            problem(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+        }
     }
+}
+
+#[actix_web::test]
+async fn head_is_served_wherever_get_is() {
+    let store = store();
+    let [id, _] = store.seed(["first", "second"]);
+
+    let response = send(
+        &store,
+        TestRequest::default().method(Method::HEAD).uri("/tasks?limit=1"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header_value(&response, header::LINK),
+        format!("</tasks?limit=1&after={id}>; rel=\"next\"")
+    );
+    let response = send(&store, TestRequest::default().method(Method::HEAD).uri(&task_path(id))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = send(
+        &store,
+        TestRequest::default()
+            .method(Method::HEAD)
+            .uri(&task_path(TaskId::generate())),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
 #[actix_web::test]
