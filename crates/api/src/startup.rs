@@ -11,6 +11,7 @@ use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
 use crate::routes::{self, health, tasks};
 use crate::settings::{ServerSettings, Settings};
@@ -94,6 +95,7 @@ impl Application {
 }
 
 fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) -> std::io::Result<Server> {
+    let metrics = web::Data::new(Metrics::new(database));
     let repository = web::Data::new(SeaOrmTaskRepository::new(database.clone()));
     let database = web::Data::new(database.clone());
     let openapi = ApiDoc::openapi();
@@ -103,11 +105,15 @@ fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) 
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
+            // Outermost, so that the time it measures includes the log span's.
+            .wrap(metrics.middleware())
             .app_data(forwarded)
             .app_data(repository.clone())
             .app_data(database.clone())
             .configure(tasks::configure::<SeaOrmTaskRepository>)
             .configure(health::configure)
+            .app_data(metrics.clone())
+            .configure(metrics::configure)
             .service(web::redirect("/docs", "/docs/"))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
             .default_service(web::to(routes::route_not_found))
