@@ -13,8 +13,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use test_support::iam::{
-    ACCESS_KEY_ID, IAM_USER, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config,
-    aws_config_with_credential_process,
+    ACCESS_KEY_ID, CredentialOutage, IAM_USER, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config,
 };
 use test_support::{Backend, EmulatorOptions, LogCapture, Stack, TaskBody, TestEmulator, assert_problem};
 
@@ -445,9 +444,8 @@ async fn tokens_rotate_under_load_without_a_failed_request_or_a_lost_write(backe
 
 async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_once_it_expires(backend: Backend) {
     let stack = Stack::new(backend).await;
-    let profile_dir = std::env::temp_dir().join(format!("tasks-profile-{}", uuid::Uuid::new_v4().simple()));
-    let outage = profile_dir.join("outage");
-    let aws = aws_config_with_credential_process(&profile_dir, &outage).await;
+    let outage = CredentialOutage::default();
+    let aws = outage.aws_config().await;
     let settings = stack.settings(&[
         // Renewal is first tried half-way, about 5 s in, leaving another 5 s on the last good token.
         ("APP__DATABASE__IAM__TOKEN_LIFETIME_SECS", "10"),
@@ -466,7 +464,7 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
     let token_expires = Instant::now() + expires_in;
     let before = app.create_task("before the outage").await;
 
-    std::fs::write(&outage, "").expect("begin the outage");
+    outage.begin();
     // Until the last good token expires, new connections (every 2 s) still get in with it.
     while Instant::now() + Duration::from_millis(700) < token_expires {
         app.create_task("during the outage").await;
@@ -482,7 +480,7 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
         "no internals: {problem:?}"
     );
 
-    std::fs::remove_file(&outage).expect("end the outage");
+    outage.end();
     let recovered_by = Instant::now() + Duration::from_secs(10);
     while app.get("/health/ready").await.status() != 200 {
         assert!(
@@ -495,7 +493,6 @@ async fn a_credential_outage_is_ridden_out_on_the_last_good_token_and_reported_o
     for (id, name) in [(before, "before the outage"), (after, "after the outage")] {
         assert_eq!(app.read_task(id).await.name, name);
     }
-    let _ = std::fs::remove_dir_all(&profile_dir);
 }
 
 #[tokio::test]

@@ -42,6 +42,7 @@ mod examples;
 mod health;
 mod iam;
 mod logging;
+mod metrics;
 mod migrations;
 mod pagination;
 mod provisioning;

@@ -148,7 +148,7 @@ impl TestDatabase {
     }
 
     /// A connection of the test's own, outside the service.
-    async fn connect(&self) -> AnyConnection {
+    pub async fn connect(&self) -> AnyConnection {
         sqlx::any::install_default_drivers();
         AnyConnection::connect(&self.url)
             .await

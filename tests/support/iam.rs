@@ -2,7 +2,7 @@
 //! configurations whose credentials the emulator knows (or, on purpose, does not).
 
 use std::ops::Deref;
-use std::path::Path;
+use std::path::PathBuf;
 
 use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -75,41 +75,77 @@ pub async fn aws_config(access_key_id: &str, secret_access_key: &str) -> SdkConf
         .await
 }
 
-/// An AWS configuration that takes its credentials from a `credential_process` in a profile file, as a developer's
-/// `~/.aws/config` would; the process fails while `outage` exists, like an expired SSO session or a broken IMDS.
-pub async fn aws_config_with_credential_process(directory: &Path, outage: &Path) -> SdkConfig {
-    std::fs::create_dir_all(directory).expect("profile directory");
-    let script = directory.join("credentials.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             [ -e '{outage}' ] && {{ echo 'credential source unavailable' >&2; exit 1; }}\n\
-             expiration=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\n\
-             printf '{{\"Version\": 1, \"AccessKeyId\": \"%s\", \"SecretAccessKey\": \"%s\", \"Expiration\": \"%s\"}}' \
-             '{ACCESS_KEY_ID}' '{SECRET_ACCESS_KEY}' \"$expiration\"\n",
-            outage = outage.display()
-        ),
-    )
-    .expect("write the credential process");
-    let config = directory.join("config");
-    std::fs::write(
-        &config,
-        format!("[profile tasks-test]\ncredential_process = sh {}\n", script.display()),
-    )
-    .expect("write the profile file");
-    let profiles = EnvConfigFiles::builder()
-        .with_file(EnvConfigFileKind::Config, &config)
-        .build();
-    // The profile provider alone, not the whole default chain: when the process fails, nothing may fall through to
-    // the instance metadata service, which does not exist here.
-    let credentials = ProfileFileCredentialsProvider::builder()
-        .profile_files(profiles)
-        .profile_name("tasks-test")
-        .build();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(credentials)
-        .load()
-        .await
+/// AWS credentials from a `credential_process` in a profile file, as a developer's `~/.aws/config` would give them,
+/// that the test can cut off and restore, like an SSO session that expires and is renewed, or a metadata service
+/// that breaks and comes back. Its files are removed when it is dropped.
+#[derive(Debug)]
+pub struct CredentialOutage {
+    directory: PathBuf,
+    /// The process fails while this file exists.
+    flag: PathBuf,
+}
+
+impl Default for CredentialOutage {
+    fn default() -> Self {
+        let directory = std::env::temp_dir().join(format!("tasks-profile-{}", uuid::Uuid::new_v4().simple()));
+        let flag = directory.join("outage");
+        Self { directory, flag }
+    }
+}
+
+impl CredentialOutage {
+    /// From now on, the credential process fails.
+    pub fn begin(&self) {
+        std::fs::write(&self.flag, "").expect("begin the outage");
+    }
+
+    /// From now on, the credential process gives credentials again.
+    pub fn end(&self) {
+        std::fs::remove_file(&self.flag).expect("end the outage");
+    }
+
+    /// An AWS configuration whose credentials come from the process.
+    pub async fn aws_config(&self) -> SdkConfig {
+        let (directory, outage) = (&self.directory, &self.flag);
+        std::fs::create_dir_all(directory).expect("profile directory");
+        let script = directory.join("credentials.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n\
+                 [ -e '{outage}' ] && {{ echo 'credential source unavailable' >&2; exit 1; }}\n\
+                 expiration=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\n\
+                 printf '{{\"Version\": 1, \"AccessKeyId\": \"%s\", \"SecretAccessKey\": \"%s\", \"Expiration\": \"%s\"}}' \
+                 '{ACCESS_KEY_ID}' '{SECRET_ACCESS_KEY}' \"$expiration\"\n",
+                outage = outage.display()
+            ),
+        )
+        .expect("write the credential process");
+        let config = directory.join("config");
+        std::fs::write(
+            &config,
+            format!("[profile tasks-test]\ncredential_process = sh {}\n", script.display()),
+        )
+        .expect("write the profile file");
+        let profiles = EnvConfigFiles::builder()
+            .with_file(EnvConfigFileKind::Config, &config)
+            .build();
+        // The profile provider alone, not the whole default chain: when the process fails, nothing may fall through
+        // to the instance metadata service, which does not exist here.
+        let credentials = ProfileFileCredentialsProvider::builder()
+            .profile_files(profiles)
+            .profile_name("tasks-test")
+            .build();
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(credentials)
+            .load()
+            .await
+    }
+}
+
+impl Drop for CredentialOutage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
 }

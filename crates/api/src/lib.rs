@@ -1,7 +1,8 @@
-//! The tasks HTTP service: routes, error mapping, OpenAPI document, telemetry and start-up.
+//! The tasks HTTP service: routes, error mapping, OpenAPI document, telemetry, metrics and start-up.
 
 pub mod cli;
 mod error;
+mod metrics;
 mod openapi;
 mod routes;
 pub mod settings;

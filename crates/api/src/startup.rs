@@ -12,6 +12,7 @@ use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
 use crate::routes::{self, health, tasks};
 use crate::settings::{ServerSettings, Settings};
@@ -95,6 +96,7 @@ impl Application {
 }
 
 fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) -> std::io::Result<Server> {
+    let metrics = web::Data::new(Metrics::new(database));
     let repository = web::Data::new(SeaOrmTaskRepository::new(database.clone()));
     let database = web::Data::new(database.clone());
     let openapi = ApiDoc::openapi();
@@ -105,11 +107,15 @@ fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) 
         App::new()
             .wrap(from_fn(routes::head_as_get))
             .wrap(TracingLogger::<RequestSpan>::new())
+            // Outermost, so that the time it measures includes the log span's.
+            .wrap(metrics.middleware())
             .app_data(forwarded)
             .app_data(repository.clone())
             .app_data(database.clone())
             .configure(tasks::configure::<SeaOrmTaskRepository>)
             .configure(health::configure)
+            .app_data(metrics.clone())
+            .configure(metrics::configure)
             .service(
                 web::resource("/docs")
                     .route(web::get().to(|| async { web::Redirect::to("/docs/") }))

@@ -92,6 +92,22 @@ impl Connections {
     pub(crate) async fn close(&self) {
         on_backend!(self, parking => parking.close().await);
     }
+
+    /// What the connections are doing at this moment.
+    pub(crate) fn occupancy(&self) -> Occupancy {
+        on_backend!(self, parking => parking.occupancy())
+    }
+}
+
+/// Open connections by what they are doing, and statements waiting for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Occupancy {
+    /// Running a statement, being checked before one, or being opened.
+    pub(crate) in_use: u32,
+    /// Idle in the pool or parked between statements.
+    pub(crate) idle: u32,
+    /// Statements that found nothing parked and wait for a hand-over or for the pool.
+    pub(crate) waiting: u32,
 }
 
 impl From<Pool<Postgres>> for Connections {
@@ -352,6 +368,26 @@ where
         std::mem::take(&mut self.shared().parked)
             .into_iter()
             .map(|parked| parked.held)
+    }
+
+    /// A parked connection is out of the pool but idle, so it counts as idle here, not as the pool's in use. The
+    /// stack and the pool are read one after the other, not at one instant: a connection moving between them as
+    /// they are read can be counted twice for a moment, which a gauge can bear.
+    fn occupancy(&self) -> Occupancy {
+        let (parked, waiting) = {
+            let shared = self.shared();
+            // Senders whose statement the pool served first, or that gave up, stay queued until the next hand-over.
+            let waiting = shared.waiting.iter().filter(|waiting| !waiting.is_closed()).count();
+            (shared.parked.len(), waiting)
+        };
+        let to_u32 = |count: usize| u32::try_from(count).unwrap_or(u32::MAX);
+        let size = self.pool.size();
+        let idle = to_u32(self.pool.num_idle().saturating_add(parked)).min(size);
+        Occupancy {
+            in_use: size - idle,
+            idle,
+            waiting: to_u32(waiting),
+        }
     }
 
     async fn close(&self) {

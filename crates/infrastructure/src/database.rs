@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
@@ -18,7 +19,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use crate::connections::{Connections, Lease, RECENTLY_USED};
+use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED};
 use crate::settings::{Auth, DatabaseBackend, DatabaseSettings, PoolSettings, key_and_variable};
 
 /// Why the database could not be opened or migrated. The text names the settings to change; the cause is the
@@ -80,6 +81,39 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
+/// The pool at one moment, and how many connections it has opened since it was created: for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// Connections running a statement, being checked before one, or being opened.
+    pub in_use: u32,
+    /// Open connections doing nothing: idle in the pool, or kept between statements.
+    pub idle: u32,
+    /// Statements waiting for a connection.
+    pub waiting: u32,
+    /// New connections (log-ins) since the pool was created.
+    pub opened: u64,
+}
+
+/// How many times [`Database::run`] ran an operation again since the pool was created, by what made it do so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retries {
+    /// After [`ErrorClass::ConnectionLost`].
+    pub connection_lost: u64,
+    /// After [`ErrorClass::AuthFailure`], with a renewed IAM token.
+    pub auth_failure: u64,
+}
+
+/// What the pool and [`Database::run`] count as they work, read by [`Database::pool_status`] and
+/// [`Database::retries`].
+#[derive(Debug, Default)]
+struct Counters {
+    opened: AtomicU64,
+    connection_lost_retries: AtomicU64,
+    auth_failure_retries: AtomicU64,
+}
+
 /// The service's handle on its database: a pool of connections shared by every worker (with the stack of
 /// [`Connections`] in front of it that statements run on), and, with IAM authentication, the refresher that keeps
 /// the pool supplied with valid tokens.
@@ -90,6 +124,7 @@ pub struct Database {
     /// go back to the pool before each use, so that it has some to give.
     migrations: DatabaseConnection,
     refresher: Option<Arc<TokenRefresher>>,
+    counters: Arc<Counters>,
 }
 
 impl Database {
@@ -104,42 +139,56 @@ impl Database {
     /// applications that already load one.
     #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, backend = ?settings.backend()))]
     pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
+        let counters = Arc::new(Counters::default());
         let database = match (settings.backend(), &settings.auth) {
             (DatabaseBackend::Postgres, Auth::Password(password)) => {
-                let pool =
-                    connect_with_password::<sqlx::Postgres>(settings, postgres_options(settings)?, password).await?;
-                Self::over(pool, settings, None)
+                let pool = connect_with_password::<sqlx::Postgres>(
+                    settings,
+                    pool_options(&settings.pool, &counters),
+                    postgres_options(settings)?,
+                    password,
+                )
+                .await?;
+                Self::over(pool, settings, None, counters)
             }
             (DatabaseBackend::MySql, Auth::Password(password)) => {
-                let pool = connect_with_password::<sqlx::MySql>(settings, mysql_options(settings)?, password).await?;
-                Self::over(pool, settings, None)
+                let pool = connect_with_password::<sqlx::MySql>(
+                    settings,
+                    pool_options(&settings.pool, &counters),
+                    mysql_options(settings)?,
+                    password,
+                )
+                .await?;
+                Self::over(pool, settings, None, counters)
             }
             (DatabaseBackend::Postgres, Auth::Iam(iam)) => {
                 let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::Postgres>(
                     settings,
                     iam,
                     aws,
+                    pool_options(&settings.pool, &counters),
                     postgres_options(settings)?,
                 ))
                 .await?;
-                Self::over(pool, settings, Some(refresher))
+                Self::over(pool, settings, Some(refresher), counters)
             }
             (DatabaseBackend::MySql, Auth::Iam(iam)) => {
                 let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::MySql>(
                     settings,
                     iam,
                     aws,
+                    pool_options(&settings.pool, &counters),
                     mysql_options(settings)?,
                 ))
                 .await?;
-                Self::over(pool, settings, Some(refresher))
+                Self::over(pool, settings, Some(refresher), counters)
             }
             (DatabaseBackend::Sqlite, _) => {
-                let pool = pool_options::<sqlx::Sqlite>(&settings.pool)
+                let pool = pool_options::<sqlx::Sqlite>(&settings.pool, &counters)
                     .connect_with(sqlite_options(settings)?)
                     .await
                     .map_err(|source| connect_error(settings, source))?;
-                Self::over(pool, settings, None)
+                Self::over(pool, settings, None, counters)
             }
         };
         tracing::info!(backend = ?settings.backend(), "database pool open");
@@ -150,6 +199,7 @@ impl Database {
         pool: sqlx::Pool<DB>,
         settings: &DatabaseSettings,
         refresher: Option<Arc<TokenRefresher>>,
+        counters: Arc<Counters>,
     ) -> Self
     where
         DatabaseConnection: From<sqlx::Pool<DB>>,
@@ -159,6 +209,7 @@ impl Database {
             migrations: DatabaseConnection::from(pool.clone()),
             connections: Arc::new(Connections::from(pool).within_lifetime(settings.pool.max_lifetime)),
             refresher,
+            counters,
         }
     }
 
@@ -190,9 +241,11 @@ impl Database {
             retries += 1;
             match (failure.class(), &self.refresher) {
                 (ErrorClass::ConnectionLost, _) if retries <= LOST_CONNECTION_RETRIES => {
+                    self.counters.connection_lost_retries.fetch_add(1, Ordering::Relaxed);
                     self.connections.discard_parked();
                 }
                 (ErrorClass::AuthFailure, Some(refresher)) if retries == 1 => {
+                    self.counters.auth_failure_retries.fetch_add(1, Ordering::Relaxed);
                     if let Err(renewal) = refresher.refresh_now().await {
                         tracing::warn!(error = %error_chain(&renewal), "could not renew the IAM token for a retry");
                     }
@@ -213,6 +266,28 @@ impl Database {
     #[must_use]
     pub fn token_status(&self) -> Option<TokenStatus> {
         self.refresher.as_ref().map(|refresher| refresher.status())
+    }
+
+    /// The pool's connections at this moment, and how many it has opened. Cheap enough for every scrape: a few
+    /// atomic reads and one short lock.
+    #[must_use]
+    pub fn pool_status(&self) -> PoolStatus {
+        let Occupancy { in_use, idle, waiting } = self.connections.occupancy();
+        PoolStatus {
+            in_use,
+            idle,
+            waiting,
+            opened: self.counters.opened.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many times [`Database::run`] ran an operation again, by cause.
+    #[must_use]
+    pub fn retries(&self) -> Retries {
+        Retries {
+            connection_lost: self.counters.connection_lost_retries.load(Ordering::Relaxed),
+            auth_failure: self.counters.auth_failure_retries.load(Ordering::Relaxed),
+        }
     }
 
     /// Round-trips to the server: the readiness probe.
@@ -263,13 +338,21 @@ impl Database {
 /// runtime thread down with it (sqlx issue 3645, fixed upstream after 0.9.0). Under churn that is not rare: the
 /// token-rotation test, whose connections live 3 seconds, hit it. Idle connections are therefore closed when next
 /// checked out rather than on a timer.
-fn pool_options<DB: sqlx::Database>(settings: &PoolSettings) -> PoolOptions<DB> {
+///
+/// Every connection the pool opens, whatever the backend or authentication, goes through `after_connect`, where it
+/// is counted.
+fn pool_options<DB: sqlx::Database>(settings: &PoolSettings, counters: &Arc<Counters>) -> PoolOptions<DB> {
     let PoolSettings {
         max_lifetime,
         idle_timeout,
         ..
     } = *settings;
+    let counters = Arc::clone(counters);
     PoolOptions::new()
+        .after_connect(move |_, _| {
+            counters.opened.fetch_add(1, Ordering::Relaxed);
+            Box::pin(std::future::ready(Ok(())))
+        })
         .max_lifetime(None)
         .idle_timeout(None)
         .test_before_acquire(false)
@@ -307,6 +390,7 @@ fn connect_error(settings: &DatabaseSettings, source: sqlx::Error) -> DatabaseEr
 /// Opens a pool that logs in with the configured static password, if any.
 async fn connect_with_password<DB: sqlx::Database>(
     settings: &DatabaseSettings,
+    pool_options: PoolOptions<DB>,
     options: ConnectOptionsOf<DB>,
     password: &Option<SecretString>,
 ) -> Result<sqlx::Pool<DB>, DatabaseError>
@@ -318,7 +402,7 @@ where
         Some(password) => options.with_token(password.expose_secret()),
         None => options,
     };
-    pool_options(&settings.pool)
+    pool_options
         .connect_with(options)
         .await
         .map_err(|source| connect_error(settings, source))
@@ -331,6 +415,7 @@ async fn connect_with_iam<DB: sqlx::Database>(
     settings: &DatabaseSettings,
     iam: &IamSettings,
     aws: Option<SdkConfig>,
+    pool_options: PoolOptions<DB>,
     options: ConnectOptionsOf<DB>,
 ) -> Result<(sqlx::Pool<DB>, Arc<TokenRefresher>), DatabaseError>
 where
@@ -338,7 +423,7 @@ where
 {
     // The options already carry the TLS settings; the builder checks the mode is fit for tokens.
     let mut builder = IamPoolBuilder::<DB>::new(options)
-        .pool_options(pool_options(&settings.pool))
+        .pool_options(pool_options)
         .settings(iam)
         .tls_mode(settings.tls.mode);
     if let Some(aws) = aws {

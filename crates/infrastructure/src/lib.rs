@@ -8,6 +8,6 @@ pub mod settings;
 
 pub use aws_config::SdkConfig;
 pub use connections::Lease;
-pub use database::{Database, DatabaseError, MigrationState};
+pub use database::{Database, DatabaseError, MigrationState, PoolStatus, Retries};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, TlsSettings};

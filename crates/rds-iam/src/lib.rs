@@ -41,6 +41,13 @@
 //!
 //! Keep the [`IamPool`] (or a clone) for as long as you use its pool: it owns the renewal.
 //!
+//! # Monitoring
+//!
+//! [`IamPool::token_status`] (or [`TokenRefresher::status`]) is a [`TokenStatus`]: the time left on the token in
+//! force, its age, how many renewals succeeded and how many failed, and the last failure's text. It is cheap enough
+//! to read on every metrics scrape, and the crate depends on no metrics library: turn it into gauges and counters
+//! with the one your service uses. Renewals are also logged through `tracing`, at INFO, and failures at WARN.
+//!
 //! # SeaORM
 //!
 //! ```no_run

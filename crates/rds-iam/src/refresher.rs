@@ -58,8 +58,10 @@ impl RefreshPolicy {
     }
 }
 
-/// The current token's state and the renewal counters, for logs, metrics and readiness probes.
+/// The current token's state and the renewal counters, for logs, metrics and readiness probes; see
+/// [`TokenRefresher::status`]. Fields may be added, so it cannot be built outside this crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenStatus {
     /// Time left on the token in force; `None` once it has expired (renewal keeps failing).
     pub expires_in: Option<Duration>,
@@ -189,6 +191,20 @@ impl TokenRefresher {
         }
     }
 
+    /// The token in force and the renewal counters, at this moment. Cheap enough for every metrics scrape (a read
+    /// lock, a few atomic loads, and a copy of the last error when there is one), and tied to no metrics library:
+    /// export what it says with whichever your service uses.
+    ///
+    /// ```no_run
+    /// # fn export(refresher: &rds_iam::TokenRefresher) {
+    /// let status = refresher.status();
+    /// // A gauge: seconds left on the token in force, 0 once renewal has failed for so long that it expired.
+    /// let expiry_seconds = status.expires_in.map_or(0.0, |left| left.as_secs_f64());
+    /// // Two counters, never reset while the refresher runs.
+    /// let (renewals, failures) = (status.refreshes, status.failures);
+    /// println!("token expires in {expiry_seconds:.0} s; {renewals} renewals, {failures} failed");
+    /// # }
+    /// ```
     #[must_use]
     pub fn status(&self) -> TokenStatus {
         let current = self.current();
