@@ -104,7 +104,9 @@ fn processes(port: u16) -> Vec<Process> {
         .collect()
 }
 
-/// Waits, boundedly, until no process of moto at `port` remains and nothing listens there.
+/// Waits, boundedly, until no process of moto at `port` remains and nothing listens there; then removes the files
+/// the crate keeps for that port (`tasks-test-servers/moto-<port>` in the system's temporary directory), which
+/// nothing uses any more, since these tests take a new port each time.
 fn assert_gone(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !processes(port).is_empty() || listening(port) {
@@ -116,6 +118,14 @@ fn assert_gone(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    forget(port);
+}
+
+fn forget(port: u16) {
+    let state = std::env::temp_dir()
+        .join("tasks-test-servers")
+        .join(format!("moto-{port}"));
+    fs::remove_dir_all(&state).unwrap_or_else(|error| panic!("removing {}: {error}", state.display()));
 }
 
 #[test]
@@ -186,6 +196,7 @@ fn a_server_someone_else_started_is_used_as_is_and_left_running() {
     let mut installer = User::spawn(&format!("http://127.0.0.1:{install_port}"));
     installer.outcome();
     installer.end();
+    assert_gone(install_port);
     let port = free_port();
     let target = PathBuf::from(env!("CARGO_BIN_EXE_test-servers"))
         .ancestors()
@@ -216,11 +227,13 @@ fn a_server_someone_else_started_is_used_as_is_and_left_running() {
     assert!(theirs.try_wait().expect("its status").is_none(), "still running");
     theirs.kill().expect("stop it");
     let _ = theirs.wait();
+    assert_gone(port);
 }
 
 #[tokio::test]
 async fn a_second_exclusive_user_waits_until_the_first_is_done() {
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
     let first = Emulator::Moto.exclusive(&endpoint).await.expect("exclusive use");
 
     let second = tokio::spawn(async move { Emulator::Moto.exclusive(&endpoint).await.map(drop) });
@@ -229,4 +242,5 @@ async fn a_second_exclusive_user_waits_until_the_first_is_done() {
     assert!(!second.is_finished(), "the second waits while the first holds it");
     drop(first);
     second.await.expect("no panic").expect("then it has its turn");
+    forget(port);
 }
