@@ -5,9 +5,9 @@
 //! for the whole run, and stops it when the run ends.
 //!
 //! Isolation: moto is reset before each test, under a lock file so that tests do not wipe each other's state, whether
-//! they run as threads of one process (cargo) or as processes of their own (nextest). LocalStack
-//! cannot be reset without its paid edition, so each test gets an AWS account of its own there instead: LocalStack
-//! files everything under the account that a 12-digit access key id names.
+//! they run as threads of one process (cargo) or as processes of their own (nextest). LocalStack cannot be reset
+//! without its paid edition, so each test gets an AWS account of its own there instead: LocalStack files everything
+//! under the account that a 12-digit access key id names.
 
 use aws_config::SdkConfig;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
