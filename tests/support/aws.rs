@@ -1,16 +1,17 @@
 //! The suite's AWS. RDS always comes from moto in server mode (`AWS_ENDPOINT_URL`, default `http://127.0.0.1:5000`),
 //! since LocalStack's free edition has none. STS and IAM come from moto or from LocalStack (`TEST_LOCALSTACK_URL`,
-//! default `http://127.0.0.1:4566`), and the tests that use them run once against each. `.ci/run` installs and
-//! starts both.
+//! default `http://127.0.0.1:4566`), and the tests that use them run once against each. Whichever answers there
+//! is used; when nothing does, the `test-servers` crate installs the emulator (on first use) and starts it, once
+//! for the whole run, and stops it when the run ends.
 //!
-//! Isolation: moto is reset before each test, under a lock so that tests do not wipe each other's state. LocalStack
-//! cannot be reset without its paid edition, so each test gets an AWS account of its own there instead: LocalStack
-//! files everything under the account that a 12-digit access key id names.
+//! Isolation: moto is reset before each test, under a lock file so that tests do not wipe each other's state, whether
+//! they run as threads of one process (cargo) or as processes of their own (nextest). LocalStack cannot be reset
+//! without its paid edition, so each test gets an AWS account of its own there instead: LocalStack files everything
+//! under the account that a 12-digit access key id names.
 
 use aws_config::SdkConfig;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
-use serde_json::Value;
-use tokio::sync::{Mutex, MutexGuard};
+use test_servers::Emulator;
 use uuid::Uuid;
 
 use crate::iam::aws_config;
@@ -31,8 +32,6 @@ pub enum AwsApi {
     LocalStack,
 }
 
-static MOTO: Mutex<()> = Mutex::const_new(());
-
 /// Exclusive use of a freshly reset moto for RDS, and a clean account on the emulator answering STS and IAM.
 #[derive(Debug)]
 pub struct Aws {
@@ -43,15 +42,7 @@ pub struct Aws {
     /// The base credentials' access key id.
     pub access_key_id: String,
     moto: String,
-    _exclusive: MutexGuard<'static, ()>,
-}
-
-fn moto_endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
-}
-
-fn localstack_endpoint() -> String {
-    std::env::var("TEST_LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+    _exclusive: test_servers::Exclusive,
 }
 
 /// moto for everything.
@@ -59,23 +50,24 @@ pub async fn moto() -> Aws {
     aws(AwsApi::Moto).await
 }
 
-/// moto for RDS and `api` for STS and IAM; fails loudly when either is not running.
+/// moto for RDS and `api` for STS and IAM, brought up if need be; fails loudly when either cannot be.
 pub async fn aws(api: AwsApi) -> Aws {
-    let exclusive = MOTO.lock().await;
-    let moto = moto_endpoint();
-    let client = reqwest::Client::new();
-    let reset = client.post(format!("{moto}/moto-api/reset")).send().await;
+    let moto = test_servers::moto().await;
+    let exclusive = Emulator::Moto
+        .exclusive(&moto)
+        .await
+        .unwrap_or_else(|error| panic!("{}", error.report()));
+    let reset = reqwest::Client::new()
+        .post(format!("{moto}/moto-api/reset"))
+        .send()
+        .await;
     if let Err(error) = reset.and_then(reqwest::Response::error_for_status) {
-        panic!(
-            "moto must be running at {moto} for this test (.ci/run starts it; by hand: pip install \
-             'moto[server]' && moto_server -H 127.0.0.1 -p 5000): {error}"
-        );
+        panic!("moto at {moto} refused the reset: {error}");
     }
     let (endpoint, account_id, access_key_id) = match api {
         AwsApi::Moto => (moto.clone(), MOTO_ACCOUNT_ID.to_owned(), MOTO_ACCESS_KEY_ID.to_owned()),
         AwsApi::LocalStack => {
-            let endpoint = localstack_endpoint();
-            require_localstack(&client, &endpoint).await;
+            let endpoint = test_servers::localstack().await;
             let random = u64::from_be_bytes(Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
             let account_id = format!("{}", 100_000_000_000 + random % 900_000_000_000);
             (endpoint, account_id.clone(), account_id)
@@ -87,29 +79,6 @@ pub async fn aws(api: AwsApi) -> Aws {
         access_key_id,
         moto,
         _exclusive: exclusive,
-    }
-}
-
-/// Panics with how to start LocalStack unless it answers with STS and IAM available.
-async fn require_localstack(client: &reqwest::Client, endpoint: &str) {
-    let health: Result<Value, _> = async {
-        client
-            .get(format!("{endpoint}/_localstack/health"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
-    }
-    .await;
-    let ready =
-        |health: &Value, service: &str| matches!(health["services"][service].as_str(), Some("available" | "running"));
-    match health {
-        Ok(health) if ready(&health, "sts") && ready(&health, "iam") => {}
-        outcome => panic!(
-            "LocalStack must be running at {endpoint} with STS and IAM for this test (.ci/run starts it; with \
-             Docker: docker run -p 4566:4566 -e SERVICES=sts,iam localstack/localstack); it answered {outcome:?}"
-        ),
     }
 }
 

@@ -39,16 +39,6 @@ impl Backend {
     }
 }
 
-/// The server that hosts the per-test PostgreSQL databases: `TEST_DATABASE_URL`, or the local one.
-pub(crate) fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// The server that hosts the per-test MariaDB databases: `TEST_MYSQL_URL`, or the local one.
-pub(crate) fn mysql_admin_url() -> String {
-    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
-}
-
 /// One test's database.
 #[derive(Debug)]
 pub struct TestDatabase {
@@ -68,11 +58,12 @@ impl TestDatabase {
     }
 
     /// Like [`TestDatabase::create`], with a name of `prefix` and hex digits; on PostgreSQL the prefix may hold any
-    /// character an identifier can, quotes and spaces included.
+    /// character an identifier can, quotes and spaces included. The servers are `TEST_DATABASE_URL` and
+    /// `TEST_MYSQL_URL`, or the local ones; a test fails at once, saying how to start one, when it is not running.
     pub async fn create_named(backend: Backend, prefix: &str) -> Self {
         let admin_url = match backend {
-            Backend::Postgres | Backend::PostgresIam => postgres_admin_url(),
-            Backend::MariaDb | Backend::MariaDbIam => mysql_admin_url(),
+            Backend::Postgres | Backend::PostgresIam => test_servers::postgres(),
+            Backend::MariaDb | Backend::MariaDbIam => test_servers::mariadb(),
             Backend::Sqlite => String::new(),
         };
         Self::create_on(backend, admin_url, prefix).await

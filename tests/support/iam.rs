@@ -13,7 +13,6 @@ use rds_iam_emulator::testing;
 pub use rds_iam_emulator::testing::EmulatorOptions;
 
 use crate::Backend;
-use crate::database::{mysql_admin_url, postgres_admin_url};
 
 pub const ACCESS_KEY_ID: &str = "AKIATASKSTESTKEY0001";
 pub const SECRET_ACCESS_KEY: &str = "tasks/test+secret=never-to-be-logged";
@@ -33,8 +32,8 @@ pub struct TestEmulator(testing::TestEmulator);
 /// `TEST_DATABASE_URL` and `TEST_MYSQL_URL` name.
 fn upstream_admin(backend: Backend) -> url::Url {
     let admin = match backend {
-        Backend::PostgresIam => postgres_admin_url(),
-        Backend::MariaDbIam => mysql_admin_url(),
+        Backend::PostgresIam => test_servers::postgres(),
+        Backend::MariaDbIam => test_servers::mariadb(),
         Backend::Sqlite | Backend::Postgres | Backend::MariaDb => panic!("{backend:?} has no emulator"),
     };
     url::Url::parse(&admin).expect("the test database URL is a URL")

@@ -90,13 +90,6 @@ fn client(name: &str) -> Command {
     Command::new(name)
 }
 
-fn server_url(variable: &str, default: &str) -> url::Url {
-    std::env::var(variable)
-        .unwrap_or_else(|_| default.to_owned())
-        .parse()
-        .expect("a server URL")
-}
-
 #[tokio::test]
 async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
     let upstream = postgres_server();
@@ -125,18 +118,18 @@ async fn psql_current_user(emulator: &TestEmulator, user: &str, token: &str) -> 
 
 /// The PostgreSQL to put the emulator in front of.
 fn postgres_server() -> url::Url {
-    server_url("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    test_servers::postgres().parse().expect("a server URL")
 }
 
 #[tokio::test]
 async fn a_shared_profile_role_signs_tokens_through_the_default_chain_with_motos_sts() {
-    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let moto = test_servers::moto().await;
     a_shared_profile_role_signs_tokens_through_the_default_chain(&moto, "AKIAPROFILEBASE00001", "123456789012").await;
 }
 
 #[tokio::test]
 async fn a_shared_profile_role_signs_tokens_through_the_default_chain_with_localstacks_sts() {
-    let localstack = std::env::var("TEST_LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned());
+    let localstack = test_servers::localstack().await;
     // LocalStack files requests under the account a 12-digit access key id names.
     a_shared_profile_role_signs_tokens_through_the_default_chain(&localstack, "210987654321", "210987654321").await;
 }
@@ -192,7 +185,7 @@ async fn a_shared_profile_role_signs_tokens_through_the_default_chain(
 
 #[tokio::test]
 async fn mariadb_logs_in_with_a_token_and_tasks_api_migrate_runs_through_iam() {
-    let upstream = server_url("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306");
+    let upstream = test_servers::mariadb().parse().expect("a server URL");
     let emulator = start_emulator(&upstream, None).await;
     let user = IAM_USER;
     let token = token(&emulator, user).await;

@@ -27,11 +27,8 @@ impl Engine {
     /// The administrator URL of the local server, which the emulator relays to.
     pub(crate) fn upstream(self) -> url::Url {
         let url = match self {
-            Self::Postgres => std::env::var("TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
-            Self::MariaDb => {
-                std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
-            }
+            Self::Postgres => test_servers::postgres(),
+            Self::MariaDb => test_servers::mariadb(),
         };
         url.parse().expect("the test database URL is a URL")
     }
