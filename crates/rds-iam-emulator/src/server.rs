@@ -642,6 +642,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_certificate_covers_every_endpoints_address_and_signing_host() {
+        let endpoint = |name: &str, listen: &str, signing_name: &str| EndpointInfo {
+            name: name.to_owned(),
+            listen: listen.parse().expect("an address"),
+            signing_name: signing_name.to_owned(),
+        };
+        let endpoints = [
+            endpoint("a", "127.0.0.1:5441", "127.0.0.1:5441"),
+            endpoint("b", "[::1]:5442", "[::1]:5442"),
+            endpoint(
+                "cluster",
+                "10.0.0.7:5440",
+                "tasks.cluster-xyz.us-east-1.rds.amazonaws.com:5432",
+            ),
+            endpoint(
+                "reader",
+                "127.0.0.1:5443",
+                "tasks.cluster-ro-xyz.us-east-1.rds.amazonaws.com:5432",
+            ),
+        ];
+
+        assert_eq!(
+            certificate_names(endpoints.iter()),
+            [
+                "10.0.0.7",
+                "127.0.0.1",
+                "::1",
+                "localhost",
+                "tasks.cluster-ro-xyz.us-east-1.rds.amazonaws.com",
+                "tasks.cluster-xyz.us-east-1.rds.amazonaws.com",
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn the_upstream_password_appears_in_no_error() {
         let error = Emulator::bind(options(&format!("ftp://root:{PASSWORD}@127.0.0.1:3306")))
