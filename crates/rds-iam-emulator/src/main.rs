@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -6,7 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 use rds_iam_emulator::credentials::CredentialStore;
 use rds_iam_emulator::policy::Authorization;
-use rds_iam_emulator::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StsPassThrough};
+use rds_iam_emulator::{
+    ClusterLayout, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, EndpointSpec, InstanceSpec, Layout,
+    Options, StsPassThrough,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
@@ -14,8 +18,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "rds-iam-emulator", version, about)]
 struct Cli {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:5433")]
+    /// Address to listen on, for a single endpoint (an RDS instance, or an RDS Proxy).
+    #[arg(long, default_value = "127.0.0.1:5433", conflicts_with = "instance")]
     listen: SocketAddr,
     /// The real server, postgres://[user[:password]@]host:port[/database] or mysql://[user[:password]@]host:port;
     /// sessions open there as the client's user, so give the emulator trust authentication (PostgreSQL) or users
@@ -33,9 +37,27 @@ struct Cli {
     /// Where to write `ca.pem`, the CA that signs the emulator's certificate.
     #[arg(long, default_value = ".")]
     tls_dir: PathBuf,
-    /// The host:port tokens must be signed for (default: the listen address).
-    #[arg(long)]
+    /// The host:port tokens must be signed for (default: the listen address), such as an RDS Proxy's
+    /// name.proxy-xxxx.region.rds.amazonaws.com:5432.
+    #[arg(long, conflicts_with = "instance")]
     endpoint: Option<String>,
+    /// Cluster mode: an Aurora instance's endpoint, given twice, the writer first. Both front the one upstream; the
+    /// reader's sessions are read-only. Tokens are signed for HOST:PORT, by default the listen address.
+    #[arg(long, value_name = "NAME=ADDR[@HOST:PORT]")]
+    instance: Vec<InstanceSpec>,
+    /// Cluster mode: the cluster (writer) endpoint, which relays to the writer.
+    #[arg(long, value_name = "ADDR[@HOST:PORT]")]
+    cluster_listen: Option<EndpointSpec>,
+    /// Cluster mode: the reader endpoint, which relays to the reader.
+    #[arg(long, value_name = "ADDR[@HOST:PORT]")]
+    reader_listen: Option<EndpointSpec>,
+    /// Where the control API listens: POST /failover?downtime_ms=N&stale_dns_ms=M, GET /stats.
+    #[arg(long, value_name = "ADDR")]
+    control_listen: Option<SocketAddr>,
+    /// Refuse log-ins with a valid token beyond this many per second on each instance, with RDS's throttling
+    /// message.
+    #[arg(long, value_name = "N")]
+    max_auth_per_sec: Option<NonZeroU32>,
     /// Refuse tokens older than this many seconds (at most 900), for rotation tests.
     #[arg(long, default_value_t = 900)]
     max_token_age: u64,
@@ -89,13 +111,29 @@ async fn main() -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    // Checked here rather than with clap's `requires`, which gives way to --listen's conflict with --instance and
+    // would then start a single endpoint without a word.
+    anyhow::ensure!(
+        !cli.instance.is_empty() || (cli.cluster_listen.is_none() && cli.reader_listen.is_none()),
+        "--cluster-listen and --reader-listen are for cluster mode: give --instance NAME=ADDR twice, the writer first"
+    );
+    let layout = if cli.instance.is_empty() {
+        Layout::Single(EndpointSpec {
+            listen: cli.listen,
+            signing_name: cli.endpoint,
+        })
+    } else {
+        Layout::Cluster(Box::new(
+            ClusterLayout::new(cli.instance, cli.cluster_listen, cli.reader_listen)
+                .map_err(|error| anyhow::anyhow!("--instance: {error}"))?,
+        ))
+    };
     let emulator = Emulator::bind(Options {
-        listen: cli.listen,
+        layout,
         upstream,
         region: cli.region,
         credentials,
         tls_dir: cli.tls_dir,
-        endpoint: cli.endpoint,
         max_token_age: Duration::from_secs(cli.max_token_age),
         sts: cli.sts_upstream.map(|upstream| StsPassThrough {
             listen: cli.sts_listen,
@@ -104,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(cli.handshake_timeout),
         max_connections: cli.max_connections,
         authorization,
+        max_auth_per_sec: cli.max_auth_per_sec,
+        control_listen: cli.control_listen,
     })
     .await?;
     tokio::select! {

@@ -2,6 +2,7 @@
 //! RDS asks of users identified with `AWSAuthenticationPlugin`), token verification, and only then a session as the
 //! same user on the upstream server, relayed both ways.
 
+mod relay;
 mod wire;
 
 use std::net::SocketAddr;
@@ -12,8 +13,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use url::Url;
 
-use crate::state::{Session, Shared};
+use crate::cluster::Placement;
+use crate::state::{Relay, Session, Shared, Verdict};
 use wire::{CLEAR_PASSWORD, Greeting, HandshakeResponse, Packet};
+
+pub(crate) use relay::relay_reader;
 
 /// `ER_ACCESS_DENIED_ERROR`, the code RDS answers a refused token with.
 const ACCESS_DENIED: u16 = 1045;
@@ -21,6 +25,18 @@ const ACCESS_DENIED: u16 = 1045;
 const UNKNOWN_ERROR: u16 = 1105;
 /// `ER_CON_COUNT_ERROR`, with its SQLSTATE.
 const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
+/// The same error number with RDS Proxy's words for IAM authentications that come faster than it takes them.
+const THROTTLED: (u16, &str, &str) = (1040, "HY000", "IAM authentication rate limit exceeded");
+/// `ER_SERVER_SHUTDOWN`, with SQLSTATE 08S01 (communication link failure), for connections while the instance
+/// restarts. A restarting MySQL has its port closed (clients report 2003 or 2013); the emulator keeps its port open
+/// to count the refusal and tell the client why, in words whose SQLSTATE class 08 drivers and the AWS wrappers treat
+/// as a connection failure.
+const STARTING_UP: (u16, &str, &str) = (1053, "08S01", "Server shutdown in progress");
+/// Makes a session's transactions read-only by default, in words MySQL and every MariaDB accept (MariaDB before 11.1
+/// knows the variable only as `tx_read_only`, MySQL 8 only as `transaction_read_only`).
+const READ_ONLY: &str = "SET SESSION TRANSACTION READ ONLY";
+/// The client/server protocol's COM_QUERY command.
+const COM_QUERY: u8 = 0x03;
 const INVALID_AUTHORIZATION: &str = "28000";
 const GENERAL_ERROR: &str = "HY000";
 
@@ -110,13 +126,14 @@ impl MySqlUpstream {
     }
 }
 
-/// Authenticates the client and only then opens its session on the upstream; `None` when the connection ends
-/// here, the client having been told why.
+/// Authenticates the client and only then opens its session on the upstream, read-only when `placement` says so;
+/// `None` when the connection ends here, the client having been told why.
 pub(crate) async fn handshake(
     shared: &Shared,
     upstream_server: &MySqlUpstream,
     mut socket: TcpStream,
     peer: SocketAddr,
+    placement: &Placement<'_>,
 ) -> std::io::Result<Option<Session>> {
     let template = match upstream_server.template().await {
         Ok(template) => template,
@@ -161,8 +178,12 @@ pub(crate) async fn handshake(
     let Some((token, next)) = read_token(&mut client, &response, &response_packet, peer).await? else {
         return Ok(None);
     };
-    if !shared.authenticate(&token, &response.user, peer).await {
-        let refusal = wire::error_packet(
+    let refusal = match shared
+        .authenticate(&token, &response.user, peer, placement.auth_limit())
+        .await
+    {
+        Verdict::Accepted => None,
+        Verdict::Refused => Some(wire::error_packet(
             ACCESS_DENIED,
             INVALID_AUTHORIZATION,
             &format!(
@@ -170,7 +191,13 @@ pub(crate) async fn handshake(
                 response.user,
                 peer.ip()
             ),
-        );
+        )),
+        Verdict::Throttled => {
+            let (code, sql_state, message) = THROTTLED;
+            Some(wire::error_packet(code, sql_state, message))
+        }
+    };
+    if let Some(refusal) = refusal {
         wire::write_packet(&mut client, next, &refusal).await?;
         return Ok(None);
     }
@@ -201,9 +228,53 @@ pub(crate) async fn handshake(
         ..response
     };
     wire::write_packet(&mut upstream, greeting_packet.next(), &login.encode()).await?;
-    Ok(log_in_upstream(&mut upstream, &mut client, password, next)
-        .await?
-        .then_some(Session { client, upstream }))
+    let ok = match log_in_upstream(&mut upstream, password).await? {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            wire::write_packet(&mut client, next, &refusal).await?;
+            return Ok(None);
+        }
+    };
+    let relay = if placement.read_only() {
+        if let Err(refusal) = make_read_only(&mut upstream).await? {
+            wire::write_packet(&mut client, next, &refusal).await?;
+            return Ok(None);
+        }
+        Relay::MySqlReader
+    } else {
+        Relay::Bytes
+    };
+    wire::write_packet(&mut client, next, &ok).await?;
+    Ok(Some(Session {
+        client,
+        upstream,
+        relay,
+    }))
+}
+
+/// Makes the freshly opened session's transactions read-only, before the client has it. `Err` holds the ERR packet
+/// to give the client instead.
+async fn make_read_only(upstream: &mut TcpStream) -> std::io::Result<Result<(), Vec<u8>>> {
+    wire::write_packet(upstream, 0, &[&[COM_QUERY], READ_ONLY.as_bytes()].concat()).await?;
+    let answer = wire::read_packet(upstream).await?;
+    if answer.payload.first() == Some(&0x00) {
+        return Ok(Ok(()));
+    }
+    tracing::error!(
+        answer = %String::from_utf8_lossy(answer.payload.get(9..).unwrap_or_default()),
+        "the upstream refused `{READ_ONLY}`"
+    );
+    Ok(Err(wire::error_packet(
+        UNKNOWN_ERROR,
+        GENERAL_ERROR,
+        "the emulator could not make this reader's session read-only",
+    )))
+}
+
+/// Refuses a client while the instance restarts: an error in place of the greeting (see [`STARTING_UP`]).
+pub(crate) async fn refuse_starting_up(mut socket: TcpStream) -> std::io::Result<()> {
+    let (code, sql_state, message) = STARTING_UP;
+    wire::write_packet(&mut socket, 0, &wire::error_packet(code, sql_state, message)).await
 }
 
 /// Refuses a client over the emulator's connection limit as a full MySQL server does: an error in place of the
@@ -265,24 +336,13 @@ where
     Ok(Some((String::from_utf8_lossy(token).into_owned(), next)))
 }
 
-/// Completes the upstream's authentication as the client's user, then hands the client the upstream's OK (or its
-/// error, verbatim). True when the session is open.
-async fn log_in_upstream<S>(
-    upstream: &mut TcpStream,
-    client: &mut S,
-    password: &str,
-    client_sequence: u8,
-) -> std::io::Result<bool>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// Completes the upstream's authentication as the client's user: the upstream's OK packet for the client, or the
+/// ERR packet to give it instead (the upstream's own, verbatim).
+async fn log_in_upstream(upstream: &mut TcpStream, password: &str) -> std::io::Result<Result<Vec<u8>, Vec<u8>>> {
     loop {
         let packet = wire::read_packet(upstream).await?;
         match packet.payload.first() {
-            Some(0x00) => {
-                wire::write_packet(client, client_sequence, &packet.payload).await?;
-                return Ok(true);
-            }
+            Some(0x00) => return Ok(Ok(packet.payload)),
             Some(0xfe) => {
                 let (plugin, nonce) = wire::parse_auth_switch(&packet.payload)?;
                 let answer = wire::scramble(&plugin, password, &nonce)?;
@@ -292,19 +352,14 @@ where
             Some(0x01) if packet.payload.get(1) == Some(&3) => {}
             Some(0x01) => {
                 tracing::error!("the upstream server wants caching_sha2_password full authentication");
-                let refusal = wire::error_packet(
+                return Ok(Err(wire::error_packet(
                     UNKNOWN_ERROR,
                     GENERAL_ERROR,
                     "the upstream server asked the emulator for a full password exchange; give this user \
                      mysql_native_password or no password there",
-                );
-                wire::write_packet(client, client_sequence, &refusal).await?;
-                return Ok(false);
+                )));
             }
-            _ => {
-                wire::write_packet(client, client_sequence, &packet.payload).await?;
-                return Ok(false);
-            }
+            _ => return Ok(Err(packet.payload)),
         }
     }
 }

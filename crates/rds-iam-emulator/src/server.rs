@@ -1,28 +1,37 @@
-//! Accepting clients, authenticating them with their token, and relaying their session to the upstream server.
+//! Accepting clients on every endpoint, authenticating them with their token, and relaying their session to the
+//! upstream server through the instance their endpoint reaches.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use url::Url;
 
+use crate::cluster::{Admission, Cluster, Placement, Route};
+use crate::control::{Control, ControlServer};
 use crate::credentials::CredentialStore;
 use crate::iam_role::{IamRole, IamRoleError};
+use crate::layout::{CLUSTER_ENDPOINT, EndpointSpec, Layout, READER_ENDPOINT, SINGLE_INSTANCE};
 use crate::mysql::{self, MySqlUpstream};
 use crate::policy::Authorization;
 use crate::postgres;
+use crate::rate::PeakRate;
 use crate::sigv4::Verifier;
-use crate::state::{AuthCounts, Session, Shared};
+use crate::state::{AuthCounts, Relay, Session, Shared};
+use crate::stats::{EndpointCounters, EndpointInfo, EndpointView, Refusal};
 use crate::sts::{IssuedLog, StsPassThrough, StsTap};
 use crate::tls;
 
 /// How the emulator is set up.
 #[derive(Clone)]
 pub struct Options {
-    pub listen: SocketAddr,
+    /// The endpoints to serve: one, or an Aurora cluster's.
+    pub layout: Layout,
     /// The real server: `postgres://[user[:password]@]host:port[/database]` or
     /// `mysql://[user[:password]@]host:port` (also `mariadb://`); the scheme chooses the protocol the emulator speaks.
     /// Sessions open as the client's own user, so the upstream must let the emulator in without a password for those
@@ -33,48 +42,54 @@ pub struct Options {
     pub region: String,
     pub credentials: CredentialStore,
     pub tls_dir: PathBuf,
-    /// The `host:port` tokens must be signed for; the address actually listened on when `None`.
-    pub endpoint: Option<String>,
     pub max_token_age: Duration,
     /// An STS pass-through: temporary credentials issued through it are accepted too, bound to their session tokens.
     pub sts: Option<StsPassThrough>,
     /// How long a client may take to present itself: a database client from connecting until its upstream session
-    /// is open (TLS, start-up, token), an STS client to send its request's headers, and again its body.
+    /// is open (TLS, start-up, token), an STS or control API client to send its request's headers, and again its
+    /// body.
     pub handshake_timeout: Duration,
-    /// How many database connections may be open at once, authenticating or relaying; clients beyond it are refused
-    /// in their protocol's words for a full server.
+    /// How many database connections may be open at once, authenticating or relaying, over all endpoints; clients
+    /// beyond it are refused in their protocol's words for a full server.
     pub max_connections: usize,
     /// Who may connect as which database user; any known key as any user when `None`.
     pub authorization: Option<Authorization>,
+    /// How many log-ins with a valid token each instance takes in any one second; beyond it they are refused with
+    /// RDS's throttling message. No limit when `None`.
+    pub max_auth_per_sec: Option<NonZeroU32>,
+    /// Where the control API (failovers, statistics) listens; nowhere when `None`.
+    pub control_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
-            listen,
+            layout,
             upstream,
             region,
             credentials,
             tls_dir,
-            endpoint,
             max_token_age,
             sts,
             handshake_timeout,
             max_connections,
             authorization,
+            max_auth_per_sec,
+            control_listen,
         } = self;
         f.debug_struct("Options")
-            .field("listen", listen)
+            .field("layout", layout)
             .field("upstream", &redacted(upstream).as_str())
             .field("region", region)
             .field("credentials", credentials)
             .field("tls_dir", tls_dir)
-            .field("endpoint", endpoint)
             .field("max_token_age", max_token_age)
             .field("sts", sts)
             .field("handshake_timeout", handshake_timeout)
             .field("max_connections", max_connections)
             .field("authorization", authorization)
+            .field("max_auth_per_sec", max_auth_per_sec)
+            .field("control_listen", control_listen)
             .finish()
     }
 }
@@ -113,6 +128,12 @@ pub enum StartError {
     Upstream(String),
     #[error("cannot listen for STS on {address}: {source}")]
     StsListen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for the control API on {address} (--control-listen): {source}")]
+    ControlListen {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -157,15 +178,33 @@ impl Upstream {
             Self::MySql(_) => mysql::refuse_busy(socket).await,
         }
     }
+
+    /// Tells a client that the instance is restarting, as the upstream's engine would.
+    async fn refuse_starting_up(&self, shared: &Shared, socket: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+        match self {
+            Self::Postgres { .. } => postgres::refuse_starting_up(shared, socket, peer).await,
+            Self::MySql(_) => mysql::refuse_starting_up(socket).await,
+        }
+    }
+}
+
+/// One endpoint, bound: what it is, its socket, where it relays, and what its connections share.
+struct Endpoint {
+    info: EndpointInfo,
+    listener: TcpListener,
+    route: Route,
+    shared: Arc<Shared>,
 }
 
 /// A bound emulator, ready to serve.
 pub struct Emulator {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    endpoints: Vec<Endpoint>,
     ca_pem_path: PathBuf,
-    shared: Arc<Shared>,
     upstream: Arc<Upstream>,
+    cluster: Arc<Cluster>,
+    counts: Arc<AuthCounts>,
+    control: Control,
+    control_server: Option<ControlServer>,
     sts: Option<StsTap>,
     max_connections: usize,
 }
@@ -173,44 +212,53 @@ pub struct Emulator {
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emulator")
-            .field("local_addr", &self.local_addr)
-            .field("endpoint", &self.shared.verifier.endpoint())
+            .field("endpoints", &self.endpoints())
             .field("upstream", &self.upstream.address())
+            .field("control_addr", &self.control_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Emulator {
-    /// Binds the listening socket and creates the TLS identity (writing `ca.pem`).
+    /// Binds every listening socket and creates the TLS identity (writing `ca.pem`).
     pub async fn bind(options: Options) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                address: options.listen,
+        let upstream = Upstream::parse(&options.upstream)?;
+        let (instances, planned) = plan(options.layout);
+        let mut bound = Vec::with_capacity(planned.len());
+        for (name, spec, route) in planned {
+            let listener = TcpListener::bind(spec.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    address: spec.listen,
+                    source,
+                })?;
+            let listen = listener.local_addr().map_err(|source| StartError::Listen {
+                address: spec.listen,
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
-            address: options.listen,
-            source,
-        })?;
-        let upstream = Upstream::parse(&options.upstream)?;
+            let signing_name = spec.signing_name.unwrap_or_else(|| listen.to_string());
+            let info = EndpointInfo {
+                name,
+                listen,
+                signing_name,
+            };
+            bound.push((info, listener, route));
+        }
         // At start, so that users can be granted the role before the first of them logs in.
         let iam_role = match &upstream {
             Upstream::Postgres { .. } => IamRole::postgres(&options.upstream).await?,
             Upstream::MySql(_) => IamRole::mysql(&options.upstream).await?,
         };
-        let endpoint = options.endpoint.unwrap_or_else(|| local_addr.to_string());
-        let endpoint_host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(host, _)| host);
-        let mut names = vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            local_addr.ip().to_string(),
-        ];
-        names.push(endpoint_host.trim_start_matches('[').trim_end_matches(']').to_owned());
-        names.sort();
-        names.dedup();
-        let tls = tls::create(&names, &options.tls_dir)?;
-        let verifier = Verifier::new(options.credentials, &options.region, &endpoint, options.max_token_age);
+        let tls = tls::create(
+            &certificate_names(bound.iter().map(|(info, ..)| info)),
+            &options.tls_dir,
+        )?;
+        let verifier = Verifier::new(
+            options.credentials,
+            &options.region,
+            &bound[0].0.signing_name,
+            options.max_token_age,
+        );
         let verifier = match options.authorization {
             Some(authorization) => verifier.authorizing(authorization),
             None => verifier,
@@ -225,26 +273,74 @@ impl Emulator {
             }
             None => None,
         };
-        Ok(Self {
-            listener,
-            local_addr,
-            ca_pem_path: tls.ca_pem_path,
-            shared: Arc::new(Shared {
-                acceptor: tls.acceptor,
-                verifier,
-                iam_role,
-                counts: Arc::default(),
+
+        let counts = Arc::new(AuthCounts::default());
+        let all_new_connections = Arc::new(PeakRate::default());
+        let cluster = Arc::new(Cluster::new(instances, options.max_auth_per_sec));
+        let mut endpoints = Vec::with_capacity(bound.len());
+        let mut views = Vec::with_capacity(bound.len());
+        for (info, listener, route) in bound {
+            let counters = Arc::new(EndpointCounters::new(Arc::clone(&all_new_connections)));
+            let shared = Arc::new(Shared {
+                acceptor: tls.acceptor.clone(),
+                verifier: verifier.for_endpoint(&info.signing_name),
+                iam_role: iam_role.clone(),
+                counts: Arc::clone(&counts),
+                stats: Arc::clone(&counters),
                 handshake_timeout: options.handshake_timeout,
-            }),
+            });
+            views.push(EndpointView {
+                info: info.clone(),
+                route,
+                counters,
+            });
+            endpoints.push(Endpoint {
+                info,
+                listener,
+                route,
+                shared,
+            });
+        }
+        let control = Control::new(Arc::clone(&cluster), views, Arc::clone(&counts), all_new_connections);
+        let control_server = match options.control_listen {
+            Some(address) => Some(
+                ControlServer::bind(address, control.clone(), options.handshake_timeout)
+                    .await
+                    .map_err(|source| StartError::ControlListen { address, source })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            endpoints,
+            ca_pem_path: tls.ca_pem_path,
             upstream: Arc::new(upstream),
+            cluster,
+            counts,
+            control,
+            control_server,
             sts,
             max_connections: options.max_connections,
         })
     }
 
+    /// Where the first endpoint listens: in single-endpoint mode the only one, in cluster mode the first
+    /// instance's (see [`Emulator::endpoints`] for all of them).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.endpoints[0].info.listen
+    }
+
+    /// The `host:port` tokens for the first endpoint must be signed for.
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoints[0].info.signing_name
+    }
+
+    /// Every endpoint: the instances' first (the writer's, then the reader's), then the cluster endpoint and the
+    /// reader endpoint when there are such.
+    #[must_use]
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        self.endpoints.iter().map(|endpoint| endpoint.info.clone()).collect()
     }
 
     /// The CA certificate clients verify the emulator with.
@@ -253,22 +349,28 @@ impl Emulator {
         &self.ca_pem_path
     }
 
-    /// The `host:port` tokens must be signed for.
-    #[must_use]
-    pub fn endpoint(&self) -> &str {
-        self.shared.verifier.endpoint()
-    }
-
     /// Counters that stay readable while [`Emulator::run`] owns the emulator.
     #[must_use]
     pub fn counts(&self) -> Arc<AuthCounts> {
-        Arc::clone(&self.shared.counts)
+        Arc::clone(&self.counts)
+    }
+
+    /// Failovers and statistics, usable while [`Emulator::run`] owns the emulator.
+    #[must_use]
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// Where the control API listens, when it does.
+    #[must_use]
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_server.as_ref().map(ControlServer::local_addr)
     }
 
     /// The upstream's `rds_iam` role, through the emulator's own connections.
     #[cfg(feature = "testing")]
     pub(crate) fn iam_role(&self) -> IamRole {
-        self.shared.iam_role.clone()
+        self.endpoints[0].shared.iam_role.clone()
     }
 
     /// Where the STS pass-through listens, when there is one.
@@ -283,40 +385,130 @@ impl Emulator {
         self.sts.as_ref().map_or_else(Arc::default, StsTap::issued)
     }
 
-    /// Serves clients (and the STS pass-through) until the task is dropped.
-    pub async fn run(mut self) {
-        match self.sts.take() {
-            Some(tap) => {
-                tokio::join!(self.serve_clients(), tap.run());
-            }
-            None => self.serve_clients().await,
-        }
-    }
-
-    async fn serve_clients(self) {
+    /// Serves clients on every endpoint (and the STS pass-through, and the control API) until the task is dropped.
+    pub async fn run(self) {
         tracing::info!(
-            listen = %self.local_addr,
-            endpoint = self.shared.verifier.endpoint(),
             upstream = self.upstream.address(),
             ca = %self.ca_pem_path.display(),
             "RDS IAM emulator ready"
         );
         // Semaphore::new panics above MAX_PERMITS, which is more than a process can have sockets anyway.
         let slots = Arc::new(Semaphore::new(self.max_connections.min(Semaphore::MAX_PERMITS)));
+        // Dropping the set, with this future, stops every task in it.
+        let mut tasks = JoinSet::new();
+        for endpoint in self.endpoints {
+            let serving = Serving {
+                upstream: Arc::clone(&self.upstream),
+                cluster: Arc::clone(&self.cluster),
+                slots: Arc::clone(&slots),
+                max_connections: self.max_connections,
+            };
+            tasks.spawn(serving.serve(endpoint));
+        }
+        if let Some(tap) = self.sts {
+            tasks.spawn(tap.run());
+        }
+        if let Some(control) = self.control_server {
+            tasks.spawn(control.run());
+        }
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(error) = ended {
+                tracing::error!(%error, "an emulator task failed");
+            }
+        }
+    }
+}
+
+/// The instances' names, and each endpoint's name, address and route, in the order [`Emulator::endpoints`] gives.
+fn plan(layout: Layout) -> (Vec<String>, Vec<(String, EndpointSpec, Route)>) {
+    match layout {
+        Layout::Single(spec) => (
+            vec![SINGLE_INSTANCE.to_owned()],
+            vec![(SINGLE_INSTANCE.to_owned(), spec, Route::Instance(0))],
+        ),
+        Layout::Cluster(layout) => {
+            let names = layout
+                .instances()
+                .iter()
+                .map(|instance| instance.name().to_owned())
+                .collect();
+            let mut endpoints: Vec<_> = layout
+                .instances()
+                .iter()
+                .enumerate()
+                .map(|(index, instance)| {
+                    (
+                        instance.name().to_owned(),
+                        instance.endpoint.clone(),
+                        Route::Instance(index),
+                    )
+                })
+                .collect();
+            endpoints.extend(
+                layout
+                    .cluster
+                    .map(|spec| (CLUSTER_ENDPOINT.to_owned(), spec, Route::Writer)),
+            );
+            endpoints.extend(
+                layout
+                    .reader
+                    .map(|spec| (READER_ENDPOINT.to_owned(), spec, Route::Reader)),
+            );
+            (names, endpoints)
+        }
+    }
+}
+
+/// The names the certificate must cover: `localhost`, and every endpoint's address and signing host, so that a
+/// client verifies the emulator by whichever name it signs its token for.
+fn certificate_names<'a>(endpoints: impl Iterator<Item = &'a EndpointInfo>) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    for endpoint in endpoints {
+        names.push(endpoint.listen.ip().to_string());
+        let signing_name = endpoint.signing_name.as_str();
+        let host = signing_name.rsplit_once(':').map_or(signing_name, |(host, _)| host);
+        names.push(host.trim_start_matches('[').trim_end_matches(']').to_owned());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What every endpoint's accept loop shares.
+struct Serving {
+    upstream: Arc<Upstream>,
+    cluster: Arc<Cluster>,
+    /// Connections open at once, over all endpoints.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Serving {
+    async fn serve(self, endpoint: Endpoint) {
+        tracing::info!(
+            name = endpoint.info.name,
+            listen = %endpoint.info.listen,
+            endpoint = endpoint.info.signing_name,
+            "endpoint ready"
+        );
+        let route = endpoint.route;
         loop {
-            match self.listener.accept().await {
+            match endpoint.listener.accept().await {
                 Ok((socket, peer)) => {
-                    let shared = Arc::clone(&self.shared);
+                    let shared = Arc::clone(&endpoint.shared);
+                    shared.stats.connection_accepted();
                     let upstream = Arc::clone(&self.upstream);
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                        shared.stats.refused(Refusal::TooManyConnections);
                         tracing::warn!(%peer, limit = self.max_connections, "refused: too many connections");
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(REFUSAL_TIMEOUT, upstream.refuse_busy(socket)).await;
                         });
                         continue;
                     };
+                    let cluster = Arc::clone(&self.cluster);
                     tokio::spawn(async move {
-                        if let Err(error) = serve(&shared, &upstream, socket).await {
+                        if let Err(error) = connect(&shared, &upstream, &cluster, route, socket, peer).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                         drop(slot);
@@ -331,13 +523,49 @@ impl Emulator {
     }
 }
 
-async fn serve(shared: &Shared, upstream: &Upstream, socket: TcpStream) -> std::io::Result<()> {
-    let peer = socket.peer_addr()?;
+/// Serves one connection through the instance its endpoint reaches now, or refuses it while the instances restart;
+/// a restart ends it, whatever it is doing.
+async fn connect(
+    shared: &Shared,
+    upstream: &Upstream,
+    cluster: &Cluster,
+    route: Route,
+    socket: TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
+    match cluster.admit(route) {
+        Admission::StartingUp => {
+            shared.stats.refused(Refusal::StartingUp);
+            tracing::warn!(%peer, "refused: the instance is restarting (failover)");
+            let refusal = upstream.refuse_starting_up(shared, socket, peer);
+            tokio::time::timeout(shared.handshake_timeout, refusal)
+                .await
+                .unwrap_or(Ok(()))
+        }
+        Admission::Open(placement, mut restart) => {
+            tokio::select! {
+                served = serve(shared, upstream, socket, peer, &placement) => served,
+                () = restart.happened() => {
+                    tracing::info!(%peer, instance = placement.instance_name(), "connection closed: failover");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn serve(
+    shared: &Shared,
+    upstream: &Upstream,
+    socket: TcpStream,
+    peer: SocketAddr,
+    placement: &Placement<'_>,
+) -> std::io::Result<()> {
     let handshake = async {
         match upstream {
-            Upstream::Postgres { address } => postgres::handshake(shared, address, socket, peer).await,
-            Upstream::MySql(upstream) => mysql::handshake(shared, upstream, socket, peer).await,
+            Upstream::Postgres { address } => postgres::handshake(shared, address, socket, peer, placement).await,
+            Upstream::MySql(upstream) => mysql::handshake(shared, upstream, socket, peer, placement).await,
         }
     };
     // A client that stalls before its session opens (or an upstream that does) would otherwise hold a connection
@@ -346,9 +574,23 @@ async fn serve(shared: &Shared, upstream: &Upstream, socket: TcpStream) -> std::
         Ok(Ok(Some(Session {
             mut client,
             mut upstream,
-        }))) => tokio::io::copy_bidirectional(&mut client, &mut upstream)
-            .await
-            .map(drop),
+            relay,
+        }))) => {
+            shared.stats.session_opened();
+            let _open = placement.session_opened();
+            tracing::debug!(
+                %peer,
+                instance = placement.instance_name(),
+                read_only = placement.read_only(),
+                "session open"
+            );
+            match relay {
+                Relay::Bytes => tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                    .await
+                    .map(drop),
+                Relay::MySqlReader => mysql::relay_reader(client, upstream).await,
+            }
+        }
         Ok(result) => result.map(drop),
         Err(_) => {
             tracing::warn!(
@@ -369,17 +611,18 @@ mod tests {
 
     fn options(upstream: &str) -> Options {
         Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            layout: Layout::Single(EndpointSpec::at(SocketAddr::from(([127, 0, 0, 1], 0)))),
             upstream: upstream.parse().expect("a URL"),
             region: "us-east-1".to_owned(),
             credentials: CredentialStore::default(),
             tls_dir: std::env::temp_dir(),
-            endpoint: None,
             max_token_age: Duration::from_secs(900),
             sts: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             authorization: None,
+            max_auth_per_sec: None,
+            control_listen: None,
         }
     }
 
@@ -397,6 +640,41 @@ mod tests {
             assert!(!shows_password(&debug), "{debug}");
             assert!(debug.contains("127.0.0.1:3306"), "{debug}");
         }
+    }
+
+    #[test]
+    fn the_certificate_covers_every_endpoints_address_and_signing_host() {
+        let endpoint = |name: &str, listen: &str, signing_name: &str| EndpointInfo {
+            name: name.to_owned(),
+            listen: listen.parse().expect("an address"),
+            signing_name: signing_name.to_owned(),
+        };
+        let endpoints = [
+            endpoint("a", "127.0.0.1:5441", "127.0.0.1:5441"),
+            endpoint("b", "[::1]:5442", "[::1]:5442"),
+            endpoint(
+                "cluster",
+                "10.0.0.7:5440",
+                "tasks.cluster-xyz.us-east-1.rds.amazonaws.com:5432",
+            ),
+            endpoint(
+                "reader",
+                "127.0.0.1:5443",
+                "tasks.cluster-ro-xyz.us-east-1.rds.amazonaws.com:5432",
+            ),
+        ];
+
+        assert_eq!(
+            certificate_names(endpoints.iter()),
+            [
+                "10.0.0.7",
+                "127.0.0.1",
+                "::1",
+                "localhost",
+                "tasks.cluster-ro-xyz.us-east-1.rds.amazonaws.com",
+                "tasks.cluster-xyz.us-east-1.rds.amazonaws.com",
+            ]
+        );
     }
 
     #[tokio::test]

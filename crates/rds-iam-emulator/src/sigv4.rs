@@ -101,6 +101,16 @@ impl Verifier {
         }
     }
 
+    /// The same verifier for another endpoint: the credentials it knows and learns, the region and the policies
+    /// are shared.
+    #[must_use]
+    pub fn for_endpoint(&self, endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            ..self.clone()
+        }
+    }
+
     #[must_use]
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -1,23 +1,23 @@
-//! What every client connection shares, whichever protocol it speaks: the TLS identity, the token verifier, the
-//! upstream's `rds_iam` role and the counts. The protocol front ends depend on this module and the server on them,
-//! never the other way round.
+//! What every client connection to an endpoint shares, whichever protocol it speaks: the TLS identity, the
+//! endpoint's token verifier, the upstream's `rds_iam` role and the counts. The protocol front ends depend on this
+//! module and the server on them, never the other way round.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
-
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::iam_role::IamRole;
+use crate::rate::RateLimit;
 use crate::sigv4::Verifier;
+use crate::stats::{EndpointCounters, Refusal};
 
 /// How many log-ins the emulator has accepted and refused since it started: a valid token for a user that is not an
-/// IAM user counts as refused.
+/// IAM user, or over the rate of authentications, counts as refused.
 #[derive(Debug, Default)]
 pub struct AuthCounts {
     accepted: AtomicU64,
@@ -36,13 +36,15 @@ impl AuthCounts {
     }
 }
 
-/// What every connection needs to authenticate its client: the TLS identity, the verifier, who the IAM users are, the
-/// counters, and how long the client may take.
+/// What every connection to one endpoint needs to authenticate its client: the TLS identity, the endpoint's
+/// verifier, who the IAM users are, the counters, and how long the client may take.
 pub(crate) struct Shared {
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) verifier: Verifier,
     pub(crate) iam_role: IamRole,
     pub(crate) counts: Arc<AuthCounts>,
+    /// The endpoint's own.
+    pub(crate) stats: Arc<EndpointCounters>,
     /// From accepting the connection to the upstream session being open.
     pub(crate) handshake_timeout: Duration,
 }
@@ -51,26 +53,58 @@ pub(crate) struct Shared {
 pub(crate) struct Session {
     pub(crate) client: TlsStream<TcpStream>,
     pub(crate) upstream: TcpStream,
+    pub(crate) relay: Relay,
+}
+
+/// How a session's bytes are relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relay {
+    /// As they are, both ways.
+    Bytes,
+    /// A MySQL session on a reader, whose read-only errors are turned into Aurora MySQL's.
+    MySqlReader,
+}
+
+/// What became of a log-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accepted,
+    /// The token, the policy, or a user that is not an IAM user: refused with the engine's authentication failure.
+    Refused,
+    /// A valid token over the instance's rate of authentications: refused with RDS's throttling message.
+    Throttled,
 }
 
 impl Shared {
-    /// Whether `user` may log in with `token` as its password: the token is valid for it, and it is an IAM user (it
-    /// has been granted `rds_iam` on the upstream). Counts and logs the outcome and why, never the token itself.
-    pub(crate) async fn authenticate(&self, token: &str, user: &str, peer: SocketAddr) -> bool {
+    /// Whether `user` may log in with `token` as its password: the token is valid for it, the instance's rate of
+    /// authentications (`limit`) allows one more, and it is an IAM user (it has been granted `rds_iam` on the
+    /// upstream). Counts and logs the outcome and why, never the token itself.
+    pub(crate) async fn authenticate(
+        &self,
+        token: &str,
+        user: &str,
+        peer: SocketAddr,
+        limit: Option<&RateLimit>,
+    ) -> Verdict {
         let verified = match self.verifier.verify(token, user, SystemTime::now()) {
             Ok(verified) => verified,
             Err(rejection) => {
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.refuse(Refusal::Unauthorized);
                 tracing::warn!(%peer, user, reason = %rejection, "token refused");
-                return false;
+                return Verdict::Refused;
             }
         };
         let access_key_id = verified.access_key_id;
+        if limit.is_some_and(|limit| !limit.try_acquire(tokio::time::Instant::now())) {
+            self.refuse(Refusal::Throttled);
+            tracing::warn!(%peer, user, access_key_id, "refused: too many authentications per second (--max-auth-per-sec)");
+            return Verdict::Throttled;
+        }
         match self.iam_role.is_granted_to(user).await {
             Ok(true) => {
                 self.counts.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, user, access_key_id, "token accepted");
-                return true;
+                return Verdict::Accepted;
             }
             Ok(false) => tracing::warn!(
                 %peer,
@@ -87,7 +121,12 @@ impl Shared {
                 "refused: cannot ask the upstream whether the user has been granted rds_iam"
             ),
         }
+        self.refuse(Refusal::Unauthorized);
+        Verdict::Refused
+    }
+
+    fn refuse(&self, refusal: Refusal) {
         self.counts.refused.fetch_add(1, Ordering::Relaxed);
-        false
+        self.stats.refused(refusal);
     }
 }

@@ -3,7 +3,6 @@
 //! the client and that STS instead: it forwards every request to that STS's URL unchanged, and learns the credentials
 //! in each answer before the client sees them. Any STS that speaks the AWS Query protocol works.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -12,15 +11,13 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use url::Url;
 
 use crate::credentials::TemporaryCredentials;
+use crate::http;
 use crate::sigv4::Verifier;
 use crate::time;
 
@@ -123,32 +120,13 @@ impl StsTap {
     pub(crate) async fn run(self) {
         tracing::info!(listen = %self.local_addr, upstream = %self.upstream, "STS pass-through ready");
         let tap = Arc::new(self);
-        loop {
-            let socket = match tap.listener.accept().await {
-                Ok((socket, _)) => socket,
-                Err(error) => {
-                    tracing::warn!(%error, "STS pass-through: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let tap = Arc::clone(&tap);
-            tokio::spawn(async move {
-                let service = service_fn(|request| {
-                    let tap = Arc::clone(&tap);
-                    async move { Ok::<_, Infallible>(tap.forward(request).await) }
-                });
-                // A client that trickles its headers would otherwise hold its connection for ever.
-                if let Err(error) = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(tap.read_timeout)
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await
-                {
-                    tracing::debug!(%error, "STS pass-through connection ended with an error");
-                }
-            });
-        }
+        let read_timeout = tap.read_timeout;
+        let responder = Arc::clone(&tap);
+        http::serve(&tap.listener, "STS pass-through", read_timeout, move |request| {
+            let tap = Arc::clone(&responder);
+            async move { tap.forward(request).await }
+        })
+        .await;
     }
 
     async fn forward(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -319,6 +297,11 @@ fn issued_credentials(answer: &[u8]) -> Result<Option<Credentials>, quick_xml::D
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;

@@ -95,6 +95,7 @@ async fn beyond_the_connection_limit_clients_are_refused_as_by_a_full_server(eng
         Engine::MariaDb => "1040 - Too many connections",
     };
     assert!(refused.contains(full), "{refused}");
+    assert_eq!(emulator.stats().endpoints[0].refused.too_many_connections, 1);
 
     drop(holder);
     let freed_by = Instant::now() + Duration::from_secs(2);

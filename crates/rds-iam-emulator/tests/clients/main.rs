@@ -23,6 +23,7 @@ macro_rules! on_both_engines {
     };
 }
 
+mod cluster;
 mod harness;
 mod iam_users;
 mod limits;

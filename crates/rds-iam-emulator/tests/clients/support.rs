@@ -6,7 +6,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use aws_sdk_rds::auth_token::{AuthTokenGenerator, Config};
 use rds_iam_emulator::credentials::CredentialStore;
-use rds_iam_emulator::testing::{EmulatorOptions, TestEmulator};
+use rds_iam_emulator::testing::{EmulatorOptions, TestCluster, TestEmulator};
 use tokio::process::Command;
 
 /// The IAM user the tests log in as: granted `rds_iam`, as `tasks-api admin provision-db-user` grants it on RDS.
@@ -41,9 +41,18 @@ pub(crate) async fn start(engine: Engine, options: EmulatorOptions) -> TestEmula
 
 /// An emulator in front of `upstream` that knows [`ACCESS_KEY_ID`].
 pub(crate) async fn start_in_front_of(upstream: url::Url, options: EmulatorOptions) -> TestEmulator {
+    TestEmulator::start(upstream, known_credentials(), options).await
+}
+
+/// A cluster in front of `engine`'s local server that knows [`ACCESS_KEY_ID`].
+pub(crate) async fn start_cluster(engine: Engine, options: EmulatorOptions) -> TestCluster {
+    TestCluster::start(engine.upstream(), known_credentials(), options).await
+}
+
+fn known_credentials() -> CredentialStore {
     let mut credentials = CredentialStore::default();
     credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
-    TestEmulator::start(upstream, credentials, options).await
+    credentials
 }
 
 /// [`IAM_USER`], made an IAM user of `emulator`'s upstream if it is not one yet.
@@ -62,24 +71,30 @@ pub(crate) fn refusal(engine: Engine, user: &str) -> String {
 
 /// A token for `user` at `emulator`'s address, signed by the AWS SDK with the known long-term key.
 pub(crate) async fn token(emulator: &TestEmulator, user: &str) -> String {
-    token_signed_with(
-        emulator,
-        user,
-        Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "tests"),
-    )
-    .await
+    token_for(&emulator.address.to_string(), user).await
+}
+
+/// A token for `user` at `endpoint` (`host:port`), signed by the AWS SDK with the known long-term key.
+pub(crate) async fn token_for(endpoint: &str, user: &str) -> String {
+    let credentials = Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "tests");
+    sign(endpoint, user, credentials).await
 }
 
 /// A token for `user` at `emulator`'s address, signed by the AWS SDK with `credentials`.
 pub(crate) async fn token_signed_with(emulator: &TestEmulator, user: &str, credentials: Credentials) -> String {
+    sign(&emulator.address.to_string(), user, credentials).await
+}
+
+async fn sign(endpoint: &str, user: &str, credentials: Credentials) -> String {
+    let (host, port) = endpoint.rsplit_once(':').expect("host:port");
     let aws = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(credentials)
         .load()
         .await;
     let target = Config::builder()
-        .hostname(emulator.address.ip().to_string())
-        .port(u64::from(emulator.address.port()))
+        .hostname(host)
+        .port(port.parse().expect("a port"))
         .username(user)
         .build()
         .expect("a token target");
@@ -143,12 +158,7 @@ pub(crate) async fn client(
 /// returns everything it wrote.
 pub(crate) fn run_refused(arguments: &[&str]) -> String {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let credentials = directory.path().join("credentials");
-    std::fs::write(
-        &credentials,
-        "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = example/secret\n",
-    )
-    .expect("write credentials");
+    let credentials = credentials_file(directory.path());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rds-iam-emulator"))
         .args(["--listen", "127.0.0.1:0", "--credentials"])
         .arg(&credentials)
@@ -163,4 +173,15 @@ pub(crate) fn run_refused(arguments: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Writes a `--credentials` file with one valid profile into `directory`, and returns its path.
+pub(crate) fn credentials_file(directory: &std::path::Path) -> std::path::PathBuf {
+    let credentials = directory.join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = example/secret\n",
+    )
+    .expect("write credentials");
+    credentials
 }
