@@ -73,8 +73,8 @@
 //! | `serde` | [`IamSettings`], every setting as one deserialisable struct, and `Deserialize` for [`TlsMode`] |
 //!
 //! None is on by default. The pieces underneath work on their own too: [`RdsTokenSigner`] signs tokens (for `psql`,
-//! say), [`TokenRefresher`] keeps one fresh for any client, and [`TokenSigner`] lets tests or other token services
-//! plug in.
+//! say), [`TokenRefresher`] keeps a credential fresh for any client, and [`CredentialSource`] lets tests, other token
+//! services or other password stores plug in.
 //!
 //! # What AWS needs
 //!
@@ -84,6 +84,7 @@
 //! `arn:aws:rds-db:REGION:ACCOUNT:dbuser:RESOURCE_ID/db_iam_user` for the credentials the process runs with.
 
 mod classify;
+mod credential;
 #[cfg(feature = "discovery")]
 pub mod discovery;
 mod error;
@@ -94,10 +95,10 @@ mod region;
 mod sea_orm;
 mod settings;
 mod signer;
-mod token;
 
 pub use classify::{Classify, ErrorClass, classify, classify_sqlstate};
-pub use error::{BoxError, Error, SignError};
+pub use credential::{Credential, IamToken, TokenTarget};
+pub use error::{BoxError, CredentialError, Error};
 pub use pool::{ConnectOptionsOf, IamConnectOptions, IamPool, IamPoolBuilder, TlsMode};
 pub use refresher::{RefreshPolicy, TokenListener, TokenRefresher, TokenStatus};
 pub use region::region_from_host;
@@ -106,8 +107,7 @@ pub use sea_orm::IamDatabase;
 #[cfg(feature = "serde")]
 pub use settings::IamSettings;
 pub use settings::{AssumeRole, DatabaseResource, HostPort, InvalidValue, RoleArn, SessionName, TokenLifetime};
-pub use signer::{RdsTokenSigner, SignFuture, TokenSigner, load_aws_config};
-pub use token::{IamToken, TokenTarget};
+pub use signer::{CredentialFuture, CredentialSource, RdsTokenSigner, load_aws_config};
 
 /// An IAM-authenticated PostgreSQL pool.
 #[cfg(feature = "postgres")]
