@@ -51,7 +51,7 @@ pub enum Error {
     /// A setting has a value that cannot work.
     #[error("`{setting}` {problem}")]
     InvalidSetting {
-        /// The setting's name, as in [`crate::IamSettings`].
+        /// The setting's name, as in [`crate::IamSettings`] (or `secret_id`, a secret's name or ARN).
         setting: &'static str,
         /// What is wrong with it and how to fix it.
         problem: String,
