@@ -50,7 +50,7 @@ fn moto_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
 }
 
-fn localstack_endpoint() -> String {
+pub(crate) fn localstack_endpoint() -> String {
     std::env::var("TEST_LOCALSTACK_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
 }
 

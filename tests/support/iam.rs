@@ -35,7 +35,9 @@ fn upstream_admin(backend: Backend) -> url::Url {
     let admin = match backend {
         Backend::PostgresIam => postgres_admin_url(),
         Backend::MariaDbIam => mysql_admin_url(),
-        Backend::Sqlite | Backend::Postgres | Backend::MariaDb => panic!("{backend:?} has no emulator"),
+        Backend::Sqlite | Backend::Postgres | Backend::MariaDb | Backend::PostgresSecrets | Backend::MariaDbSecrets => {
+            panic!("{backend:?} has no emulator")
+        }
     };
     url::Url::parse(&admin).expect("the test database URL is a URL")
 }
