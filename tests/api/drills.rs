@@ -60,7 +60,7 @@ async fn a_postgres_fast_restart_fails_no_request() {
 
 /// No request failed, no read returned another task, every acknowledged write is stored with its last name, and
 /// every acknowledged deletion is gone.
-async fn assert_nothing_lost(database: &TestDatabase, tally: &Tally) {
+pub(crate) async fn assert_nothing_lost(database: &TestDatabase, tally: &Tally) {
     assert!(
         tally.failures.is_empty(),
         "{} of {} requests failed, first ones:\n{}",

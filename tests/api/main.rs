@@ -1,6 +1,6 @@
 //! The HTTP-level suite: every test starts the real service on a real socket with a database of its own, and runs
-//! on SQLite, on PostgreSQL, on MariaDB, and on PostgreSQL and MariaDB through the RDS IAM emulator with IAM tokens
-//! and TLS verify-full.
+//! on SQLite, on PostgreSQL, on MariaDB, on PostgreSQL and MariaDB through the RDS IAM emulator with IAM tokens and
+//! TLS verify-full, and on PostgreSQL and MariaDB as a user whose password a Secrets Manager secret holds.
 
 /// Generates, for each named `async fn(Backend)`, one test per way of running the service.
 macro_rules! on_every_backend {
@@ -9,6 +9,7 @@ macro_rules! on_every_backend {
         backend_tests!(postgres, Postgres; $($test),+);
         backend_tests!(mariadb, MariaDb; $($test),+);
         on_iam_backends!($($test),+);
+        on_secrets_backends!($($test),+);
     };
 }
 
@@ -17,6 +18,14 @@ macro_rules! on_iam_backends {
     ($($test:ident),+ $(,)?) => {
         backend_tests!(postgres_iam, PostgresIam; $($test),+);
         backend_tests!(mariadb_iam, MariaDbIam; $($test),+);
+    };
+}
+
+/// Generates, for each named `async fn(Backend)`, one test per server logged in to with a secret from LocalStack.
+macro_rules! on_secrets_backends {
+    ($($test:ident),+ $(,)?) => {
+        backend_tests!(postgres_secrets, PostgresSecrets; $($test),+);
+        backend_tests!(mariadb_secrets, MariaDbSecrets; $($test),+);
     };
 }
 
@@ -46,4 +55,5 @@ mod metrics;
 mod migrations;
 mod pagination;
 mod provisioning;
+mod secrets;
 mod tasks;

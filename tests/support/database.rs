@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use sqlx::{AnyConnection, AssertSqlSafe, Connection};
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyConnection, AssertSqlSafe, ConnectOptions, Connection};
 use uuid::Uuid;
 
 use crate::iam::IAM_USER;
@@ -20,6 +22,11 @@ pub enum Backend {
     MariaDb,
     /// MariaDB behind the RDS IAM emulator: IAM tokens over `mysql_clear_password`, TLS verify-identity.
     MariaDbIam,
+    /// PostgreSQL as a user of the test's own, whose password and whereabouts a secret in LocalStack holds; the URL
+    /// is `postgres://` alone. The local server does not check passwords.
+    PostgresSecrets,
+    /// MariaDB likewise: `mysql://` and a secret; MariaDB does check the password.
+    MariaDbSecrets,
 }
 
 impl Backend {
@@ -29,12 +36,18 @@ impl Backend {
         matches!(self, Self::PostgresIam | Self::MariaDbIam)
     }
 
+    /// Whether the service logs in to this backend with a user and password from Secrets Manager.
+    #[must_use]
+    pub fn uses_secrets(self) -> bool {
+        matches!(self, Self::PostgresSecrets | Self::MariaDbSecrets)
+    }
+
     /// `id` as an SQL literal of the `tasks.id` column: a native uuid on PostgreSQL, 16 bytes elsewhere.
     #[must_use]
     pub fn uuid_literal(self, id: Uuid) -> String {
         match self {
-            Self::Postgres | Self::PostgresIam => format!("'{id}'"),
-            Self::Sqlite | Self::MariaDb | Self::MariaDbIam => format!("X'{}'", id.simple()),
+            Self::Postgres | Self::PostgresIam | Self::PostgresSecrets => format!("'{id}'"),
+            Self::Sqlite | Self::MariaDb | Self::MariaDbIam | Self::MariaDbSecrets => format!("X'{}'", id.simple()),
         }
     }
 }
@@ -62,8 +75,8 @@ impl TestDatabase {
     /// `TEST_MYSQL_URL`, or the local ones; a test fails at once, saying how to start one, when it is not running.
     pub async fn create_named(backend: Backend, prefix: &str) -> Self {
         let admin_url = match backend {
-            Backend::Postgres | Backend::PostgresIam => test_servers::postgres(),
-            Backend::MariaDb | Backend::MariaDbIam => test_servers::mariadb(),
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => test_servers::postgres(),
+            Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => test_servers::mariadb(),
             Backend::Sqlite => String::new(),
         };
         Self::create_on(backend, admin_url, prefix).await
@@ -73,7 +86,7 @@ impl TestDatabase {
     pub async fn create_on(backend: Backend, admin_url: String, prefix: &str) -> Self {
         let name = format!("{prefix}{}", Uuid::new_v4().simple());
         match backend {
-            Backend::Postgres | Backend::PostgresIam => {
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
                 // Owning it, the IAM user may create the service's tables in its schema `public`.
                 let owner = match backend {
                     Backend::PostgresIam => format!(" OWNER {IAM_USER}"),
@@ -90,7 +103,7 @@ impl TestDatabase {
                     sqlite_file: None,
                 }
             }
-            Backend::MariaDb | Backend::MariaDbIam => {
+            Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => {
                 // The name is the suite's own, of letters, digits and underscores.
                 let mut statements = format!("CREATE DATABASE {name} CHARACTER SET utf8mb4");
                 if backend == Backend::MariaDbIam {
@@ -130,6 +143,12 @@ impl TestDatabase {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The administrator's URL of the server that holds it.
+    #[must_use]
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
     }
 
     /// The database's name on its server.
@@ -185,11 +204,11 @@ impl TestDatabase {
     /// How many tables the test database holds: zero means not even the migrations got in.
     pub async fn count_tables(&self) -> i64 {
         match self.backend {
-            Backend::Postgres | Backend::PostgresIam => {
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
                 self.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'")
                     .await
             }
-            Backend::MariaDb | Backend::MariaDbIam => {
+            Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => {
                 self.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()")
                     .await
             }
@@ -213,8 +232,8 @@ impl TestDatabase {
     pub async fn stored_tasks(&self) -> HashMap<Uuid, String> {
         let mut connection = self.connect().await;
         let id_as_text = match self.backend {
-            Backend::Postgres | Backend::PostgresIam => "id::text",
-            Backend::Sqlite | Backend::MariaDb | Backend::MariaDbIam => "hex(id)",
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => "id::text",
+            Backend::Sqlite | Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => "hex(id)",
         };
         let rows: Vec<(String, String)> =
             sqlx::query_as(AssertSqlSafe(format!("SELECT {id_as_text}, name FROM tasks")))
@@ -231,7 +250,7 @@ impl TestDatabase {
     /// between calls.
     pub async fn end_sessions(&self, admin: &mut AnyConnection) -> usize {
         match self.backend {
-            Backend::Postgres | Backend::PostgresIam => {
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
                 let ended: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                      WHERE datname = $1 AND pid <> pg_backend_pid()) AS ended",
@@ -242,7 +261,7 @@ impl TestDatabase {
                 .expect("terminate the database's sessions");
                 usize::try_from(ended).expect("a count")
             }
-            Backend::MariaDb | Backend::MariaDbIam => {
+            Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => {
                 let sessions: Vec<i64> = sqlx::query_scalar(
                     "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
                 )
@@ -282,10 +301,14 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Runs one statement as administrator of a database server, failing loudly when the server is not there.
-async fn administer(admin_url: &str, statement: String) {
+/// Runs one statement as administrator of a database server, failing loudly when the server is not there. The
+/// statement is not logged: it may set a user's password (the Secrets Manager tests'), which the log scan looks for.
+pub(crate) async fn administer(admin_url: &str, statement: String) {
     sqlx::any::install_default_drivers();
-    let mut admin = AnyConnection::connect(admin_url)
+    let options = AnyConnectOptions::from_str(admin_url).expect("an administrator's URL");
+    let mut admin = options
+        .disable_statement_logging()
+        .connect()
         .await
         .unwrap_or_else(|error| panic!("the database server must be running for this test ({admin_url}): {error}"));
     sqlx::raw_sql(AssertSqlSafe(statement))
@@ -297,14 +320,14 @@ async fn administer(admin_url: &str, statement: String) {
 /// Drops a per-test database, ending its sessions first (an outage, as far as the service can tell).
 async fn drop_server_database(backend: Backend, admin_url: &str, name: &str) {
     match backend {
-        Backend::Postgres | Backend::PostgresIam => {
+        Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
             administer(
                 admin_url,
                 format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)),
             )
             .await;
         }
-        Backend::MariaDb | Backend::MariaDbIam => {
+        Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => {
             administer(admin_url, format!("DROP DATABASE IF EXISTS {name}")).await
         }
         Backend::Sqlite => panic!("only a server database can go down"),
@@ -312,7 +335,7 @@ async fn drop_server_database(backend: Backend, admin_url: &str, name: &str) {
 }
 
 /// Drop cannot await, and the test's runtime may be shutting down: clean-up runs on a runtime of its own.
-fn run_to_completion(cleanup: impl Future<Output = ()> + Send + 'static) {
+pub(crate) fn run_to_completion(cleanup: impl Future<Output = ()> + Send + 'static) {
     let worker = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -326,7 +349,15 @@ fn run_to_completion(cleanup: impl Future<Output = ()> + Send + 'static) {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match (&self.backend, &self.sqlite_file) {
-            (Backend::Postgres | Backend::PostgresIam | Backend::MariaDb | Backend::MariaDbIam, _) => {
+            (
+                Backend::Postgres
+                | Backend::PostgresIam
+                | Backend::PostgresSecrets
+                | Backend::MariaDb
+                | Backend::MariaDbIam
+                | Backend::MariaDbSecrets,
+                _,
+            ) => {
                 let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
                 run_to_completion(async move { drop_server_database(backend, &admin_url, &name).await });
             }

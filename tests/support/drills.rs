@@ -220,6 +220,16 @@ impl ScratchPostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// From now on, every user but the administrator must give its password over TCP (SCRAM), as on RDS.
+    pub fn require_passwords(&self) {
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
+        self.pg_ctl(&["reload"], None);
+    }
+
     /// `pg_ctl restart -m fast`: every session is ended, the server shuts down and starts again; returns once it
     /// accepts connections.
     pub fn restart_fast(&self) {

@@ -34,7 +34,9 @@ fn upstream_admin(backend: Backend) -> url::Url {
     let admin = match backend {
         Backend::PostgresIam => test_servers::postgres(),
         Backend::MariaDbIam => test_servers::mariadb(),
-        Backend::Sqlite | Backend::Postgres | Backend::MariaDb => panic!("{backend:?} has no emulator"),
+        Backend::Sqlite | Backend::Postgres | Backend::MariaDb | Backend::PostgresSecrets | Backend::MariaDbSecrets => {
+            panic!("{backend:?} has no emulator")
+        }
     };
     url::Url::parse(&admin).expect("the test database URL is a URL")
 }

@@ -1,16 +1,19 @@
 //! Helpers for the integration suite: start the real service on a random port with a database of its own (and, for
-//! IAM, an RDS IAM emulator of its own), and talk to it over HTTP the way a client would.
+//! IAM, an RDS IAM emulator of its own; for Secrets Manager, a secret and a database user of its own), and talk to it
+//! over HTTP the way a client would.
 
 pub mod aws;
 mod database;
 pub mod drills;
 pub mod iam;
 mod logs;
+pub mod secrets;
 
 use std::fmt::Display;
 use std::path::Path;
 use std::sync::LazyLock;
 
+use aws::AwsApi;
 use aws_config::SdkConfig;
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde::Deserialize;
@@ -23,6 +26,7 @@ use uuid::Uuid;
 pub use database::{Backend, TestDatabase};
 pub use iam::{EmulatorOptions, TestEmulator};
 pub use logs::{LogCapture, assert_no_secrets_logged};
+pub use secrets::SecretLogin;
 
 /// The password configured for the password-mode PostgreSQL tests. The local server trusts connections and never
 /// asks for it; it is there so the log scan can prove it is never written out.
@@ -38,11 +42,13 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     telemetry::init(telemetry::subscriber(&settings, logs::ScanningWriter));
 });
 
-/// What a test runs the service against: its database and, for IAM, its emulator.
+/// What a test runs the service against: its database and, for IAM, its emulator, or, for Secrets Manager, its
+/// secret and the database user that the secret holds (dropped after the database).
 #[derive(Debug)]
 pub struct Stack {
     pub database: TestDatabase,
     pub emulator: Option<TestEmulator>,
+    pub login: Option<SecretLogin>,
 }
 
 impl Stack {
@@ -58,6 +64,17 @@ impl Stack {
         Self {
             database,
             emulator: None,
+            login: None,
+        }
+    }
+
+    /// A stack over `database`, of a Secrets Manager backend, that the service logs in to as a new user whose
+    /// password and whereabouts a new secret in `api` holds.
+    pub async fn over_with_secret(database: TestDatabase, api: AwsApi) -> Self {
+        let login = SecretLogin::create(&database, api).await;
+        Self {
+            login: Some(login),
+            ..Self::over(database)
         }
     }
 
@@ -70,7 +87,15 @@ impl Stack {
             None
         };
         let database = TestDatabase::create(backend).await;
-        Self { database, emulator }
+        if backend.uses_secrets() {
+            // LocalStack, where each test has an account of its own: the suite's tests need not take turns.
+            return Self::over_with_secret(database, AwsApi::LocalStack).await;
+        }
+        Self {
+            database,
+            emulator,
+            login: None,
+        }
     }
 
     /// The emulator, for tests that know they asked for one.
@@ -86,8 +111,8 @@ impl Stack {
             ("APP__SERVER__PORT".into(), "0".into()),
             ("APP__SERVER__WORKERS".into(), "2".into()),
         ];
-        match (self.database.backend(), &self.emulator) {
-            (Backend::PostgresIam | Backend::MariaDbIam, Some(emulator)) => variables.extend([
+        match (self.database.backend(), &self.emulator, &self.login) {
+            (Backend::PostgresIam | Backend::MariaDbIam, Some(emulator), _) => variables.extend([
                 (
                     "APP__DATABASE__URL".into(),
                     emulator.url(iam::IAM_USER, self.database.name()),
@@ -98,7 +123,23 @@ impl Stack {
                     emulator.ca_pem().display().to_string(),
                 ),
             ]),
-            (Backend::Postgres, _) => variables.extend([
+            (backend @ (Backend::PostgresSecrets | Backend::MariaDbSecrets), _, Some(login)) => variables.extend([
+                // The engine alone: the secret says where the database is.
+                (
+                    "APP__DATABASE__URL".into(),
+                    if backend == Backend::PostgresSecrets {
+                        "postgres://"
+                    } else {
+                        "mysql://"
+                    }
+                    .into(),
+                ),
+                ("APP__DATABASE__AUTH".into(), "secrets-manager".into()),
+                ("APP__DATABASE__SECRET_ID".into(), login.secret.arn.clone()),
+                // The local servers have no certificate to verify (MariaDB no TLS at all): a choice made by name.
+                ("APP__DATABASE__TLS__MODE".into(), "disable".into()),
+            ]),
+            (Backend::Postgres, _, _) => variables.extend([
                 ("APP__DATABASE__URL".into(), self.database.url().to_owned()),
                 ("APP__DATABASE__PASSWORD".into(), STATIC_PASSWORD.into()),
             ]),
@@ -112,10 +153,13 @@ impl Stack {
         Settings::load_from(Path::new("/nonexistent"), variables).expect("test settings load")
     }
 
-    /// For the IAM backends, an AWS configuration whose credentials the emulator knows; `None` for the others.
+    /// For the IAM backends, an AWS configuration whose credentials the emulator knows; for Secrets Manager, one
+    /// for the account that holds the secret; `None` for the others.
     pub async fn known_aws(&self) -> Option<SdkConfig> {
         if self.database.backend().uses_iam() {
             Some(iam::aws_config(iam::ACCESS_KEY_ID, iam::SECRET_ACCESS_KEY).await)
+        } else if let Some(login) = &self.login {
+            Some(login.manager.sdk_config().await)
         } else {
             None
         }
@@ -138,6 +182,7 @@ impl Stack {
             address,
             database: self.database,
             emulator: self.emulator,
+            login: self.login,
             client: Client::builder().build().expect("an HTTP client"),
             handle,
         })
@@ -150,6 +195,7 @@ pub struct TestApp {
     pub address: String,
     pub database: TestDatabase,
     pub emulator: Option<TestEmulator>,
+    pub login: Option<SecretLogin>,
     client: Client,
     handle: ServerHandle,
 }

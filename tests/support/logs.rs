@@ -17,6 +17,9 @@ const FORBIDDEN: [&str; 5] = [
     crate::STATIC_PASSWORD,
 ];
 
+/// Secrets made while the suite runs (the passwords that test secrets hold), looked for like those above.
+static FORBIDDEN_LATER: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// The captures under way: each collects the events whose text contains its marker.
 static CAPTURES: Mutex<Vec<(String, CapturedEvents)>> = Mutex::new(Vec::new());
@@ -50,13 +53,20 @@ impl Write for EventBuffer {
 impl Drop for EventBuffer {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.0);
-        if let Some(secret) = FORBIDDEN.iter().find(|secret| line.contains(*secret)) {
+        let later = FORBIDDEN_LATER.lock().unwrap_or_else(PoisonError::into_inner);
+        let leaked = FORBIDDEN
+            .iter()
+            .copied()
+            .chain(later.iter().map(String::as_str))
+            .find(|secret| line.contains(*secret));
+        if let Some(secret) = leaked {
             let excerpt: String = line.chars().take(160).collect();
             LEAKS
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(format!("`{secret}` logged in: {}", excerpt.replace(secret, "<secret>")));
         }
+        drop(later);
         for (marker, events) in CAPTURES.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             if line.contains(marker.as_str()) {
                 events
@@ -106,6 +116,14 @@ impl Drop for LogCapture {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|(_, events)| !Arc::ptr_eq(events, &self.events));
     }
+}
+
+/// Looks for `secret` in every line logged from now on, as for the suite's fixed secrets.
+pub(crate) fn forbid(secret: &str) {
+    FORBIDDEN_LATER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(secret.to_owned());
 }
 
 /// Fails the calling test if any line logged so far, by any test, contained a secret.

@@ -165,7 +165,7 @@ mod tests {
     fn iam(settings: &Settings) -> &rds_iam::IamSettings {
         match &settings.database.auth {
             Auth::Iam(iam) => iam,
-            Auth::Password(_) => panic!("IAM settings expected"),
+            other => panic!("IAM settings expected: {other:?}"),
         }
     }
 
@@ -453,6 +453,110 @@ mod tests {
         ] {
             let error = load(&[("DATABASE_URL", url)]).expect_err(url).to_string();
             assert!(error.contains("written twice") && !error.contains("secret"), "{error}");
+        }
+    }
+
+    const SECRET_ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tasks/app-db-AbCdEf";
+
+    #[test]
+    fn secrets_manager_needs_only_the_engine_in_the_url_and_defaults_to_verify_full() {
+        let settings = load(&[
+            ("APP__DATABASE__AUTH", "secrets-manager"),
+            ("APP__DATABASE__SECRET_ID", SECRET_ARN),
+            ("APP__DATABASE__URL", "postgres://"),
+        ])
+        .expect("Secrets Manager settings load");
+        let Auth::SecretsManager(secret) = &settings.database.auth else {
+            panic!("Secrets Manager settings expected: {:?}", settings.database.auth);
+        };
+        assert_eq!(secret.secret_id.as_str(), SECRET_ARN);
+        assert_eq!(secret.secret_id.region(), Some("eu-west-1"));
+        assert_eq!(secret.refresh, Duration::from_secs(300));
+        assert_eq!(settings.database.tls.mode, TlsMode::VerifyFull);
+        assert_eq!(settings.database.backend(), DatabaseBackend::Postgres);
+
+        let tuned = load(&[
+            ("APP__DATABASE__AUTH", "secrets-manager"),
+            ("APP__DATABASE__SECRET_ID", "tasks/app-db"),
+            ("APP__DATABASE__SECRET_REFRESH_SECS", "60"),
+            (
+                "APP__DATABASE__URL",
+                "mysql://proxy.example:3306/tasks?ssl-mode=REQUIRED",
+            ),
+        ])
+        .expect("a name, a refresh interval and a URL that says where");
+        let Auth::SecretsManager(secret) = &tuned.database.auth else {
+            panic!("Secrets Manager settings expected");
+        };
+        assert_eq!(secret.refresh, Duration::from_secs(60));
+        assert_eq!(tuned.database.tls.mode, TlsMode::Require, "the URL's choice");
+    }
+
+    #[test]
+    fn secrets_manager_settings_that_cannot_work_are_refused_by_name() {
+        let secrets_manager = [
+            ("APP__DATABASE__AUTH", "secrets-manager"),
+            ("DATABASE_URL", "postgres://"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut variables = secrets_manager.to_vec();
+            variables.extend_from_slice(extra);
+            variables
+        };
+        let cases = [
+            (with(&[]), "APP__DATABASE__SECRET_ID"),
+            (with(&[("APP__DATABASE__SECRET_ID", " ")]), "APP__DATABASE__SECRET_ID"),
+            (
+                with(&[("APP__DATABASE__SECRET_ID", "arn:aws:iam::123456789012:role/x")]),
+                "APP__DATABASE__SECRET_ID",
+            ),
+            (
+                with(&[
+                    ("APP__DATABASE__SECRET_ID", "x"),
+                    ("APP__DATABASE__SECRET_REFRESH_SECS", "0"),
+                ]),
+                "APP__DATABASE__SECRET_REFRESH_SECS",
+            ),
+            (
+                with(&[
+                    ("APP__DATABASE__SECRET_ID", "x"),
+                    ("APP__DATABASE__PASSWORD", "static-one"),
+                ]),
+                "APP__DATABASE__PASSWORD",
+            ),
+            (
+                with(&[
+                    ("APP__DATABASE__SECRET_ID", "x"),
+                    ("DATABASE_URL", "postgres://app@db/tasks"),
+                ]),
+                "APP__DATABASE__URL",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "secrets-manager"),
+                    ("APP__DATABASE__SECRET_ID", "x"),
+                ],
+                "APP__DATABASE__URL",
+            ),
+            (
+                vec![
+                    ("DATABASE_URL", "postgres://db/tasks"),
+                    ("APP__DATABASE__SECRET_ID", "x"),
+                ],
+                "APP__DATABASE__SECRET_ID",
+            ),
+            (
+                vec![
+                    ("APP__DATABASE__AUTH", "secretsmanager"),
+                    ("APP__DATABASE__SECRET_ID", "x"),
+                ],
+                "APP__DATABASE__AUTH",
+            ),
+        ];
+        for (variables, named) in cases {
+            let error = load(&variables).expect_err(named).to_string();
+            assert!(error.contains(named), "{variables:?}: {error}");
+            assert!(!error.contains("static-one"), "{error}");
         }
     }
 }

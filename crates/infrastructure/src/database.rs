@@ -1,5 +1,5 @@
-//! Opening the connection pool, with a password or through `rds-iam`, checking that it is alive, and running
-//! migrations through it.
+//! Opening the connection pool, with a password, with IAM tokens or with a Secrets Manager secret (both through
+//! `rds-iam`), checking that it is alive, and running migrations through it.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
 use rds_iam::{
-    Classify, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, TokenRefresher, TokenStatus, error_chain,
+    Classify, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, RefreshPolicy, SecretsManagerSource, TlsMode,
+    TokenRefresher, TokenStatus, error_chain,
 };
 use sea_orm::{DatabaseConnection, DbErr};
 use secrecy::{ExposeSecret, SecretString};
@@ -20,7 +21,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED};
-use crate::settings::{Auth, DatabaseBackend, DatabaseSettings, PoolSettings, key_and_variable};
+use crate::settings::{
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, key_and_variable,
+};
 
 /// Why the database could not be opened or migrated. The text names the settings to change; the cause is the
 /// error's source.
@@ -42,6 +45,11 @@ pub enum DatabaseError {
     Migration(#[source] DbErr),
     #[error("{}", iam_hint(.0))]
     Iam(#[source] rds_iam::Error),
+    #[error("{}", secrets_manager_hint(.0))]
+    SecretsManager(#[source] rds_iam::Error),
+    /// The secret and the URL disagree on the engine, or neither says where the database is.
+    #[error("{0}")]
+    SecretMismatch(String),
 }
 
 /// What to change in this service's settings for each way IAM authentication can fail to start.
@@ -74,6 +82,28 @@ fn iam_hint(error: &rds_iam::Error) -> String {
     }
 }
 
+/// What to change in this service's settings for each way logging in with a Secrets Manager secret can fail to
+/// start; the cause (the secret's id, AWS's or the server's answer) follows in the error's source.
+fn secrets_manager_hint(error: &rds_iam::Error) -> String {
+    match error {
+        rds_iam::Error::InvalidSetting { setting, .. } => {
+            format!(
+                "Secrets Manager setting {}",
+                key_and_variable(&format!("database.{setting}"))
+            )
+        }
+        rds_iam::Error::CleartextNeedsTls { .. } => format!(
+            "the server asks for the password in clear text (mysql_clear_password), which is only sent over TLS: \
+             set {} to verify-full, verify-ca or require",
+            key_and_variable("database.tls.mode")
+        ),
+        _ => format!(
+            "cannot log in with the secret that {} names",
+            key_and_variable("database.secret_id")
+        ),
+    }
+}
+
 /// One migration and whether it has been applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationState {
@@ -101,7 +131,7 @@ pub struct PoolStatus {
 pub struct Retries {
     /// After [`ErrorClass::ConnectionLost`].
     pub connection_lost: u64,
-    /// After [`ErrorClass::AuthFailure`], with a renewed IAM token.
+    /// After [`ErrorClass::AuthFailure`], with a renewed IAM token or a secret fetched again.
     pub auth_failure: u64,
 }
 
@@ -115,8 +145,8 @@ struct Counters {
 }
 
 /// The service's handle on its database: a pool of connections shared by every worker (with the stack of
-/// [`Connections`] in front of it that statements run on), and, with IAM authentication, the refresher that keeps
-/// the pool supplied with valid tokens.
+/// [`Connections`] in front of it that statements run on), and, with IAM or Secrets Manager authentication, the
+/// refresher that keeps the pool supplied with valid tokens or the secret's current password.
 #[derive(Debug, Clone)]
 pub struct Database {
     connections: Arc<Connections>,
@@ -125,12 +155,14 @@ pub struct Database {
     migrations: DatabaseConnection,
     refresher: Option<Arc<TokenRefresher>>,
     counters: Arc<Counters>,
+    /// Whether the refresher's credentials are IAM tokens, whose expiry the readiness probe reports.
+    tokens: bool,
 }
 
 impl Database {
-    /// Opens the pool and proves it works by opening its first connection, so that a wrong host, password, token or
-    /// database name stops the service at start with the driver's own explanation. IAM credentials come from the
-    /// AWS SDK's default chain.
+    /// Opens the pool and proves it works by opening its first connection, so that a wrong host, password, token,
+    /// secret or database name stops the service at start with the driver's own explanation. AWS credentials (for
+    /// IAM and Secrets Manager) come from the AWS SDK's default chain.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
         Self::connect_with_aws(settings, None).await
     }
@@ -145,7 +177,7 @@ impl Database {
                 let pool = connect_with_password::<sqlx::Postgres>(
                     settings,
                     pool_options(&settings.pool, &counters),
-                    postgres_options(settings)?,
+                    postgres_options(&settings.url, settings)?,
                     password,
                 )
                 .await?;
@@ -155,7 +187,7 @@ impl Database {
                 let pool = connect_with_password::<sqlx::MySql>(
                     settings,
                     pool_options(&settings.pool, &counters),
-                    mysql_options(settings)?,
+                    mysql_options(&settings.url, settings)?,
                     password,
                 )
                 .await?;
@@ -167,7 +199,7 @@ impl Database {
                     iam,
                     aws,
                     pool_options(&settings.pool, &counters),
-                    postgres_options(settings)?,
+                    postgres_options(&settings.url, settings)?,
                 ))
                 .await?;
                 Self::over(pool, settings, Some(refresher), counters)
@@ -178,10 +210,13 @@ impl Database {
                     iam,
                     aws,
                     pool_options(&settings.pool, &counters),
-                    mysql_options(settings)?,
+                    mysql_options(&settings.url, settings)?,
                 ))
                 .await?;
                 Self::over(pool, settings, Some(refresher), counters)
+            }
+            (DatabaseBackend::Postgres | DatabaseBackend::MySql, Auth::SecretsManager(secret)) => {
+                Box::pin(Self::connect_with_secret(settings, secret, aws, counters)).await?
             }
             (DatabaseBackend::Sqlite, _) => {
                 let pool = pool_options::<sqlx::Sqlite>(&settings.pool, &counters)
@@ -210,7 +245,48 @@ impl Database {
             connections: Arc::new(Connections::from(pool).within_lifetime(settings.pool.max_lifetime)),
             refresher,
             counters,
+            tokens: matches!(settings.auth, Auth::Iam(_)),
         }
+    }
+
+    /// Opens a pool whose connections log in as the secret's user with its password. The secret is fetched first for
+    /// what it says about the database (its engine, host, port and name, which fill in what the URL leaves out); the
+    /// pool then fetches it again, so it starts with the newest value.
+    async fn connect_with_secret(
+        settings: &DatabaseSettings,
+        secret: &SecretsManagerSettings,
+        aws: Option<SdkConfig>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, DatabaseError> {
+        let source = SecretsManagerSource::new(secret.secret_id.clone(), aws)
+            .await
+            .map_err(DatabaseError::SecretsManager)?
+            .renew_every(secret.refresh);
+        let contents = source
+            .fetch_secret()
+            .await
+            .map_err(|error| DatabaseError::SecretsManager(error.into()))?;
+        let url = settings
+            .url
+            .completed_from(&contents, &secret.secret_id)
+            .map_err(DatabaseError::SecretMismatch)?;
+        Ok(match settings.backend() {
+            DatabaseBackend::MySql => {
+                let options = mysql_options(&url, settings)?;
+                let pool_options = pool_options(&settings.pool, &counters);
+                let (pool, refresher) =
+                    connect_with_source::<sqlx::MySql>(settings, pool_options, options, source).await?;
+                Self::over(pool, settings, Some(refresher), counters)
+            }
+            // PostgreSQL: the settings refuse a sqlite:// URL with Secrets Manager.
+            _ => {
+                let options = postgres_options(&url, settings)?;
+                let pool_options = pool_options(&settings.pool, &counters);
+                let (pool, refresher) =
+                    connect_with_source::<sqlx::Postgres>(settings, pool_options, options, source).await?;
+                Self::over(pool, settings, Some(refresher), counters)
+            }
+        })
     }
 
     /// Runs one database operation, giving it the [`Lease`] to run its statements on, and runs it again when an attempt
@@ -219,8 +295,9 @@ impl Database {
     ///   back, typically a pooled connection the server closed while it sat idle). Every parked connection is
     ///   dropped, and the next attempt runs on connections proven alive just before. Up to [`LOST_CONNECTION_RETRIES`]
     ///   times: a connection proven alive can still be ended a moment later by the same restart or kill;
-    /// - with IAM, the server refused a new connection's token: the token is renewed, and the operation runs once
-    ///   more.
+    /// - with IAM or Secrets Manager, the server refused a new connection's credentials: the token is renewed or
+    ///   the secret fetched again (until it holds another password, for up to the acquire time-out: during a
+    ///   rotation the password changes on the server first), and the operation runs once more.
     ///
     /// Running an operation again must be harmless, and every operation of this service is: a refused connection ran
     /// nothing; ids are made by the service, so a repeated INSERT finds its own row (the repository treats that as
@@ -246,8 +323,8 @@ impl Database {
                 }
                 (ErrorClass::AuthFailure, Some(refresher)) if retries == 1 => {
                     self.counters.auth_failure_retries.fetch_add(1, Ordering::Relaxed);
-                    if let Err(renewal) = refresher.refresh_now().await {
-                        tracing::warn!(error = %error_chain(&renewal), "could not renew the IAM token for a retry");
+                    if let Err(renewal) = refresher.renew_after_refusal().await {
+                        tracing::warn!(error = %error_chain(&renewal), "could not renew the credential for a retry");
                     }
                 }
                 _ => return Err(failure),
@@ -265,7 +342,10 @@ impl Database {
     /// The IAM token's state, when IAM authentication is in use.
     #[must_use]
     pub fn token_status(&self) -> Option<TokenStatus> {
-        self.refresher.as_ref().map(|refresher| refresher.status())
+        self.refresher
+            .as_ref()
+            .filter(|_| self.tokens)
+            .map(|refresher| refresher.status())
     }
 
     /// The pool's connections at this moment, and how many it has opened. Cheap enough for every scrape: a few
@@ -433,33 +513,64 @@ where
     Ok(pool.into_parts())
 }
 
-/// The driver options from the URL and the TLS settings, without any password.
-fn postgres_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
-    let options: PgConnectOptions = options_from_url(settings)?;
+/// Opens a pool whose connections log in with the user and password of a Secrets Manager secret, fetched again on
+/// its interval and at once when the server refuses them.
+async fn connect_with_source<DB: sqlx::Database>(
+    settings: &DatabaseSettings,
+    pool_options: PoolOptions<DB>,
+    options: ConnectOptionsOf<DB>,
+    source: SecretsManagerSource,
+) -> Result<(sqlx::Pool<DB>, Arc<TokenRefresher>), DatabaseError>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions,
+{
+    // Weaker than verify-full only when `database.tls.mode` or the URL's sslmode says so, which is the operator's
+    // choice, as with a static password: the password is not sent as it is (SCRAM, MySQL's native hashes) unless
+    // the server asks for it in clear, which MySQL's cleartext plugin only answers over TLS. The builder logs it.
+    let explicitly_weaker = settings.tls.mode != TlsMode::VerifyFull;
+    let policy = RefreshPolicy {
+        refusal_patience: settings.pool.acquire_timeout,
+        ..RefreshPolicy::default()
+    };
+    let pool = IamPoolBuilder::<DB>::new(options)
+        .pool_options(pool_options)
+        .tls_mode(settings.tls.mode)
+        .allow_without_tls(explicitly_weaker)
+        .refresh_policy(policy)
+        .credential_source(source)
+        .connect()
+        .await
+        .map_err(DatabaseError::SecretsManager)?;
+    Ok(pool.into_parts())
+}
+
+/// The driver options from `url` and the TLS settings, without any password.
+fn postgres_options(url: &DatabaseUrl, settings: &DatabaseSettings) -> Result<PgConnectOptions, DatabaseError> {
+    let options: PgConnectOptions = options_from_url(url)?;
     Ok(options
         .application_name("tasks-api")
         .with_tls(settings.tls.mode, settings.tls.root_cert.as_deref()))
 }
 
-/// The driver options from the URL and the TLS settings, without any password.
-fn mysql_options(settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
-    let options: MySqlConnectOptions = options_from_url(settings)?;
+/// The driver options from `url` and the TLS settings, without any password.
+fn mysql_options(url: &DatabaseUrl, settings: &DatabaseSettings) -> Result<MySqlConnectOptions, DatabaseError> {
+    let options: MySqlConnectOptions = options_from_url(url)?;
     // 4-byte UTF-8 on the connection too, or emoji are mangled before they reach the utf8mb4 column.
     Ok(options
         .charset("utf8mb4")
         .with_tls(settings.tls.mode, settings.tls.root_cert.as_deref()))
 }
 
-/// The driver's options parsed from `database.url`.
-fn options_from_url<O: FromStr<Err = sqlx::Error>>(settings: &DatabaseSettings) -> Result<O, DatabaseError> {
-    O::from_str(settings.url.as_url().as_str()).map_err(|source| DatabaseError::Options {
-        url: settings.url.to_string(),
+/// The driver's options parsed from a database URL.
+fn options_from_url<O: FromStr<Err = sqlx::Error>>(url: &DatabaseUrl) -> Result<O, DatabaseError> {
+    O::from_str(url.as_url().as_str()).map_err(|source| DatabaseError::Options {
+        url: url.to_string(),
         source,
     })
 }
 
 fn sqlite_options(settings: &DatabaseSettings) -> Result<SqliteConnectOptions, DatabaseError> {
-    let options: SqliteConnectOptions = options_from_url(settings)?;
+    let options: SqliteConnectOptions = options_from_url(&settings.url)?;
     // WAL lets readers proceed while one connection writes; the busy timeout makes concurrent writers queue for the
     // lock instead of failing with SQLITE_BUSY.
     Ok(options

@@ -1,5 +1,5 @@
 //! Everything the tasks service needs from the outside world at run time: its database settings, its database pool
-//! (with a password or through `rds-iam`), and the SeaORM implementation of the domain's [`domain::TaskRepository`].
+//! (with a password, or through `rds-iam` with IAM tokens or a Secrets Manager secret), and the SeaORM implementation of the domain's [`domain::TaskRepository`].
 
 mod connections;
 mod database;
@@ -10,4 +10,6 @@ pub use aws_config::SdkConfig;
 pub use connections::Lease;
 pub use database::{Database, DatabaseError, MigrationState, PoolStatus, Retries};
 pub use repository::SeaOrmTaskRepository;
-pub use settings::{Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, TlsSettings};
+pub use settings::{
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, TlsSettings,
+};

@@ -78,10 +78,21 @@
 //! | `sea-orm` | [`IamDatabase`], a SeaORM `DatabaseConnection` over either pool |
 //! | `discovery` | [`IamPoolBuilder::discover`] and [`discovery`]: the endpoint from a cluster or instance identifier |
 //! | `serde` | [`IamSettings`], every setting as one deserialisable struct, and `Deserialize` for [`TlsMode`] |
+//! | `secrets-manager` | `SecretsManagerSource`: a user and password from a Secrets Manager secret instead of tokens |
 //!
 //! None is on by default. The pieces underneath work on their own too: [`RdsTokenSigner`] signs tokens (for `psql`,
-//! say), [`TokenRefresher`] keeps one fresh for any client, and [`TokenSigner`] lets tests or other token services
-//! plug in.
+//! say), [`TokenRefresher`] keeps a credential fresh for any client, and [`CredentialSource`] lets tests, other token
+//! services or other password stores plug in.
+//!
+//! # A password from Secrets Manager
+//!
+//! Where IAM authentication is not an option, RDS keeps the master user's password in Secrets Manager
+//! (`ManageMasterUserPassword`) and rotates it, and applications keep theirs there too. With the `secrets-manager`
+//! feature, `SecretsManagerSource` plugs such a secret into the same pool and refresher through
+//! [`IamPoolBuilder::credential_source`]: the user and password are fetched before the first connection and kept as
+//! a secret, fetched again every 5 minutes (configurable) and at once when the server refuses them, which is what a
+//! rotation looks like from the client; the last good ones are kept while fetching fails. The TLS rules are the same
+//! as for tokens.
 //!
 //! # What AWS needs
 //!
@@ -91,6 +102,7 @@
 //! `arn:aws:rds-db:REGION:ACCOUNT:dbuser:RESOURCE_ID/db_iam_user` for the credentials the process runs with.
 
 mod classify;
+mod credential;
 #[cfg(feature = "discovery")]
 pub mod discovery;
 mod error;
@@ -99,22 +111,25 @@ mod refresher;
 mod region;
 #[cfg(feature = "sea-orm")]
 mod sea_orm;
+#[cfg(feature = "secrets-manager")]
+mod secrets_manager;
 mod settings;
 mod signer;
-mod token;
 
 pub use classify::{Classify, ErrorClass, classify, classify_sqlstate};
-pub use error::{BoxError, Error, SignError};
+pub use credential::{Credential, IamToken, TokenTarget};
+pub use error::{BoxError, CredentialError, Error};
 pub use pool::{ConnectOptionsOf, IamConnectOptions, IamPool, IamPoolBuilder, TlsMode};
 pub use refresher::{RefreshPolicy, TokenListener, TokenRefresher, TokenStatus};
 pub use region::region_from_host;
 #[cfg(feature = "sea-orm")]
 pub use sea_orm::IamDatabase;
+#[cfg(feature = "secrets-manager")]
+pub use secrets_manager::{DatabaseSecret, SecretId, SecretsManagerSource};
 #[cfg(feature = "serde")]
 pub use settings::IamSettings;
 pub use settings::{AssumeRole, DatabaseResource, HostPort, InvalidValue, RoleArn, SessionName, TokenLifetime};
-pub use signer::{RdsTokenSigner, SignFuture, TokenSigner, load_aws_config};
-pub use token::{IamToken, TokenTarget};
+pub use signer::{CredentialFuture, CredentialSource, RdsTokenSigner, load_aws_config};
 
 /// An IAM-authenticated PostgreSQL pool.
 #[cfg(feature = "postgres")]

@@ -1,4 +1,5 @@
-//! An IAM-authenticated sqlx pool: the builder that sets it up and the pool that keeps itself supplied with tokens.
+//! An IAM-authenticated sqlx pool: the builder that sets it up and the pool that keeps itself supplied with tokens
+//! (or with a password from another [`CredentialSource`], such as Secrets Manager).
 
 use std::fmt;
 use std::future::Future;
@@ -10,29 +11,29 @@ use secrecy::ExposeSecret;
 use sqlx::pool::{Pool, PoolOptions};
 
 use crate::classify::Classify;
+use crate::credential::{Credential, TokenTarget};
 use crate::error::Error;
 use crate::refresher::{RefreshPolicy, TokenRefresher, TokenStatus};
 use crate::settings::{AssumeRole, DatabaseResource, HostPort, TokenLifetime};
-use crate::signer::{RdsTokenSigner, TokenSigner};
-use crate::token::{IamToken, TokenTarget};
+use crate::signer::{CredentialSource, RdsTokenSigner};
 
 /// What a driver's connection is configured with: `PgConnectOptions`, `MySqlConnectOptions`.
 pub type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as sqlx::Connection>::Options;
 
-/// How the connection to the server is protected. IAM tokens are bearer credentials for up to 15 minutes, so the
-/// default is [`TlsMode::VerifyFull`]: encrypted, certificate chain and host name checked.
+/// How the connection to the server is protected. IAM tokens are bearer credentials for up to 15 minutes, and a
+/// password from a secret lasts until it is rotated, so the default is [`TlsMode::VerifyFull`]: encrypted,
+/// certificate chain and host name checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize), serde(rename_all = "kebab-case"))]
 pub enum TlsMode {
-    /// No TLS: refused with IAM unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
+    /// No TLS: refused unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
     Disable,
-    /// TLS when the server offers it, none when it (or whoever answers in its place) declines: refused with IAM,
-    /// like [`TlsMode::Disable`], unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
+    /// TLS when the server offers it, none when it (or whoever answers in its place) declines: refused, like
+    /// [`TlsMode::Disable`], unless [`IamPoolBuilder::allow_without_tls`] says otherwise.
     Prefer,
-    /// TLS, without checking the certificate: refused with IAM unless [`IamPoolBuilder::allow_weaker_tls`] says
-    /// otherwise.
+    /// TLS, without checking the certificate: refused unless [`IamPoolBuilder::allow_weaker_tls`] says otherwise.
     Require,
-    /// TLS with the certificate chain checked, not the host name: refused with IAM unless
+    /// TLS with the certificate chain checked, not the host name: refused unless
     /// [`IamPoolBuilder::allow_weaker_tls`] says otherwise.
     VerifyCa,
     /// TLS with the certificate chain and the host name checked (MySQL's `VERIFY_IDENTITY`).
@@ -162,7 +163,7 @@ pub struct IamPoolBuilder<DB: sqlx::Database> {
     allow_without_tls: bool,
     allow_weaker_tls: bool,
     sdk_config: Option<SdkConfig>,
-    signer: Option<Box<dyn TokenSigner>>,
+    source: Option<Box<dyn CredentialSource>>,
     resource: Option<DatabaseResource>,
 }
 
@@ -201,7 +202,7 @@ where
             allow_without_tls: false,
             allow_weaker_tls: false,
             sdk_config: None,
-            signer: None,
+            source: None,
             resource: None,
         }
     }
@@ -314,11 +315,13 @@ where
         self
     }
 
-    /// A signer of your own instead of [`RdsTokenSigner`]: tests, or another token service. The region, role,
-    /// lifetime and AWS configuration settings are then not used.
+    /// Credentials from `source` instead of IAM tokens from [`RdsTokenSigner`]: a password held in Secrets Manager
+    /// (`SecretsManagerSource`, feature `secrets-manager`), another token service, or a test double. A credential
+    /// that names a user (a secret's) logs in as that user, whatever the connect options say. The region, role,
+    /// lifetime and AWS configuration settings are then not used; the TLS rules are the same.
     #[must_use]
-    pub fn signer(mut self, signer: impl TokenSigner) -> Self {
-        self.signer = Some(Box::new(signer));
+    pub fn credential_source(mut self, source: impl CredentialSource) -> Self {
+        self.source = Some(Box::new(source));
         self
     }
 
@@ -347,11 +350,12 @@ where
         self
     }
 
-    /// Signs the first token and creates the pool, which opens connections when they are first needed: a
-    /// configuration or credential problem shows here, a server that refuses them at the first query. Use
-    /// [`IamPoolBuilder::connect`] to find out at once.
+    /// Has the first credential (signs the first token) and creates the pool, which opens connections when they are
+    /// first needed: a configuration or credential problem shows here, a server that refuses them at the first
+    /// query. Use [`IamPoolBuilder::connect`] to find out at once.
     pub async fn build(self) -> Result<IamPool<DB>, Error> {
-        // The one rule for what TLS tokens may travel over: verify-full, or a weaker mode a setting names on purpose.
+        // The one rule for what TLS credentials may travel over, whatever their source: verify-full, or a weaker mode
+        // a setting names on purpose.
         let allowed_by = match self.tls_mode {
             TlsMode::VerifyFull => None,
             TlsMode::Disable | TlsMode::Prefer if self.allow_without_tls => Some("allow_without_tls"),
@@ -364,7 +368,7 @@ where
             tracing::warn!(
                 mode = ?self.tls_mode,
                 allowed_by,
-                "IAM tokens are sent without full certificate and host name verification, as allowed by \
+                "credentials are sent without full certificate and host name verification, as allowed by \
                  `{allowed_by}`; use TlsMode::VerifyFull outside local experiments"
             );
         }
@@ -387,8 +391,8 @@ where
         let options = options
             .with_tls(self.tls_mode, self.root_cert.as_deref())
             .with_cleartext_token_under(self.tls_mode);
-        let signer = match self.signer {
-            Some(signer) => signer,
+        let source = match self.source {
+            Some(source) => source,
             None => {
                 let mut signer = RdsTokenSigner::new(target, self.region, self.lifetime, sdk_config).await?;
                 if let Some(role) = &self.assume_role {
@@ -397,18 +401,16 @@ where
                 Box::new(signer)
             }
         };
-        let first = signer.sign().await?;
+        let first = source.fetch().await?;
         let (host, port) = options.address();
-        let pool = self
-            .pool_options
-            .connect_lazy_with(options.clone().with_token(first.secret().expose_secret()));
-        // The refresher owns a handle on the pool, so each renewed token is installed for the connections opened
-        // from then on; open ones carry on, as RDS allows.
+        let pool = self.pool_options.connect_lazy_with(presenting(options.clone(), &first));
+        // The refresher owns a handle on the pool, so each renewed credential is installed for the connections opened
+        // from then on; open ones carry on, as RDS allows (a rotated password does not end the sessions it opened).
         let installer = {
             let pool = pool.clone();
-            move |token: &IamToken| pool.set_connect_options(options.clone().with_token(token.secret().expose_secret()))
+            move |credential: &Credential| pool.set_connect_options(presenting(options.clone(), credential))
         };
-        let refresher = TokenRefresher::with_first_token(signer, first, self.policy, installer);
+        let refresher = TokenRefresher::with_first_token(source, first, self.policy, installer);
         Ok(IamPool {
             pool,
             refresher: Arc::new(refresher),
@@ -423,6 +425,16 @@ where
         pool.pool.acquire().await.map_err(|source| pool.connect_error(source))?;
         Ok(pool)
     }
+}
+
+/// `options` logging in with `credential`: as its user when it names one (a secret's, which rotation may change), with
+/// its secret as the password.
+fn presenting<O: IamConnectOptions>(options: O, credential: &Credential) -> O {
+    let options = match credential.user() {
+        Some(user) => options.with_user(user),
+        None => options,
+    };
+    options.with_token(credential.secret().expose_secret())
 }
 
 /// The endpoint RDS gives for `resource`, and the AWS configuration it was asked with.
@@ -457,7 +469,8 @@ async fn discover_endpoint(
     })
 }
 
-/// A sqlx pool whose new connections authenticate with IAM tokens kept fresh by a [`TokenRefresher`].
+/// A sqlx pool whose new connections authenticate with IAM tokens (or another source's credentials) kept fresh by a
+/// [`TokenRefresher`].
 ///
 /// Cheap to clone; clones share the pool and the refresher. Renewal stops when the last clone is dropped.
 #[derive(Debug)]
@@ -495,13 +508,13 @@ impl<DB: sqlx::Database> IamPool<DB> {
         &self.pool
     }
 
-    /// The refresher behind the pool: the current token, renewal on demand.
+    /// The refresher behind the pool: the current credential, renewal on demand.
     #[must_use]
     pub fn refresher(&self) -> &Arc<TokenRefresher> {
         &self.refresher
     }
 
-    /// The token's state and the renewal counters.
+    /// The credential's state and the renewal counters.
     #[must_use]
     pub fn token_status(&self) -> TokenStatus {
         self.refresher.status()
@@ -514,7 +527,7 @@ impl<DB: sqlx::Database> IamPool<DB> {
         (self.pool, self.refresher)
     }
 
-    /// Runs `operation`, and once more with a renewed token if the server refused the connection's token; see
+    /// Runs `operation`, and once more with a renewed credential if the server refused the connection's; see
     /// [`TokenRefresher::retry_once_on_auth_failure`].
     pub async fn run<T, E, F, Fut>(&self, operation: F) -> Result<T, E>
     where
@@ -625,5 +638,45 @@ mod tests {
             "{token}"
         );
         assert!(token.contains("%2Feu-west-1%2Frds-db%2Faws4_request"), "{token}");
+    }
+
+    /// Gives a password for each user in turn, as an alternating-users rotation does.
+    #[derive(Debug)]
+    struct AlternatingUsers(std::sync::Mutex<std::collections::VecDeque<&'static str>>);
+
+    impl fmt::Display for AlternatingUsers {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("alternating test users")
+        }
+    }
+
+    impl CredentialSource for AlternatingUsers {
+        fn fetch(&self) -> crate::signer::CredentialFuture<'_> {
+            let user = self.0.lock().unwrap().pop_front().expect("a user to give");
+            Box::pin(async move {
+                Ok(Credential::password(
+                    user,
+                    secrecy::SecretString::from("password"),
+                    tokio::time::Instant::now(),
+                    std::time::Duration::from_secs(300),
+                ))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn new_connections_log_in_as_the_user_a_credential_names_and_follow_it_when_it_changes() {
+        let options = PgConnectOptions::new().host("db.example").username("from_the_options");
+        let users = AlternatingUsers(std::sync::Mutex::new(["app", "app_clone"].into()));
+        let pool = IamPool::<sqlx::Postgres>::builder(options)
+            .credential_source(users)
+            .build()
+            .await
+            .expect("a lazy pool");
+        assert_eq!(pool.pool().connect_options().get_username(), "app");
+
+        pool.refresher().refresh_now().await.expect("the second user");
+
+        assert_eq!(pool.pool().connect_options().get_username(), "app_clone");
     }
 }

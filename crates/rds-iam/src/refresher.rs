@@ -1,5 +1,6 @@
-//! Keeping a valid token at hand: signed before anything connects, renewed in the background before it expires,
-//! the last good one kept while renewal fails, and renewed at once when a server refuses it.
+//! Keeping a valid credential at hand: had before anything connects, renewed in the background before it expires
+//! (a token) or on an interval (a password), the last good one kept while renewal fails, and renewed at once when a
+//! server refuses it.
 
 use std::fmt;
 use std::future::Future;
@@ -11,11 +12,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::classify::Classify;
-use crate::error::SignError;
-use crate::signer::TokenSigner;
-use crate::token::IamToken;
+use crate::credential::{Credential, Renewal};
+use crate::error::CredentialError;
+use crate::signer::CredentialSource;
 
-/// When to renew tokens and how to retry when renewing fails.
+/// When to renew credentials and how to retry when renewing fails.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RefreshPolicy {
     /// Renew once this share of a token's lifetime has passed (minus jitter). Default 0.8.
@@ -29,6 +30,10 @@ pub struct RefreshPolicy {
     pub retry_min: Duration,
     /// The longest pause between two attempts. Default 30 s.
     pub retry_max: Duration,
+    /// After a server refused the credential in force, how long to keep fetching while the source still gives that
+    /// same one (a password changed on the server before its secret was updated). Default 5 s. A token is replaced
+    /// by the first signing, so this never delays one.
+    pub refusal_patience: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -39,33 +44,45 @@ impl Default for RefreshPolicy {
             credentials_margin: Duration::from_secs(30),
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+            refusal_patience: Duration::from_secs(5),
         }
     }
 }
 
 impl RefreshPolicy {
-    /// When `token` is due for renewal: at the configured share of its lifetime less a random jitter, or a margin
-    /// before it expires when its credentials cut it short, whichever is first; never sooner than `retry_min`.
-    fn renewal_due(&self, token: &IamToken) -> Instant {
-        let lifetime = token.lifetime();
-        let jitter = lifetime.mul_f64(self.jitter_fraction * fastrand::f64());
-        let by_share = token.issued_at() + lifetime.mul_f64(self.refresh_fraction).saturating_sub(jitter);
-        let margin = self
-            .credentials_margin
-            .min(lifetime.mul_f64(1.0 - self.refresh_fraction));
-        let by_expiry = token.expires_at().checked_sub(margin).unwrap_or(token.issued_at());
-        by_share.min(by_expiry).max(token.issued_at() + self.retry_min)
+    /// When `credential` is due for renewal; never sooner than `retry_min` after it was had.
+    /// - A token: at the configured share of its lifetime less a random jitter, or a margin before it expires when
+    ///   its credentials cut it short, whichever is first.
+    /// - A password: its renewal interval less a random jitter of the same share of it.
+    fn renewal_due(&self, credential: &Credential) -> Instant {
+        let issued_at = credential.issued_at();
+        let due = match credential.renewal() {
+            Renewal::Expires { lifetime, expires_at } => {
+                let jitter = lifetime.mul_f64(self.jitter_fraction * fastrand::f64());
+                let by_share = issued_at + lifetime.mul_f64(self.refresh_fraction).saturating_sub(jitter);
+                let margin = self
+                    .credentials_margin
+                    .min(lifetime.mul_f64(1.0 - self.refresh_fraction));
+                let by_expiry = expires_at.checked_sub(margin).unwrap_or(issued_at);
+                by_share.min(by_expiry)
+            }
+            Renewal::Every(interval) => {
+                issued_at + interval.saturating_sub(interval.mul_f64(self.jitter_fraction * fastrand::f64()))
+            }
+        };
+        due.max(issued_at + self.retry_min)
     }
 }
 
-/// The current token's state and the renewal counters, for logs, metrics and readiness probes; see
+/// The current credential's state and the renewal counters, for logs, metrics and readiness probes; see
 /// [`TokenRefresher::status`]. Fields may be added, so it cannot be built outside this crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenStatus {
-    /// Time left on the token in force; `None` once it has expired (renewal keeps failing).
+    /// Time left on the credential in force: `None` once a token has expired (renewal keeps failing),
+    /// [`Duration::MAX`] for a password, which does not expire by time.
     pub expires_in: Option<Duration>,
-    /// How long ago it was signed.
+    /// How long ago it was signed or fetched.
     pub age: Duration,
     /// Renewals that succeeded.
     pub refreshes: u64,
@@ -75,29 +92,32 @@ pub struct TokenStatus {
     pub last_error: Option<String>,
 }
 
-/// Called with every new token, before it becomes current: installs it where new connections will find it.
-pub type TokenListener = Box<dyn Fn(&IamToken) + Send + Sync>;
+/// Called with every new credential, before it becomes current: installs it where new connections will find it.
+pub type TokenListener = Box<dyn Fn(&Credential) + Send + Sync>;
 
 struct Shared {
-    signer: Box<dyn TokenSigner>,
-    current: RwLock<Arc<IamToken>>,
+    source: Box<dyn CredentialSource>,
+    policy: RefreshPolicy,
+    current: RwLock<Arc<Credential>>,
     /// Bumped by every installed token, so that callers who waited for a renewal can tell one happened.
     generation: AtomicU64,
     refreshes: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
-    /// One signing at a time: concurrent callers of `refresh_now` share the result of the one in progress.
+    /// One signing or fetch at a time: concurrent callers of `refresh_now` share the result of the one in progress.
     signing: tokio::sync::Mutex<()>,
     on_token: TokenListener,
 }
 
-/// Keeps a valid token at hand for one endpoint and user.
+/// Keeps a valid credential at hand for one endpoint: an IAM token, or a password from a secret.
 ///
-/// [`TokenRefresher::start`] signs the first token before anything connects (so a missing credential or region stops
-/// a service at start), then a background task renews it at [`RefreshPolicy::refresh_fraction`] of its lifetime,
-/// with jitter. When renewing fails it retries with capped exponential back-off and keeps serving the last good
-/// token until that expires. [`TokenRefresher::refresh_now`] renews at once, for when a server refused a token.
-/// Reading the current token takes a read lock and an `Arc` clone; signing never happens on the caller's path.
+/// [`TokenRefresher::start`] has the first credential from its source before anything connects (so a missing AWS
+/// credential, region or secret stops a service at start), then a background task renews it: a token at
+/// [`RefreshPolicy::refresh_fraction`] of its lifetime, a password on its source's interval, with jitter. When
+/// renewing fails it retries with capped exponential back-off and keeps serving the last good credential (a token
+/// until it expires). [`TokenRefresher::renew_after_refusal`] renews at once, for when a server refused the
+/// credential. Reading the current one takes a read lock and an `Arc` clone; signing and fetching never happen on the
+/// caller's path.
 ///
 /// Dropping the refresher stops the background task.
 pub struct TokenRefresher {
@@ -108,35 +128,36 @@ pub struct TokenRefresher {
 impl fmt::Debug for TokenRefresher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRefresher")
-            .field("target", self.shared.signer.target())
+            .field("source", &self.shared.source.to_string())
             .field("status", &self.status())
             .finish_non_exhaustive()
     }
 }
 
 impl TokenRefresher {
-    /// Signs the first token (failing if that is impossible), passes it to `on_token`, and starts renewing in the
-    /// background; every renewed token is passed to `on_token` too.
+    /// Has the first credential from `source` (failing if that is impossible), passes it to `on_token`, and starts
+    /// renewing in the background; every renewed credential is passed to `on_token` too.
     pub async fn start(
-        signer: impl TokenSigner,
+        source: impl CredentialSource,
         policy: RefreshPolicy,
-        on_token: impl Fn(&IamToken) + Send + Sync + 'static,
-    ) -> Result<Self, SignError> {
-        let first = signer.sign().await?;
+        on_token: impl Fn(&Credential) + Send + Sync + 'static,
+    ) -> Result<Self, CredentialError> {
+        let first = source.fetch().await?;
         on_token(&first);
-        Ok(Self::with_first_token(signer, first, policy, on_token))
+        Ok(Self::with_first_token(source, first, policy, on_token))
     }
 
-    /// Starts renewing after `first`, which the caller signed with `signer` and has already put to use.
+    /// Starts renewing after `first`, which the caller had from `source` and has already put to use.
     pub(crate) fn with_first_token(
-        signer: impl TokenSigner,
-        first: IamToken,
+        source: impl CredentialSource,
+        first: Credential,
         policy: RefreshPolicy,
-        on_token: impl Fn(&IamToken) + Send + Sync + 'static,
+        on_token: impl Fn(&Credential) + Send + Sync + 'static,
     ) -> Self {
-        tracing::info!(target = %signer.target(), expires_in = ?first.expires_in(), "first IAM token signed");
+        tracing::info!(%source, credential = ?first, "first credential obtained");
         let shared = Arc::new(Shared {
-            signer: Box::new(signer),
+            source: Box::new(source),
+            policy,
             current: RwLock::new(Arc::new(first)),
             generation: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
@@ -145,25 +166,64 @@ impl TokenRefresher {
             signing: tokio::sync::Mutex::new(()),
             on_token: Box::new(on_token),
         });
-        let task = tokio::spawn(renew_forever(Arc::clone(&shared), policy));
+        let task = tokio::spawn(renew_forever(Arc::clone(&shared)));
         Self { shared, task }
     }
 
-    /// The token in force.
+    /// The credential in force.
     #[must_use]
-    pub fn current(&self) -> Arc<IamToken> {
+    pub fn current(&self) -> Arc<Credential> {
         self.shared.current()
     }
 
     /// Renews now, unless another renewal finished while this call waited for its turn: many callers that saw the
-    /// same refused token cause one signing, not one each.
-    pub async fn refresh_now(&self) -> Result<(), SignError> {
+    /// same refused credential cause one signing or fetch, not one each.
+    pub async fn refresh_now(&self) -> Result<(), CredentialError> {
         let seen = self.shared.generation.load(Ordering::Acquire);
         self.shared.refresh(Some(seen)).await
     }
 
+    /// Renews because a server refused the credential in force, and while the source still gives that same one,
+    /// fetches again with the policy's back-off until it gives another or [`RefreshPolicy::refusal_patience`] runs
+    /// out. Callers refused at once share each fetch.
+    ///
+    /// A password changed on the server before its secret is updated is refused until the secret catches up:
+    /// Secrets Manager's own rotation sets the new password on the server a few seconds before it makes it the
+    /// secret's current value, and a hand-made rotation has the same gap. A token is replaced by the first signing.
+    /// Either way a credential had less than [`RefreshPolicy::retry_min`] ago is not asked for again before then.
+    pub async fn renew_after_refusal(&self) -> Result<(), CredentialError> {
+        let refused = self.current();
+        let policy = self.shared.policy;
+        let deadline = Instant::now() + policy.refusal_patience;
+        let mut pause = policy.retry_min;
+        let mut seen = self.shared.generation.load(Ordering::Acquire);
+        loop {
+            // A fetch that started less than `retry_min` ago (another refused caller's, as a rule), or that finished
+            // while this caller waited for its turn, counts as this caller's own.
+            if self.current().age() >= policy.retry_min {
+                self.shared.refresh(Some(seen)).await?;
+            }
+            seen = self.shared.generation.load(Ordering::Acquire);
+            if !self.current().same_as(&refused) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    source = %self.shared.source,
+                    waited = ?policy.refusal_patience,
+                    "the server refuses the credential in force, and its source still gives the same one"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep_until((now + pause).min(deadline)).await;
+            pause = (pause * 2).min(policy.retry_max);
+        }
+    }
+
     /// Runs one database operation; when it fails because the server refused a new connection's credentials (an
-    /// expired or revoked token), renews the token at once and runs it once more, as the AWS JDBC wrapper does.
+    /// expired or revoked token, a rotated password), renews the credential at once
+    /// ([`TokenRefresher::renew_after_refusal`]) and runs the operation once more, as the AWS JDBC wrapper does.
     ///
     /// Safe for any operation: a refused connection fails before a statement is sent, so the first attempt had no
     /// effect.
@@ -177,12 +237,12 @@ impl TokenRefresher {
             Err(error) if error.is_auth_failure() => {
                 tracing::warn!(
                     error = %crate::error_chain(&error),
-                    "the server refused a new connection's token; renewing it and retrying once"
+                    "the server refused a new connection's credential; renewing it and retrying once"
                 );
-                if let Err(renewal) = self.refresh_now().await {
+                if let Err(renewal) = self.renew_after_refusal().await {
                     tracing::warn!(
                         error = %crate::error_chain(&renewal),
-                        "could not renew the token for the retry"
+                        "could not renew the credential for the retry"
                     );
                 }
                 operation().await
@@ -230,18 +290,18 @@ impl Drop for TokenRefresher {
 }
 
 impl Shared {
-    fn current(&self) -> Arc<IamToken> {
+    fn current(&self) -> Arc<Credential> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Signs and installs a new token. With `unless_newer_than`, returns at once if a token newer than that
+    /// Has and installs a new credential. With `unless_newer_than`, returns at once if one newer than that
     /// generation was installed while this call waited.
-    async fn refresh(&self, unless_newer_than: Option<u64>) -> Result<(), SignError> {
+    async fn refresh(&self, unless_newer_than: Option<u64>) -> Result<(), CredentialError> {
         let _turn = self.signing.lock().await;
         if unless_newer_than.is_some_and(|seen| self.generation.load(Ordering::Acquire) != seen) {
             return Ok(());
         }
-        match self.signer.sign().await {
+        match self.source.fetch().await {
             Ok(token) => {
                 (self.on_token)(&token);
                 let previous_age = self.current().age();
@@ -249,7 +309,7 @@ impl Shared {
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 let refreshes = self.refreshes.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                tracing::info!(target = %self.signer.target(), refreshes, ?previous_age, "IAM token renewed");
+                tracing::info!(source = %self.source, refreshes, ?previous_age, "credential renewed");
                 Ok(())
             }
             Err(error) => {
@@ -258,8 +318,8 @@ impl Shared {
                 tracing::warn!(
                     error = %message,
                     failures,
-                    current_token_expires_in = ?self.current().expires_in(),
-                    "renewing the IAM token failed; the last good token stays in use"
+                    current = ?self.current(),
+                    "renewing the credential failed; the last good one stays in use"
                 );
                 *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
                 Err(error)
@@ -268,7 +328,8 @@ impl Shared {
     }
 }
 
-async fn renew_forever(shared: Arc<Shared>, policy: RefreshPolicy) {
+async fn renew_forever(shared: Arc<Shared>) {
+    let policy = shared.policy;
     loop {
         tokio::time::sleep_until(policy.renewal_due(&shared.current())).await;
         let mut pause = policy.retry_min;
@@ -281,7 +342,7 @@ async fn renew_forever(shared: Arc<Shared>, policy: RefreshPolicy) {
 
 #[cfg(test)]
 mod tests {
-    //! The refresher on a paused clock, with a signer that records when it was called and fails on demand.
+    //! The refresher on a paused clock, with a source that records when it was called and fails on demand.
 
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -289,15 +350,19 @@ mod tests {
     use secrecy::{ExposeSecret, SecretString};
 
     use super::*;
-    use crate::token::TokenTarget;
+    use crate::credential::TokenTarget;
 
-    /// What the fake signer does on one call.
+    /// What the fake source does on one call.
     #[derive(Debug, Clone, Copy)]
     enum Outcome {
         /// A token living this long, its credentials expiring after `credentials` when given.
         Token {
             lifetime: Duration,
             credentials: Option<Duration>,
+        },
+        /// A password for `user` (its secret the user name again), fetched again every 60 s.
+        Password {
+            user: &'static str,
         },
         Fail,
     }
@@ -329,12 +394,14 @@ mod tests {
         }
     }
 
-    impl TokenSigner for FakeSigner {
-        fn target(&self) -> &TokenTarget {
-            &self.target
+    impl fmt::Display for FakeSigner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "test credentials for {}", self.target)
         }
+    }
 
-        fn sign(&self) -> crate::signer::SignFuture<'_> {
+    impl CredentialSource for FakeSigner {
+        fn fetch(&self) -> crate::signer::CredentialFuture<'_> {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 let outcome = {
@@ -349,7 +416,7 @@ mod tests {
                 calls.push(Instant::now());
                 match outcome.expect("a scripted outcome") {
                     Outcome::Token { lifetime, credentials } => {
-                        let token = IamToken::new(
+                        let token = Credential::token(
                             SecretString::from(format!("token-{}", calls.len())),
                             Instant::now(),
                             lifetime,
@@ -359,7 +426,16 @@ mod tests {
                             None => token,
                         })
                     }
-                    Outcome::Fail => Err(SignError::new(&self.target, "the credential source is unavailable")),
+                    Outcome::Password { user } => Ok(Credential::password(
+                        user,
+                        SecretString::from(user),
+                        Instant::now(),
+                        Duration::from_secs(60),
+                    )),
+                    Outcome::Fail => Err(CredentialError::signing(
+                        &self.target,
+                        "the credential source is unavailable",
+                    )),
                 }
             })
         }
@@ -502,5 +578,84 @@ mod tests {
                 .contains("cannot sign an IAM token for app@db.example:5432"),
             "{error}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_password_is_fetched_again_every_interval_less_at_most_the_jitter_and_never_expires() {
+        let (signer, calls) = FakeSigner::new([Outcome::Password { user: "app" }]);
+        let refresher = TokenRefresher::start(signer, policy(), |_| {}).await.unwrap();
+
+        tokio::time::sleep(Duration::from_secs(60 * 10)).await;
+
+        let offsets = offsets(&calls);
+        assert!(offsets.len() >= 11, "{offsets:?}");
+        // Every 60 s, minus up to 5 % of that.
+        for pair in offsets.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_secs(57) && gap <= Duration::from_secs(60),
+                "{offsets:?}"
+            );
+        }
+        let status = refresher.status();
+        assert_eq!(status.expires_in, Some(Duration::MAX), "{status:?}");
+        assert_eq!(refresher.current().user(), Some("app"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_refusal_the_source_is_asked_again_until_it_gives_another_credential() {
+        // The secret still holds the refused password for two more fetches, then the rotated one.
+        let (signer, calls) = FakeSigner::new([
+            Outcome::Password { user: "app" },
+            Outcome::Password { user: "app" },
+            Outcome::Password { user: "app" },
+            Outcome::Password { user: "app_clone" },
+        ]);
+        let refresher = Arc::new(TokenRefresher::start(signer, policy(), |_| {}).await.unwrap());
+
+        let refused: Vec<_> = (0..20)
+            .map(|_| {
+                let refresher = Arc::clone(&refresher);
+                tokio::spawn(async move { refresher.renew_after_refusal().await })
+            })
+            .collect();
+        for caller in refused {
+            caller.await.unwrap().unwrap();
+        }
+
+        assert_eq!(refresher.current().user(), Some("app_clone"));
+        // The first fetch, then, for all twenty callers together, one fetch a pause: 200 ms, 400 ms, 800 ms.
+        assert_eq!(
+            offsets(&calls),
+            [0, 200, 600, 1400].map(Duration::from_millis),
+            "one fetch at a time, shared"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_credential_that_its_source_keeps_giving_is_given_up_on_after_the_patience() {
+        let (signer, calls) = FakeSigner::new([Outcome::Password { user: "app" }]);
+        let refresher = TokenRefresher::start(signer, policy(), |_| {}).await.unwrap();
+        let started = Instant::now();
+
+        refresher.renew_after_refusal().await.unwrap();
+
+        assert_eq!(started.elapsed(), policy().refusal_patience);
+        // Fetched at 0 (the first), 200, 600, 1400, 3000 and, cut short by the patience, 5000 ms.
+        assert_eq!(
+            offsets(&calls),
+            [0, 200, 600, 1400, 3000, 5000].map(Duration::from_millis)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_replaced_by_one_signing() {
+        let (signer, calls) = FakeSigner::new([TOKEN]);
+        let refresher = TokenRefresher::start(signer, policy(), |_| {}).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+
+        refresher.renew_after_refusal().await.unwrap();
+
+        assert_eq!(offsets(&calls), [Duration::ZERO, Duration::from_secs(10)]);
     }
 }

@@ -39,7 +39,7 @@ impl Default for TokenLifetime {
 /// Why a setting's value was refused; the text says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidValue(&'static str);
+pub struct InvalidValue(pub(crate) &'static str);
 
 /// An IAM role's ARN: `arn:aws:iam::123456789012:role/name` (any partition).
 #[derive(Debug, Clone, PartialEq, Eq)]

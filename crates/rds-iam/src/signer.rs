@@ -1,4 +1,5 @@
-//! Signing tokens: the [`TokenSigner`] seam and its AWS implementation for RDS, [`RdsTokenSigner`].
+//! Where credentials come from: the [`CredentialSource`] seam, and its implementation that signs RDS IAM tokens,
+//! [`RdsTokenSigner`].
 
 use std::fmt;
 use std::future::Future;
@@ -14,33 +15,28 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-use crate::error::{Error, SignError};
+use crate::credential::{Credential, IamToken, TokenTarget};
+use crate::error::{CredentialError, Error};
 use crate::region::region_from_host;
 use crate::settings::{AssumeRole, TokenLifetime};
-use crate::token::{IamToken, TokenTarget};
 
-/// A future a [`TokenSigner`] returns.
-pub type SignFuture<'a> = Pin<Box<dyn Future<Output = Result<IamToken, SignError>> + Send + 'a>>;
+/// A future a [`CredentialSource`] returns.
+pub type CredentialFuture<'a> = Pin<Box<dyn Future<Output = Result<Credential, CredentialError>> + Send + 'a>>;
 
-/// Something that signs tokens for one endpoint and user: [`RdsTokenSigner`] with AWS credentials, or a test double.
+/// Where a pool's credentials come from: [`RdsTokenSigner`] signs IAM tokens with AWS credentials,
+/// `SecretsManagerSource` (feature `secrets-manager`) fetches a password from Secrets Manager, and a test double or
+/// another token service can plug in the same way.
 ///
-/// The [`TokenRefresher`](crate::TokenRefresher) calls it when a token is due, never on the request path, and never
-/// twice at once.
-pub trait TokenSigner: fmt::Debug + Send + Sync + 'static {
-    /// What the tokens are for.
-    fn target(&self) -> &TokenTarget;
-
-    /// Signs a fresh token. Its expiry is capped at the signing credentials' own, when they have one.
-    fn sign(&self) -> SignFuture<'_>;
+/// The [`TokenRefresher`](crate::TokenRefresher) calls it when a credential is due, never on the request path, and
+/// never twice at once. `Display` says what it provides, for logs: `IAM tokens for app@db.example:5432`.
+pub trait CredentialSource: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// A fresh credential. A token's expiry is capped at the signing credentials' own, when they have one.
+    fn fetch(&self) -> CredentialFuture<'_>;
 }
 
-impl<S: TokenSigner + ?Sized> TokenSigner for Box<S> {
-    fn target(&self) -> &TokenTarget {
-        (**self).target()
-    }
-
-    fn sign(&self) -> SignFuture<'_> {
-        (**self).sign()
+impl<S: CredentialSource + ?Sized> CredentialSource for Box<S> {
+    fn fetch(&self) -> CredentialFuture<'_> {
+        (**self).fetch()
     }
 }
 
@@ -120,9 +116,15 @@ impl RdsTokenSigner {
         self.region.as_ref()
     }
 
+    /// The endpoint and user tokens are signed for.
+    #[must_use]
+    pub fn target(&self) -> &TokenTarget {
+        &self.target
+    }
+
     /// Signs a fresh token: resolves the credentials (no network call unless they must be fetched or renewed) and
     /// signs locally.
-    pub async fn sign(&self) -> Result<IamToken, SignError> {
+    pub async fn sign(&self) -> Result<IamToken, CredentialError> {
         // X-Amz-Date has whole seconds, and servers count the lifetime from it: the token expires up to a second
         // before `now + lifetime`, so count from the start of the current second.
         let into_second = SystemTime::now()
@@ -130,7 +132,7 @@ impl RdsTokenSigner {
             .map(|since_epoch| Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
             .unwrap_or_default();
         let issued_at = Instant::now().checked_sub(into_second).unwrap_or_else(Instant::now);
-        let fail = |source| SignError::new(&self.target, source);
+        let fail = |source| CredentialError::signing(&self.target, source);
         let provider = self
             .sdk_config
             .credentials_provider()
@@ -156,7 +158,7 @@ impl RdsTokenSigner {
             .auth_token(&self.sdk_config)
             .await
             .map_err(fail)?;
-        let token = IamToken::new(SecretString::from(token.as_str()), issued_at, self.lifetime.get());
+        let token = IamToken::token(SecretString::from(token.as_str()), issued_at, self.lifetime.get());
         Ok(match credentials_expire_in {
             Some(left) => token.valid_until_at_most(Instant::now() + left),
             None => token,
@@ -164,12 +166,14 @@ impl RdsTokenSigner {
     }
 }
 
-impl TokenSigner for RdsTokenSigner {
-    fn target(&self) -> &TokenTarget {
-        &self.target
+impl fmt::Display for RdsTokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IAM tokens for {}", self.target)
     }
+}
 
-    fn sign(&self) -> SignFuture<'_> {
+impl CredentialSource for RdsTokenSigner {
+    fn fetch(&self) -> CredentialFuture<'_> {
         Box::pin(RdsTokenSigner::sign(self))
     }
 }

@@ -257,7 +257,7 @@ impl Emulator {
                     ("GATEWAY_LISTEN", format!("127.0.0.1:{port}").into()),
                     // Twisted, LocalStack's default server, listens on every interface whatever GATEWAY_LISTEN says.
                     ("GATEWAY_SERVER", "hypercorn".into()),
-                    ("SERVICES", "sts,iam".into()),
+                    ("SERVICES", "sts,iam,secretsmanager".into()),
                     // No internet, and no DNS server of ours on port 53: no certificate download, no analytics.
                     ("DNS_ADDRESS", "0".into()),
                     ("SKIP_SSL_CERT_DOWNLOAD", "1".into()),

@@ -1,12 +1,13 @@
 //! The database settings, parsed into types as they are read: durations are `Duration`s, the TLS mode is resolved
-//! once, a password is a secret wherever it was written, and IAM settings exist only with IAM authentication.
+//! once, a password is a secret wherever it was written, and IAM or Secrets Manager settings exist only with their
+//! way of authenticating.
 
 mod url;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rds_iam::{IamSettings, TlsMode};
+use rds_iam::{IamSettings, SecretId, TlsMode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -44,6 +45,16 @@ pub enum Auth {
     Password(Option<SecretString>),
     /// A fresh RDS IAM token for every new connection; no stored password. Boxed: it is large, and read once.
     Iam(Box<IamSettings>),
+    /// The user and password held in a Secrets Manager secret, which may also say where the database is.
+    SecretsManager(SecretsManagerSettings),
+}
+
+/// Which secret holds the database user and password, and how often it is fetched again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsManagerSettings {
+    pub secret_id: SecretId,
+    /// How often the secret is fetched again; it is also fetched at once when the server refuses its password.
+    pub refresh: Duration,
 }
 
 /// The connection pool's size and timeouts.
@@ -91,14 +102,18 @@ struct RawDatabaseSettings {
     migrate_on_start: bool,
     auth: AuthMode,
     iam: IamSettings,
+    secret_id: Option<String>,
+    #[serde(deserialize_with = "seconds", default = "default_secret_refresh")]
+    secret_refresh_secs: Duration,
     tls: RawTlsSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 enum AuthMode {
     Password,
     Iam,
+    SecretsManager,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +121,10 @@ enum AuthMode {
 struct RawTlsSettings {
     mode: Option<TlsMode>,
     root_cert: Option<PathBuf>,
+}
+
+fn default_secret_refresh() -> Duration {
+    rds_iam::SecretsManagerSource::DEFAULT_RENEWAL
 }
 
 /// A `*_secs` key read as a [`Duration`], for every settings struct of the service.
@@ -144,9 +163,19 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
             mode: resolve_tls_mode(raw.tls.mode, &raw.url, raw.auth),
             root_cert: raw.tls.root_cert,
         };
-        let auth = match raw.auth {
-            AuthMode::Password => Auth::Password(password),
-            AuthMode::Iam => {
+        let auth = match (raw.auth, raw.secret_id) {
+            (AuthMode::SecretsManager, secret_id) => {
+                check_secrets_manager_url(&raw.url, password.is_some())?;
+                Auth::SecretsManager(secrets_manager_settings(secret_id, raw.secret_refresh_secs)?)
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "database.secret_id",
+                    "is only used with database.auth = secrets-manager: set that too, or remove the secret id",
+                ));
+            }
+            (AuthMode::Password, None) => Auth::Password(password),
+            (AuthMode::Iam, None) => {
                 check_iam_url(&raw.url, password.is_some())?;
                 Auth::Iam(Box::new(raw.iam))
             }
@@ -192,12 +221,60 @@ fn check_iam_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The secret to log in with, which must be named, and how often to fetch it again.
+fn secrets_manager_settings(secret_id: Option<String>, refresh: Duration) -> Result<SecretsManagerSettings, String> {
+    let secret_id = secret_id.ok_or_else(|| {
+        invalid(
+            "database.secret_id",
+            "must name the secret (its name, or its ARN) with database.auth = secrets-manager",
+        )
+    })?;
+    let secret_id = secret_id
+        .parse()
+        .map_err(|problem: rds_iam::InvalidValue| invalid("database.secret_id", &problem.to_string()))?;
+    if refresh.is_zero() {
+        return Err(invalid("database.secret_refresh_secs", "must be at least 1"));
+    }
+    Ok(SecretsManagerSettings { secret_id, refresh })
+}
+
+/// What Secrets Manager authentication needs from the URL: the engine (its scheme), and neither a user nor a password,
+/// which come from the secret. The secret's host, port and database name fill in what the URL leaves out, so
+/// `postgres://` or `mysql://` alone will do when the secret says where the database is.
+fn check_secrets_manager_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
+    if url.backend() == DatabaseBackend::Sqlite {
+        return Err(invalid(
+            "database.url",
+            "must be postgres:// or mysql:// with database.auth = secrets-manager; the scheme alone will do when the \
+             secret holds the host, port and dbname, and whatever the URL does hold wins over the secret (an RDS \
+             Proxy endpoint, say)",
+        ));
+    }
+    if has_password {
+        return Err(invalid(
+            "database.password",
+            "must not be set with database.auth = secrets-manager: the password comes from the secret (remove it from \
+             the URL too)",
+        ));
+    }
+    if !url.as_url().username().is_empty() {
+        return Err(invalid(
+            "database.url",
+            "must not name a user with database.auth = secrets-manager: the user comes from the secret, and a \
+             rotation may change it",
+        ));
+    }
+    Ok(())
+}
+
 /// `database.tls.mode`, else the URL's `sslmode` (PostgreSQL) or `ssl-mode` (MySQL), else `verify-full` with IAM
-/// and `prefer` with a password.
+/// or Secrets Manager and `prefer` with a password.
 fn resolve_tls_mode(configured: Option<TlsMode>, url: &DatabaseUrl, auth: AuthMode) -> TlsMode {
     match (configured.or(url.tls_mode()), auth) {
         (Some(mode), _) => mode,
-        (None, AuthMode::Iam) => TlsMode::VerifyFull,
+        // A secret's password is usually the master user's, and lasts until it is rotated: it deserves a verified
+        // server by default, as tokens do.
+        (None, AuthMode::Iam | AuthMode::SecretsManager) => TlsMode::VerifyFull,
         (None, AuthMode::Password) => TlsMode::Prefer,
     }
 }
