@@ -2,7 +2,6 @@
 //! every line written while a request is served. One event is one line whatever text its fields carry, and the
 //! client's address is the socket's unless a trusted proxy is said to set `Forwarded`/`X-Forwarded-For`.
 
-use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
 use crate::settings::{LogFormat, LogSettings};
@@ -12,9 +11,7 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest};
 use tracing::{Span, Subscriber};
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
-use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::{self, FormatFields};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt};
 
 /// A subscriber that writes to `sink`, filtered by `RUST_LOG` when set and by `log.level` otherwise.
@@ -28,7 +25,7 @@ where
         LogFormat::Pretty => Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
-                    .fmt_fields(escaping_fields())
+                    .fmt_fields(log_fields::escaping())
                     .with_ansi(std::io::stdout().is_terminal())
                     .with_writer(sink),
             ),
@@ -43,41 +40,6 @@ where
                     .with_writer(sink),
             ),
         ),
-    }
-}
-
-/// Span and event fields as `name=value` (the message bare), like tracing-subscriber's own formatter, except that
-/// control characters and Unicode line separators are escaped. That formatter writes values recorded with `%` as
-/// they are, so client text in them (a percent-decoded path segment in an error, a JSON string) could start a
-/// forged line of its own.
-fn escaping_fields() -> impl for<'writer> FormatFields<'writer> + Send + Sync + 'static {
-    format::debug_fn(|writer, field, value| {
-        let mut writer = Escaping(writer);
-        match field.name() {
-            "message" => write!(writer, "{value:?}"),
-            name => write!(writer, "{}={value:?}", name.strip_prefix("r#").unwrap_or(name)),
-        }
-    })
-    .delimited(" ")
-}
-
-/// Writes through to `W`, escaping what could end or disguise a line.
-struct Escaping<W>(W);
-
-impl<W: fmt::Write> fmt::Write for Escaping<W> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        for c in text.chars() {
-            match c {
-                '\n' => self.0.write_str("\\n")?,
-                '\r' => self.0.write_str("\\r")?,
-                '\t' => self.0.write_str("\\t")?,
-                c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
-                    write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
-                }
-                c => self.0.write_char(c)?,
-            }
-        }
-        Ok(())
     }
 }
 

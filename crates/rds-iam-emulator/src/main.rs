@@ -91,7 +91,9 @@ struct Cli {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // Refusals carry client text (a token's Action, a user name): escaped, it cannot forge a line.
     tracing_subscriber::fmt()
+        .fmt_fields(log_fields::escaping())
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();

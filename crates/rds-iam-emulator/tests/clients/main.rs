@@ -27,6 +27,7 @@ mod cluster;
 mod harness;
 mod iam_users;
 mod limits;
+mod logging;
 mod mysql;
 mod policy;
 mod secrets;
