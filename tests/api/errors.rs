@@ -147,6 +147,8 @@ async fn unknown_paths_and_methods_get_problems(backend: Backend) {
         ("PATCH", "/tasks", "GET, HEAD, POST"),
         ("POST", task.as_str(), "GET, HEAD, PUT, DELETE"),
         ("TRACE", "/health/live", "GET, HEAD"),
+        ("TRACE", "/metrics", "GET, HEAD"),
+        ("TRACE", "/openapi.json", "GET, HEAD"),
         ("OPTIONS", "/health/ready", "GET, HEAD"),
         ("DELETE", "/openapi.json", "GET, HEAD"),
         ("POST", "/docs", "GET, HEAD"),

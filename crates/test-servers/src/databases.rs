@@ -89,8 +89,9 @@ impl Database {
         reached.map_err(|error| {
             format!(
                 "{name} must be running for this test, and nothing answers at {host}:{port} ({variable}): {error}. \
-                 Start yours, or the project's: `{password}=pick-one docker compose up -d {service}`, then \
-                 `export {variable}={scheme}://{user}:pick-one@127.0.0.1:{default_port}{path}`",
+                 Start yours, or the project's, with a password of its own: `export {password}=$(openssl rand -hex \
+                 16)`, `docker compose up -d {service}`, then \
+                 `export {variable}={scheme}://{user}:${password}@127.0.0.1:{default_port}{path}`",
                 scheme = url.scheme(),
             )
         })
@@ -124,11 +125,12 @@ mod tests {
             "{advice}"
         );
         assert!(
-            advice.contains("`POSTGRES_PASSWORD=pick-one docker compose up -d postgres`"),
+            advice.contains("`export POSTGRES_PASSWORD=$(openssl rand -hex 16)`, `docker compose up -d postgres`"),
             "{advice}"
         );
         assert!(
-            advice.contains("`export TEST_DATABASE_URL=postgres://postgres:pick-one@127.0.0.1:5432/postgres`"),
+            advice
+                .contains("`export TEST_DATABASE_URL=postgres://postgres:$POSTGRES_PASSWORD@127.0.0.1:5432/postgres`"),
             "{advice}"
         );
         assert!(!advice.contains("secret-password"), "{advice}");
@@ -143,11 +145,11 @@ mod tests {
             .expect_err("nothing listens there");
 
         assert!(
-            advice.contains("`MARIADB_ROOT_PASSWORD=pick-one docker compose up -d mariadb`"),
+            advice.contains("`export MARIADB_ROOT_PASSWORD=$(openssl rand -hex 16)`, `docker compose up -d mariadb`"),
             "{advice}"
         );
         assert!(
-            advice.contains("`export TEST_MYSQL_URL=mysql://root:pick-one@127.0.0.1:3306`"),
+            advice.contains("`export TEST_MYSQL_URL=mysql://root:$MARIADB_ROOT_PASSWORD@127.0.0.1:3306`"),
             "{advice}"
         );
     }
