@@ -7,7 +7,9 @@ async fn a_running_service_is_live_and_ready(backend: Backend) {
 
     let live = app.get("/health/live").await;
     assert_eq!(live.status(), 200);
-    assert_eq!(app.readiness().await.status, "ready");
+    let readiness = app.readiness().await;
+    assert_eq!(readiness.status, "ready");
+    assert_eq!(readiness.role, "writer");
 }
 
 /// Only a server database can go away while the service runs.

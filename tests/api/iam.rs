@@ -182,29 +182,33 @@ async fn tls_weakened_by_the_url_is_refused_unless_allowed_by_name_and_then_logg
 }
 
 async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region(backend: Backend) {
-    // The service connects to 127.0.0.1 (a tunnel), but the token must name the cluster endpoint, whose name also
-    // carries the region the token is signed for.
-    let endpoint = "tasks.cluster-c9di9qmu8xqw.eu-west-3.rds.amazonaws.com";
-    let port = if backend == Backend::MariaDbIam { "3306" } else { "5432" };
-    let options = EmulatorOptions {
-        region: "eu-west-3".to_owned(),
-        endpoint: Some(format!("{endpoint}:{port}")),
-        ..EmulatorOptions::default()
-    };
-    let stack = Stack::with_emulator(backend, options).await;
-    let settings = stack.settings(&[
-        ("APP__DATABASE__IAM__SIGNING_HOST", endpoint),
-        ("APP__DATABASE__IAM__SIGNING_PORT", port),
-    ]);
+    // The service connects to 127.0.0.1 (a tunnel), but the token must name the endpoint, a cluster's or an RDS
+    // Proxy's, whose name also carries the region the token is signed for.
+    for endpoint in [
+        "tasks.cluster-c9di9qmu8xqw.eu-west-3.rds.amazonaws.com",
+        "tasks-proxy.proxy-c9di9qmu8xqw.eu-west-3.rds.amazonaws.com",
+    ] {
+        let port = if backend == Backend::MariaDbIam { "3306" } else { "5432" };
+        let options = EmulatorOptions {
+            region: "eu-west-3".to_owned(),
+            endpoint: Some(format!("{endpoint}:{port}")),
+            ..EmulatorOptions::default()
+        };
+        let stack = Stack::with_emulator(backend, options).await;
+        let settings = stack.settings(&[
+            ("APP__DATABASE__IAM__SIGNING_HOST", endpoint),
+            ("APP__DATABASE__IAM__SIGNING_PORT", port),
+        ]);
 
-    let app = stack
-        .start(settings, None)
-        .await
-        .map_err(|(error, _)| error)
-        .expect("starts");
+        let app = stack
+            .start(settings, None)
+            .await
+            .map_err(|(error, _)| error)
+            .expect("starts");
 
-    let id = app.create_task("through the tunnel").await;
-    assert_eq!(app.read_task(id).await.name, "through the tunnel");
+        let id = app.create_task("through the tunnel").await;
+        assert_eq!(app.read_task(id).await.name, "through the tunnel", "{endpoint}");
+    }
 }
 
 /// A token for `user` at the emulator's address, from the product's own generator.

@@ -55,5 +55,6 @@ mod metrics;
 mod migrations;
 mod pagination;
 mod provisioning;
+mod readers;
 mod secrets;
 mod tasks;

@@ -1,14 +1,13 @@
 //! `GET /metrics`: scraped before and after requests, a lock, a killed session and a credential outage, to see each
 //! figure move as its cause happens. Waits are for a figure to reach a value, never for a time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use sqlx::AssertSqlSafe;
 use test_support::iam::{CredentialOutage, SECRET_ACCESS_KEY};
-use test_support::{Backend, STATIC_PASSWORD, Stack, TestApp, spawn_app};
+use test_support::{Backend, STATIC_PASSWORD, Scrape, Stack, TestApp, spawn_app};
 use uuid::Uuid;
 
 // Every test on every backend it applies to: SQLite has no sessions to end, and only IAM has a token.
@@ -26,46 +25,6 @@ on_iam_backends!(
     a_locked_statement_is_in_use_the_next_waits_and_a_killed_session_is_retried_once,
     a_credential_outage_shows_as_failed_renewals_an_expired_token_and_refused_log_ins_retried,
 );
-
-/// One scrape: the text, and every series (its name and labels as the service writes them) with its value.
-struct Scrape {
-    text: String,
-    values: HashMap<String, f64>,
-}
-
-impl Scrape {
-    async fn of(app: &TestApp) -> Self {
-        let response = app.get("/metrics").await;
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["content-type"],
-            "text/plain; version=0.0.4; charset=utf-8"
-        );
-        let text = response.text().await.expect("a body");
-        let values = text
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let (series, value) = line.rsplit_once(' ').expect("`series value`");
-                (series.to_owned(), value.parse().expect("a number"))
-            })
-            .collect();
-        Self { text, values }
-    }
-
-    /// The value of `series`, failing the test when it is not there.
-    fn value(&self, series: &str) -> f64 {
-        self.values
-            .get(series)
-            .copied()
-            .unwrap_or_else(|| panic!("no {series} in:\n{}", self.text))
-    }
-
-    /// A counter that may not have been created yet: 0 until its first event.
-    fn count(&self, series: &str) -> f64 {
-        self.values.get(series).copied().unwrap_or(0.0)
-    }
-}
 
 /// Scrapes until `reached` holds of a scrape, and returns that scrape; fails the test after 20 s.
 async fn scrape_until(app: &TestApp, what: &str, reached: impl Fn(&Scrape) -> bool) -> Scrape {

@@ -41,13 +41,18 @@ fn upstream_admin(backend: Backend) -> url::Url {
     url::Url::parse(&admin).expect("the test database URL is a URL")
 }
 
+/// The only credentials the suite's emulators know.
+fn known_credentials() -> CredentialStore {
+    let mut credentials = CredentialStore::default();
+    credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
+    credentials
+}
+
 impl TestEmulator {
     /// Starts an emulator on `127.0.0.1:0`, in front of `backend`'s server, that knows [`ACCESS_KEY_ID`] with
     /// [`SECRET_ACCESS_KEY`], and makes [`IAM_USER`] an IAM user there.
     pub async fn start(backend: Backend, options: EmulatorOptions) -> Self {
-        let mut credentials = CredentialStore::default();
-        credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
-        let emulator = testing::TestEmulator::start(upstream_admin(backend), credentials, options).await;
+        let emulator = testing::TestEmulator::start(upstream_admin(backend), known_credentials(), options).await;
         emulator.create_iam_user(IAM_USER).await;
         Self(emulator)
     }
@@ -59,6 +64,39 @@ impl Deref for TestEmulator {
     fn deref(&self) -> &Self::Target {
         &self.0
     }
+}
+
+/// The suite's Aurora-style cluster (instances `a` and `b`, a cluster endpoint and a reader endpoint) in front of a
+/// backend's server, knowing the same key as [`TestEmulator`], with [`IAM_USER`] made an IAM user there.
+#[derive(Debug)]
+pub struct TestCluster(testing::TestCluster);
+
+impl TestCluster {
+    pub async fn start(backend: Backend, options: EmulatorOptions) -> Self {
+        let cluster = testing::TestCluster::start(upstream_admin(backend), known_credentials(), options).await;
+        cluster.create_iam_user(IAM_USER).await;
+        Self(cluster)
+    }
+}
+
+impl Deref for TestCluster {
+    type Target = testing::TestCluster;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// The settings that have the service log in with IAM tokens at `url`, one of `emulator`'s endpoints (its
+/// [`url`](testing::TestEmulator::url) for the main one, a cluster's cluster endpoint), trusting its certificate
+/// authority.
+#[must_use]
+pub fn settings_through(emulator: &testing::TestEmulator, url: String) -> [(&'static str, String); 3] {
+    [
+        ("APP__DATABASE__URL", url),
+        ("APP__DATABASE__AUTH", "iam".into()),
+        ("APP__DATABASE__TLS__ROOT_CERT", emulator.ca_pem().display().to_string()),
+    ]
 }
 
 /// An AWS configuration with static credentials and the test region, as the SDK's loader builds it.

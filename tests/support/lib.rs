@@ -7,6 +7,7 @@ mod database;
 pub mod drills;
 pub mod iam;
 mod logs;
+mod metrics;
 pub mod secrets;
 
 use std::fmt::Display;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use database::{Backend, TestDatabase};
 pub use iam::{EmulatorOptions, TestEmulator};
 pub use logs::{LogCapture, assert_no_secrets_logged};
+pub use metrics::Scrape;
 pub use secrets::SecretLogin;
 
 /// The password configured for the password-mode PostgreSQL tests. The local server trusts connections and never
@@ -112,17 +114,10 @@ impl Stack {
             ("APP__SERVER__WORKERS".into(), "2".into()),
         ];
         match (self.database.backend(), &self.emulator, &self.login) {
-            (Backend::PostgresIam | Backend::MariaDbIam, Some(emulator), _) => variables.extend([
-                (
-                    "APP__DATABASE__URL".into(),
-                    emulator.url(iam::IAM_USER, self.database.name()),
-                ),
-                ("APP__DATABASE__AUTH".into(), "iam".into()),
-                (
-                    "APP__DATABASE__TLS__ROOT_CERT".into(),
-                    emulator.ca_pem().display().to_string(),
-                ),
-            ]),
+            (Backend::PostgresIam | Backend::MariaDbIam, Some(emulator), _) => {
+                let url = emulator.url(iam::IAM_USER, self.database.name());
+                variables.extend(iam::settings_through(emulator, url).map(|(name, value)| (name.to_owned(), value)));
+            }
             (backend @ (Backend::PostgresSecrets | Backend::MariaDbSecrets), _, Some(login)) => variables.extend([
                 // The engine alone: the secret says where the database is.
                 (
@@ -162,6 +157,16 @@ impl Stack {
             Some(login.manager.sdk_config().await)
         } else {
             None
+        }
+    }
+
+    /// Starts the service with this stack's settings and `overrides` (environment variable, value), failing the
+    /// test when it does not start.
+    pub async fn launch(self, overrides: &[(&str, &str)]) -> TestApp {
+        let settings = self.settings(overrides);
+        match self.start(settings, None).await {
+            Ok(app) => app,
+            Err((error, _)) => panic!("the application must start: {error}"),
         }
     }
 
@@ -311,6 +316,8 @@ pub struct ProblemBody {
 #[serde(deny_unknown_fields)]
 pub struct Readiness {
     pub status: String,
+    /// `writer` or `reader`: what the database server reached can do.
+    pub role: String,
     /// Present with IAM authentication only.
     pub iam_token: Option<IamTokenReport>,
 }

@@ -38,6 +38,8 @@ pub(crate) enum ApiError {
     MalformedBody(String),
     #[error("the query string is not valid: {0}")]
     InvalidQuery(String),
+    #[error("the {name} header must be {expected}")]
+    InvalidHeader { name: &'static str, expected: &'static str },
     #[error(transparent)]
     InvalidId(#[from] TaskIdError),
     #[error("the request body is larger than {limit} bytes")]
@@ -98,6 +100,7 @@ impl ApiError {
         match self {
             Self::MalformedBody(_) => Answer::new(StatusCode::BAD_REQUEST, "malformed_body"),
             Self::InvalidQuery(_) => Answer::new(StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::InvalidHeader { .. } => Answer::new(StatusCode::BAD_REQUEST, "invalid_header"),
             Self::InvalidId(_) => Answer::new(StatusCode::BAD_REQUEST, "invalid_id"),
             Self::PayloadTooLarge { .. } => Answer::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType => Answer::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),

@@ -37,8 +37,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The only pool there is today; the label leaves room for a reader pool beside it.
+/// The `pool` labels of the writer's pool and of the reader's, when there is one.
 const WRITER_POOL: &str = "writer";
+const READER_POOL: &str = "reader";
 
 /// One application's registry, served by [`configure`]'s route.
 #[derive(Debug)]
@@ -48,15 +49,16 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// A registry with the request series and the figures of `database`'s pool and token.
-    pub(crate) fn new(database: &Database) -> Self {
+    /// A registry with the request series and the figures of the pools and tokens of `writer` and `reader`.
+    pub(crate) fn new(writer: &Database, reader: Option<&Database>) -> Self {
         let mut registry = Registry::default();
         let requests = RequestMetrics::default();
         requests.register(&mut registry);
-        registry.register_collector(Box::new(DatabaseFigures {
-            pool: WRITER_POOL,
-            database: database.clone(),
-        }));
+        let pools = std::iter::once((WRITER_POOL, writer))
+            .chain(reader.map(|reader| (READER_POOL, reader)))
+            .map(|(pool, database)| (pool, database.clone()))
+            .collect();
+        registry.register_collector(Box::new(DatabaseFigures { pools }));
         Self { registry, requests }
     }
 
@@ -246,98 +248,124 @@ where
     }
 }
 
-/// The pool's, the retries' and the IAM token's figures, read from the database at each scrape.
+/// The pools', the retries' and the IAM tokens' figures, read from the databases at each scrape: every series of a
+/// metric together, one per pool.
 #[derive(Debug)]
 struct DatabaseFigures {
-    /// The `pool` label of every series.
-    pool: &'static str,
-    database: Database,
+    /// Each pool with its `pool` label.
+    pools: Vec<(&'static str, Database)>,
 }
 
 impl Collector for DatabaseFigures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let pool = self.pool;
-        let status = self.database.pool_status();
+        let statuses: Vec<_> = self
+            .pools
+            .iter()
+            .map(|(pool, database)| (*pool, database.pool_status()))
+            .collect();
         series(
             &mut encoder,
             "db_pool_connections",
             "Open connections of the pool: in_use (running a statement, or being opened or checked) or idle (in the \
              pool or kept between statements).",
-            [
-                ([("pool", pool), ("state", "in_use")], ConstGauge::new(status.in_use)),
-                ([("pool", pool), ("state", "idle")], ConstGauge::new(status.idle)),
-            ],
+            statuses.iter().flat_map(|(pool, status)| {
+                [
+                    ([("pool", *pool), ("state", "in_use")], ConstGauge::new(status.in_use)),
+                    ([("pool", *pool), ("state", "idle")], ConstGauge::new(status.idle)),
+                ]
+            }),
         )?;
         series(
             &mut encoder,
             "db_pool_waiting",
             "Statements waiting for a connection.",
-            [([("pool", pool)], ConstGauge::new(status.waiting))],
+            statuses
+                .iter()
+                .map(|(pool, status)| ([("pool", *pool)], ConstGauge::new(status.waiting))),
         )?;
         series(
             &mut encoder,
             "db_pool_connections_opened",
             "New connections (log-ins) the pool has made.",
-            [([("pool", pool)], ConstCounter::new(status.opened))],
+            statuses
+                .iter()
+                .map(|(pool, status)| ([("pool", *pool)], ConstCounter::new(status.opened))),
         )?;
-        let retries = self.database.retries();
+        series(
+            &mut encoder,
+            "db_operations",
+            "Database operations the pool has run (each once, however often it was retried).",
+            statuses
+                .iter()
+                .map(|(pool, status)| ([("pool", *pool)], ConstCounter::new(status.operations))),
+        )?;
         series(
             &mut encoder,
             "db_retries",
             "Database operations run again, by the cause of the failed attempt.",
-            [
-                (
-                    [("pool", pool), ("cause", "connection_lost")],
-                    ConstCounter::new(retries.connection_lost),
-                ),
-                (
-                    [("pool", pool), ("cause", "auth_failure")],
-                    ConstCounter::new(retries.auth_failure),
-                ),
-            ],
+            self.pools.iter().flat_map(|(pool, database)| {
+                let retries = database.retries();
+                [
+                    ("connection_lost", retries.connection_lost),
+                    ("auth_failure", retries.auth_failure),
+                    ("read_only", retries.read_only),
+                    ("throttled", retries.throttled),
+                ]
+                .map(|(cause, count)| ([("pool", *pool), ("cause", cause)], ConstCounter::new(count)))
+            }),
         )?;
         // With a password there is no token, and no series.
-        let Some(token) = self.database.token_status() else {
-            return Ok(());
-        };
+        let tokens: Vec<_> = self
+            .pools
+            .iter()
+            .filter_map(|(pool, database)| Some((*pool, database.token_status()?)))
+            .collect();
         series(
             &mut encoder,
             "db_iam_token_expiry_seconds",
             "Seconds left on the IAM token in force; 0 once it has expired.",
-            [(
-                [("pool", pool)],
-                ConstGauge::new(token.expires_in.map_or(0.0, |left| left.as_secs_f64())),
-            )],
+            tokens.iter().map(|(pool, token)| {
+                (
+                    [("pool", *pool)],
+                    ConstGauge::new(token.expires_in.map_or(0.0, |left| left.as_secs_f64())),
+                )
+            }),
         )?;
         series(
             &mut encoder,
             "db_iam_token_renewals",
             "IAM token renewals that succeeded.",
-            [([("pool", pool)], ConstCounter::new(token.refreshes))],
+            tokens
+                .iter()
+                .map(|(pool, token)| ([("pool", *pool)], ConstCounter::new(token.refreshes))),
         )?;
         series(
             &mut encoder,
             "db_iam_token_renewal_failures",
             "IAM token renewals that failed.",
-            [([("pool", pool)], ConstCounter::new(token.failures))],
+            tokens
+                .iter()
+                .map(|(pool, token)| ([("pool", *pool)], ConstCounter::new(token.failures))),
         )
     }
 }
 
-/// One metric, its help and its series, each a label set and a value of the same type. Unlike the registry's own
-/// metrics, a collector's help is written as given: each ends with a full stop, as theirs do.
-fn series<L: EncodeLabelSet, M: EncodeMetric, const N: usize>(
+/// One metric, its help and its series, each a label set and a value of the same type; nothing when there are no
+/// series. Unlike the registry's own metrics, a collector's help is written as given: each ends with a full stop, as
+/// theirs do.
+fn series<L: EncodeLabelSet, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    values: [(L, M); N],
+    values: impl IntoIterator<Item = (L, M)>,
 ) -> fmt::Result {
-    let Some((_, first)) = values.first() else {
+    let mut values = values.into_iter().peekable();
+    let Some((_, first)) = values.peek() else {
         return Ok(());
     };
     let mut metric = encoder.encode_descriptor(name, help, None, first.metric_type())?;
-    for (labels, value) in &values {
-        value.encode(metric.encode_family(labels)?)?;
+    for (labels, value) in values {
+        value.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -90,6 +90,7 @@ min_connections = 0
 acquire_timeout_secs = 5
 idle_timeout_secs = 600
 max_lifetime_secs = 1800
+max_new_connections_per_sec = 20
 migrate_on_start = true
 auth = "password"
 
@@ -340,6 +341,94 @@ mod tests {
         assert!(iam(&weaker).allow_weaker_tls);
         let password = load(&[("DATABASE_URL", "postgres://u@db/t")]).expect("password mode");
         assert_eq!(password.database.tls.mode, TlsMode::Prefer);
+    }
+
+    #[test]
+    fn a_reader_pool_is_the_writers_settings_at_the_readers_endpoint() {
+        let settings = load(&[
+            ("APP__DATABASE__AUTH", "iam"),
+            (
+                "DATABASE_URL",
+                "postgres://u@tasks.cluster-abc.eu-west-1.rds.amazonaws.com/t",
+            ),
+            (
+                "APP__DATABASE__READER__URL",
+                "postgres://u@tasks.cluster-ro-abc.eu-west-1.rds.amazonaws.com/t",
+            ),
+            ("APP__DATABASE__ACQUIRE_TIMEOUT_SECS", "30"),
+        ])
+        .expect("settings load");
+        let reader = settings.database.reader_settings().expect("a reader pool");
+        assert_eq!(
+            reader.url.as_url().host_str(),
+            Some("tasks.cluster-ro-abc.eu-west-1.rds.amazonaws.com")
+        );
+        assert!(matches!(reader.auth, Auth::Iam(_)) && !reader.migrate_on_start && reader.reader.is_none());
+        // A reader that does not answer sends reads to the writer after a short wait, not the writer's long one.
+        assert_eq!(reader.pool.acquire_timeout, Duration::from_secs(1));
+        assert_eq!(reader.tls, settings.database.tls);
+
+        let discovered = load(&[
+            ("APP__DATABASE__AUTH", "iam"),
+            ("DATABASE_URL", "postgres://u@placeholder/t"),
+            ("APP__DATABASE__IAM__CLUSTER_ID", "tasks"),
+            ("APP__DATABASE__READER__OF_CLUSTER", "true"),
+        ])
+        .expect("settings load");
+        let reader = discovered.database.reader_settings().expect("a reader pool");
+        assert_eq!(
+            iam(&discovered).resource,
+            Some(DatabaseResource::Cluster {
+                id: "tasks".into(),
+                reader: false
+            })
+        );
+        let Auth::Iam(reader_iam) = &reader.auth else {
+            panic!("IAM")
+        };
+        assert_eq!(
+            reader_iam.resource,
+            Some(DatabaseResource::Cluster {
+                id: "tasks".into(),
+                reader: true
+            })
+        );
+        assert!(load(&[]).expect("defaults").database.reader_settings().is_none());
+    }
+
+    #[test]
+    fn reader_settings_that_cannot_work_are_refused_by_name() {
+        let cases = [
+            vec![
+                ("DATABASE_URL", "postgres://u@db/t"),
+                ("APP__DATABASE__READER__URL", "mysql://u@replica/t"),
+            ],
+            vec![
+                ("DATABASE_URL", "postgres://u@db/t"),
+                ("APP__DATABASE__READER__URL", "postgres://u:p@replica/t"),
+            ],
+            vec![
+                ("APP__DATABASE__AUTH", "iam"),
+                ("DATABASE_URL", "postgres://u@db/t"),
+                ("APP__DATABASE__READER__URL", "postgres://replica/t"),
+            ],
+            vec![
+                ("DATABASE_URL", "postgres://u@db/t"),
+                ("APP__DATABASE__READER__OF_CLUSTER", "true"),
+            ],
+            vec![
+                ("APP__DATABASE__AUTH", "iam"),
+                ("DATABASE_URL", "postgres://u@db/t"),
+                ("APP__DATABASE__IAM__CLUSTER_ID", "tasks"),
+                ("APP__DATABASE__READER__OF_CLUSTER", "true"),
+                ("APP__DATABASE__READER__URL", "postgres://u@replica/t"),
+            ],
+        ];
+        for variables in cases {
+            let error = load(&variables).expect_err("refused").to_string();
+            assert!(error.contains("APP__DATABASE__READER__"), "{variables:?}: {error}");
+            assert!(!error.contains(":p@"), "{error}");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub enum StartupError {
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    #[error("cannot open the reader pool (database.reader): {0}")]
+    Reader(#[source] DatabaseError),
     #[error("cannot listen on {address}: {source} (set APP__SERVER__HOST and APP__SERVER__PORT)")]
     Bind {
         address: String,
@@ -39,6 +41,7 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
+    reader: Option<Database>,
 }
 
 impl std::fmt::Debug for Application {
@@ -58,10 +61,19 @@ impl Application {
 
     /// Like [`Application::build`], with the AWS configuration (credentials, region) supplied by the caller.
     pub async fn build_with_aws(settings: Settings, aws: Option<SdkConfig>) -> Result<Self, StartupError> {
-        let database = Database::connect_with_aws(&settings.database, aws).await?;
+        let database = Database::connect_with_aws(&settings.database, aws.clone()).await?;
         if settings.database.migrate_on_start {
             database.migrate_up(None).await?;
         }
+        // Opened at start like the writer's, so that a wrong reader URL stops the service with the driver's reason.
+        let reader = match settings.database.reader_settings() {
+            Some(reader) => Some(
+                Box::pin(Database::connect_with_aws(&reader, aws))
+                    .await
+                    .map_err(StartupError::Reader)?,
+            ),
+            None => None,
+        };
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let bind_error = |source| StartupError::Bind {
             address: address.clone(),
@@ -69,9 +81,14 @@ impl Application {
         };
         let listener = TcpListener::bind(&address).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
-        let server = serve(listener, &database, &settings.server).map_err(bind_error)?;
+        let server = serve(listener, &database, reader.as_ref(), &settings.server).map_err(bind_error)?;
         tracing::info!(%address, port, "listening");
-        Ok(Self { port, server, database })
+        Ok(Self {
+            port,
+            server,
+            database,
+            reader,
+        })
     }
 
     /// The port actually bound (useful when the configured port was 0).
@@ -91,13 +108,25 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.database.close().await;
+        if let Some(reader) = self.reader {
+            reader.close().await;
+        }
         result
     }
 }
 
-fn serve(listener: TcpListener, database: &Database, settings: &ServerSettings) -> std::io::Result<Server> {
-    let metrics = web::Data::new(Metrics::new(database));
-    let repository = web::Data::new(SeaOrmTaskRepository::new(database.clone()));
+fn serve(
+    listener: TcpListener,
+    database: &Database,
+    reader: Option<&Database>,
+    settings: &ServerSettings,
+) -> std::io::Result<Server> {
+    let metrics = web::Data::new(Metrics::new(database, reader));
+    let mut repository = SeaOrmTaskRepository::new(database.clone());
+    if let Some(reader) = reader {
+        repository = repository.with_reader(reader.clone());
+    }
+    let repository = web::Data::new(repository);
     let database = web::Data::new(database.clone());
     let openapi = ApiDoc::openapi();
     let forwarded = ForwardedHeaders {

@@ -8,5 +8,5 @@ mod task;
 
 pub use error::DomainError;
 pub use page::{Page, PageLimit, PageLimitError, PageRequest};
-pub use repository::TaskRepository;
+pub use repository::{Consistency, TaskRepository};
 pub use task::{Task, TaskId, TaskIdError, TaskName, TaskNameError};

@@ -28,8 +28,8 @@
 //! which use the pool directly, and closing the pool hand every parked connection back first.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rds_iam::{Classify, ErrorClass};
@@ -39,6 +39,8 @@ use sea_query_sqlx::SqlxValues;
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor, MySql, Pool, Postgres, Sqlite};
 use tokio::sync::oneshot;
+
+use crate::turnover::Turnover;
 
 /// A connection used this recently is known to be alive; older idle ones are pinged before they are handed out.
 /// HikariCP makes the same trade (its `aliveBypassWindowMs`): a ping on every checkout would double the round trips
@@ -76,6 +78,13 @@ impl Connections {
         on_backend!(self, parking => parking.take_parked().for_each(|held| discard(held.connection)));
     }
 
+    /// Gives up every connection opened before now, for a failover: parked ones at once, the pool's idle ones when
+    /// next handed out, and those in use when their statement ends. New ones resolve the endpoint's name again.
+    pub(crate) fn evict_older(&self) {
+        on_backend!(self, parking => parking.turnover.eviction.evict_older());
+        self.discard_parked();
+    }
+
     /// Hands every parked connection back to the pool, for code that uses the pool directly (migrations).
     pub(crate) fn release_parked(&self) {
         on_backend!(self, parking => parking.take_parked().for_each(drop));
@@ -110,21 +119,22 @@ pub(crate) struct Occupancy {
     pub(crate) waiting: u32,
 }
 
-impl From<Pool<Postgres>> for Connections {
-    fn from(pool: Pool<Postgres>) -> Self {
-        Self::Postgres(Parking::new(pool, DbBackend::Postgres))
+/// A pool and the rules its `before_acquire` and `after_release` were made with.
+impl From<(Pool<Postgres>, Arc<Turnover>)> for Connections {
+    fn from((pool, turnover): (Pool<Postgres>, Arc<Turnover>)) -> Self {
+        Self::Postgres(Parking::new(pool, DbBackend::Postgres, turnover))
     }
 }
 
-impl From<Pool<MySql>> for Connections {
-    fn from(pool: Pool<MySql>) -> Self {
-        Self::MySql(Parking::new(pool, DbBackend::MySql))
+impl From<(Pool<MySql>, Arc<Turnover>)> for Connections {
+    fn from((pool, turnover): (Pool<MySql>, Arc<Turnover>)) -> Self {
+        Self::MySql(Parking::new(pool, DbBackend::MySql, turnover))
     }
 }
 
-impl From<Pool<Sqlite>> for Connections {
-    fn from(pool: Pool<Sqlite>) -> Self {
-        Self::Sqlite(Parking::new(pool, DbBackend::Sqlite))
+impl From<(Pool<Sqlite>, Arc<Turnover>)> for Connections {
+    fn from((pool, turnover): (Pool<Sqlite>, Arc<Turnover>)) -> Self {
+        Self::Sqlite(Parking::new(pool, DbBackend::Sqlite, turnover))
     }
 }
 
@@ -137,6 +147,8 @@ pub(crate) struct Parking<DB: sqlx::Database> {
     backend: DbBackend,
     /// How long a connection stays out of the pool.
     lease: Duration,
+    /// When new connections may be opened, and which old ones a failover condemned.
+    turnover: Arc<Turnover>,
 }
 
 #[derive(Debug)]
@@ -189,7 +201,7 @@ where
     QueryResult: From<DB::Row>,
     ExecResult: From<DB::QueryResult>,
 {
-    fn new(pool: Pool<DB>, backend: DbBackend) -> Self {
+    fn new(pool: Pool<DB>, backend: DbBackend, turnover: Arc<Turnover>) -> Self {
         Self {
             pool,
             shared: Mutex::new(Shared {
@@ -198,6 +210,7 @@ where
             }),
             backend,
             lease: MAX_LEASE,
+            turnover,
         }
     }
 
@@ -222,6 +235,11 @@ where
             if held.leased_at.elapsed() >= self.lease {
                 // Back through the pool, which closes it if it is past its lifetime.
                 drop(held);
+                continue;
+            }
+            if self.turnover.eviction.is_before_failover(held.leased_at) {
+                // Parked just as a failover was noticed: it may be on the old writer.
+                discard(held.connection);
                 continue;
             }
             if fresh || idle_for > RECENTLY_USED {
@@ -294,11 +312,20 @@ where
                 Err(_) => {}
             }
         }
-        let mut acquiring = Box::pin(acquire(self.pool.clone(), deadline));
+        let asked = Arc::new(AtomicBool::new(false));
+        let mut acquiring = Box::pin(acquire(
+            self.pool.clone(),
+            Arc::clone(&self.turnover),
+            deadline,
+            Arc::clone(&asked),
+        ));
         tokio::select! {
             biased;
             Ok(held) = &mut handoff => {
-                tokio::spawn(async move { drop(acquiring.await) });
+                // Still waiting for its turn, it has opened nothing and can simply go.
+                if asked.load(Ordering::Acquire) {
+                    tokio::spawn(async move { drop(acquiring.await) });
+                }
                 Ok(held)
             }
             acquired = &mut acquiring => {
@@ -345,6 +372,10 @@ where
     /// Gives a connection fit for use to the first statement waiting for one, or parks it; or hands it back to the
     /// pool when its lease is over or the pool is closing.
     fn hand_on(&self, mut held: Held<DB>) {
+        if self.turnover.eviction.is_before_failover(held.leased_at) {
+            discard(held.connection);
+            return;
+        }
         if held.leased_at.elapsed() >= self.lease || self.pool.is_closed() {
             drop(held);
             return;
@@ -436,14 +467,22 @@ where
     }
 }
 
-/// A connection from `pool` by `deadline`. The pool itself waits out a server that refuses connections while it
-/// starts; one that is shutting down or restarting may also accept and then reset them, which is waited out here.
+/// A connection from `pool` by `deadline`, opened in its turn if the pool has to open one; `asked` is set once the
+/// pool has been asked (it may be opening a connection from then on). The pool itself waits out a server that
+/// refuses connections while it starts; one that is shutting down or restarting may also accept and then reset them,
+/// which is waited out here.
 async fn acquire<DB: sqlx::Database>(
     pool: Pool<DB>,
+    turnover: Arc<Turnover>,
     deadline: tokio::time::Instant,
+    asked: Arc<AtomicBool>,
 ) -> Result<PoolConnection<DB>, DbErr> {
     let mut pause = Duration::from_millis(20);
     loop {
+        let Some(_claim) = turnover.pace.claim_idle(pool.num_idle(), deadline).await else {
+            return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        };
+        asked.store(true, Ordering::Release);
         match tokio::time::timeout_at(deadline, pool.acquire()).await {
             Ok(Ok(connection)) => return Ok(connection),
             // Not TLS errors: a certificate that does not verify will not verify on the next attempt either.
@@ -501,25 +540,89 @@ fn query_error(error: sqlx::Error) -> DbErr {
 #[derive(Debug, Clone, Copy)]
 pub struct Lease<'d> {
     connections: &'d Connections,
-    fresh: bool,
+    /// A retry: its statements run on connections just proven alive.
+    prove_alive: bool,
+    /// An earlier attempt's connection was lost before its result came back.
+    after_loss: bool,
 }
 
 impl<'d> Lease<'d> {
-    pub(crate) fn new(connections: &'d Connections, fresh: bool) -> Self {
-        Self { connections, fresh }
+    /// The first attempt's lease.
+    pub(crate) fn first(connections: &'d Connections) -> Self {
+        Self {
+            connections,
+            prove_alive: false,
+            after_loss: false,
+        }
     }
 
-    /// Whether this is the retry of an attempt whose connection was lost: its statements run on connections just
-    /// proven alive, and a write of the first attempt may already be stored.
+    /// A retry's lease; `after_loss` when an earlier attempt's connection was lost.
+    pub(crate) fn retry(connections: &'d Connections, after_loss: bool) -> Self {
+        Self {
+            connections,
+            prove_alive: true,
+            after_loss,
+        }
+    }
+
+    /// Whether this is the retry of an attempt whose connection was lost, so that a write of that attempt may
+    /// already be stored. (A statement a read-only server or a refused log-in stopped wrote nothing.)
     #[must_use]
     pub fn fresh(&self) -> bool {
-        self.fresh
+        self.after_loss
     }
 
     /// Round-trips to the server.
     pub async fn ping(&self) -> Result<(), DbErr> {
-        on_backend!(self.connections, parking => parking.ping(self.fresh).await)
+        on_backend!(self.connections, parking => parking.ping(self.prove_alive).await)
     }
+
+    /// Whether the server can write, in one round trip. PostgreSQL: a hot standby (an Aurora reader) is in
+    /// recovery, and a session can be read-only by default (`default_transaction_read_only`). MySQL and MariaDB: an
+    /// Aurora MySQL reader has `innodb_read_only` on, a replica `read_only`, and a session can be read-only
+    /// (`transaction_read_only`, called `tx_read_only` before MySQL 8 and MariaDB 11.1), so all four are asked for by
+    /// name, and those a server does not have are simply not listed. SQLite always writes.
+    pub async fn role(&self) -> Result<ServerRole, DbErr> {
+        let backend = self.get_database_backend();
+        let read_only = match backend {
+            DbBackend::Postgres => {
+                let sql = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'";
+                let row = self.query_one_raw(Statement::from_string(backend, sql)).await?;
+                row.map(|row| row.try_get_by_index::<bool>(0))
+                    .transpose()?
+                    .unwrap_or(false)
+            }
+            DbBackend::MySql => {
+                let sql = "SHOW VARIABLES WHERE Variable_name IN \
+                           ('read_only', 'innodb_read_only', 'tx_read_only', 'transaction_read_only')";
+                let rows = self.query_all_raw(Statement::from_string(backend, sql)).await?;
+                rows.iter().any(|row| {
+                    row.try_get_by_index::<String>(1)
+                        .is_ok_and(|value| value.eq_ignore_ascii_case("on") || value == "1")
+                })
+            }
+            // SQLite, and whatever else SeaORM may add: a server that cannot say is taken to write.
+            _ => {
+                self.ping().await?;
+                false
+            }
+        };
+        Ok(if read_only {
+            ServerRole::Reader
+        } else {
+            ServerRole::Writer
+        })
+    }
+}
+
+/// What the server a pool reaches can do, as its readiness reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRole {
+    /// It takes writes.
+    Writer,
+    /// It refuses writes: an Aurora reader, a replica, or an old writer that a failover demoted and that this
+    /// service still reaches.
+    Reader,
 }
 
 #[async_trait::async_trait]
@@ -529,18 +632,18 @@ impl ConnectionTrait for Lease<'_> {
     }
 
     async fn execute_raw(&self, statement: Statement) -> Result<ExecResult, DbErr> {
-        on_backend!(self.connections, parking => parking.execute(self.fresh, &statement).await)
+        on_backend!(self.connections, parking => parking.execute(self.prove_alive, &statement).await)
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        on_backend!(self.connections, parking => parking.execute_unprepared(self.fresh, sql).await)
+        on_backend!(self.connections, parking => parking.execute_unprepared(self.prove_alive, sql).await)
     }
 
     async fn query_one_raw(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
-        on_backend!(self.connections, parking => parking.query_one(self.fresh, &statement).await)
+        on_backend!(self.connections, parking => parking.query_one(self.prove_alive, &statement).await)
     }
 
     async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        on_backend!(self.connections, parking => parking.query_all(self.fresh, &statement).await)
+        on_backend!(self.connections, parking => parking.query_all(self.prove_alive, &statement).await)
     }
 }

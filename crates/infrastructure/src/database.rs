@@ -5,6 +5,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
@@ -20,10 +21,11 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED};
+use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED, ServerRole};
 use crate::settings::{
     Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, key_and_variable,
 };
+use crate::turnover::Turnover;
 
 /// Why the database could not be opened or migrated. The text names the settings to change; the cause is the
 /// error's source.
@@ -123,16 +125,24 @@ pub struct PoolStatus {
     pub waiting: u32,
     /// New connections (log-ins) since the pool was created.
     pub opened: u64,
+    /// Operations run through [`Database::run`] since the pool was created (each counted once, however often it
+    /// was retried): what this pool served, beside another pool.
+    pub operations: u64,
 }
 
 /// How many times [`Database::run`] ran an operation again since the pool was created, by what made it do so.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Retries {
-    /// After [`ErrorClass::ConnectionLost`].
+    /// After [`ErrorClass::ConnectionLost`]: twice at once, then after a back-off (a server restarting).
     pub connection_lost: u64,
     /// After [`ErrorClass::AuthFailure`], with a renewed IAM token or a secret fetched again.
     pub auth_failure: u64,
+    /// After [`ErrorClass::ReadOnly`]: the server was not the writer (a failover), and every connection opened
+    /// before was given up.
+    pub read_only: u64,
+    /// After [`ErrorClass::Throttled`]: log-ins came too fast for the server, which asked to back off.
+    pub throttled: u64,
 }
 
 /// What the pool and [`Database::run`] count as they work, read by [`Database::pool_status`] and
@@ -140,8 +150,11 @@ pub struct Retries {
 #[derive(Debug, Default)]
 struct Counters {
     opened: AtomicU64,
+    operations: AtomicU64,
     connection_lost_retries: AtomicU64,
     auth_failure_retries: AtomicU64,
+    read_only_retries: AtomicU64,
+    throttled_retries: AtomicU64,
 }
 
 /// The service's handle on its database: a pool of connections shared by every worker (with the stack of
@@ -157,6 +170,8 @@ pub struct Database {
     counters: Arc<Counters>,
     /// Whether the refresher's credentials are IAM tokens, whose expiry the readiness probe reports.
     tokens: bool,
+    /// How long an operation may keep trying while the server is unavailable, throttles or is not the writer.
+    patience: Duration,
 }
 
 impl Database {
@@ -172,58 +187,59 @@ impl Database {
     #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, backend = ?settings.backend()))]
     pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
         let counters = Arc::new(Counters::default());
+        let turnover = Arc::new(Turnover::new(settings.pool.max_new_per_sec));
         let database = match (settings.backend(), &settings.auth) {
             (DatabaseBackend::Postgres, Auth::Password(password)) => {
                 let pool = connect_with_password::<sqlx::Postgres>(
                     settings,
-                    pool_options(&settings.pool, &counters),
+                    pool_options(&settings.pool, &counters, &turnover),
                     postgres_options(&settings.url, settings)?,
                     password,
                 )
                 .await?;
-                Self::over(pool, settings, None, counters)
+                Self::over(pool, settings, None, counters, turnover)
             }
             (DatabaseBackend::MySql, Auth::Password(password)) => {
                 let pool = connect_with_password::<sqlx::MySql>(
                     settings,
-                    pool_options(&settings.pool, &counters),
+                    pool_options(&settings.pool, &counters, &turnover),
                     mysql_options(&settings.url, settings)?,
                     password,
                 )
                 .await?;
-                Self::over(pool, settings, None, counters)
+                Self::over(pool, settings, None, counters, turnover)
             }
             (DatabaseBackend::Postgres, Auth::Iam(iam)) => {
                 let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::Postgres>(
                     settings,
                     iam,
                     aws,
-                    pool_options(&settings.pool, &counters),
+                    pool_options(&settings.pool, &counters, &turnover),
                     postgres_options(&settings.url, settings)?,
                 ))
                 .await?;
-                Self::over(pool, settings, Some(refresher), counters)
+                Self::over(pool, settings, Some(refresher), counters, turnover)
             }
             (DatabaseBackend::MySql, Auth::Iam(iam)) => {
                 let (pool, refresher) = Box::pin(connect_with_iam::<sqlx::MySql>(
                     settings,
                     iam,
                     aws,
-                    pool_options(&settings.pool, &counters),
+                    pool_options(&settings.pool, &counters, &turnover),
                     mysql_options(&settings.url, settings)?,
                 ))
                 .await?;
-                Self::over(pool, settings, Some(refresher), counters)
+                Self::over(pool, settings, Some(refresher), counters, turnover)
             }
             (DatabaseBackend::Postgres | DatabaseBackend::MySql, Auth::SecretsManager(secret)) => {
-                Box::pin(Self::connect_with_secret(settings, secret, aws, counters)).await?
+                Box::pin(Self::connect_with_secret(settings, secret, aws, counters, turnover)).await?
             }
             (DatabaseBackend::Sqlite, _) => {
-                let pool = pool_options::<sqlx::Sqlite>(&settings.pool, &counters)
+                let pool = pool_options::<sqlx::Sqlite>(&settings.pool, &counters, &turnover)
                     .connect_with(sqlite_options(settings)?)
                     .await
                     .map_err(|source| connect_error(settings, source))?;
-                Self::over(pool, settings, None, counters)
+                Self::over(pool, settings, None, counters, turnover)
             }
         };
         tracing::info!(backend = ?settings.backend(), "database pool open");
@@ -235,17 +251,19 @@ impl Database {
         settings: &DatabaseSettings,
         refresher: Option<Arc<TokenRefresher>>,
         counters: Arc<Counters>,
+        turnover: Arc<Turnover>,
     ) -> Self
     where
         DatabaseConnection: From<sqlx::Pool<DB>>,
-        Connections: From<sqlx::Pool<DB>>,
+        Connections: From<(sqlx::Pool<DB>, Arc<Turnover>)>,
     {
         Self {
             migrations: DatabaseConnection::from(pool.clone()),
-            connections: Arc::new(Connections::from(pool).within_lifetime(settings.pool.max_lifetime)),
+            connections: Arc::new(Connections::from((pool, turnover)).within_lifetime(settings.pool.max_lifetime)),
             refresher,
             counters,
             tokens: matches!(settings.auth, Auth::Iam(_)),
+            patience: settings.pool.acquire_timeout,
         }
     }
 
@@ -257,6 +275,7 @@ impl Database {
         secret: &SecretsManagerSettings,
         aws: Option<SdkConfig>,
         counters: Arc<Counters>,
+        turnover: Arc<Turnover>,
     ) -> Result<Self, DatabaseError> {
         let source = SecretsManagerSource::new(secret.secret_id.clone(), aws)
             .await
@@ -273,18 +292,18 @@ impl Database {
         Ok(match settings.backend() {
             DatabaseBackend::MySql => {
                 let options = mysql_options(&url, settings)?;
-                let pool_options = pool_options(&settings.pool, &counters);
+                let pool_options = pool_options(&settings.pool, &counters, &turnover);
                 let (pool, refresher) =
                     connect_with_source::<sqlx::MySql>(settings, pool_options, options, source).await?;
-                Self::over(pool, settings, Some(refresher), counters)
+                Self::over(pool, settings, Some(refresher), counters, turnover)
             }
             // PostgreSQL: the settings refuse a sqlite:// URL with Secrets Manager.
             _ => {
                 let options = postgres_options(&url, settings)?;
-                let pool_options = pool_options(&settings.pool, &counters);
+                let pool_options = pool_options(&settings.pool, &counters, &turnover);
                 let (pool, refresher) =
                     connect_with_source::<sqlx::Postgres>(settings, pool_options, options, source).await?;
-                Self::over(pool, settings, Some(refresher), counters)
+                Self::over(pool, settings, Some(refresher), counters, turnover)
             }
         })
     }
@@ -297,39 +316,73 @@ impl Database {
     ///   times: a connection proven alive can still be ended a moment later by the same restart or kill;
     /// - with IAM or Secrets Manager, the server refused a new connection's credentials: the token is renewed or
     ///   the secret fetched again (until it holds another password, for up to the acquire time-out: during a
-    ///   rotation the password changes on the server first), and the operation runs once more.
+    ///   rotation the password changes on the server first), and the operation runs once more;
+    /// - the server is not the writer ([`ErrorClass::ReadOnly`]: an Aurora failover made it a reader, and this
+    ///   service reached it through a connection opened before, or a cluster endpoint whose DNS still names it). Every
+    ///   connection opened before now is given up, and the operation runs again on new ones, which resolve the
+    ///   endpoint again, until one reaches the new writer;
+    /// - the server refused log-ins for coming too fast ([`ErrorClass::Throttled`]), or kept ending connections or
+    ///   turning new ones away (a restart, a failover's downtime). The operation waits, with jittered exponential
+    ///   back-off, and runs again.
+    ///
+    /// The last two go on for at most the pool's acquire time-out from the operation's start, as long as a request
+    /// would wait for a free connection; then the failure is the caller's to answer (503 with `Retry-After`).
     ///
     /// Running an operation again must be harmless, and every operation of this service is: a refused connection ran
-    /// nothing; ids are made by the service, so a repeated INSERT finds its own row (the repository treats that as
-    /// success, see `SeaOrmTaskRepository::create`); renames and deletes by id are idempotent; reads change nothing.
-    /// Any other failure is the database's real state, and the caller answers it (503 when it is unavailable).
+    /// nothing, nor did a statement a read-only server refused; ids are made by the service, so a repeated INSERT
+    /// finds its own row (the repository treats that as success, see `SeaOrmTaskRepository::create`); renames and
+    /// deletes by id are idempotent; reads change nothing. Any other failure is the database's real state, and the
+    /// caller answers it (503 when it is unavailable).
     pub async fn run<'d, T, F, Fut>(&'d self, operation: F) -> Result<T, DbErr>
     where
         F: Fn(Lease<'d>) -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        let mut failure = match operation(Lease::new(&self.connections, false)).await {
+        let started = tokio::time::Instant::now();
+        self.counters.operations.fetch_add(1, Ordering::Relaxed);
+        let mut failure = match operation(Lease::first(&self.connections)).await {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
         let first_cause = error_chain(&failure);
-        let mut retries = 0;
+        let (mut retries, mut lost, mut renewed) = (0, 0, false);
+        let mut pause = FIRST_PAUSE;
         loop {
             retries += 1;
-            match (failure.class(), &self.refresher) {
-                (ErrorClass::ConnectionLost, _) if retries <= LOST_CONNECTION_RETRIES => {
-                    self.counters.connection_lost_retries.fetch_add(1, Ordering::Relaxed);
+            let counter = match (failure.class(), &self.refresher) {
+                (ErrorClass::ConnectionLost, _) if lost < LOST_CONNECTION_RETRIES => {
+                    lost += 1;
                     self.connections.discard_parked();
+                    &self.counters.connection_lost_retries
                 }
-                (ErrorClass::AuthFailure, Some(refresher)) if retries == 1 => {
-                    self.counters.auth_failure_retries.fetch_add(1, Ordering::Relaxed);
+                (ErrorClass::AuthFailure, Some(refresher)) if !renewed => {
+                    renewed = true;
                     if let Err(renewal) = refresher.renew_after_refusal().await {
                         tracing::warn!(error = %error_chain(&renewal), "could not renew the credential for a retry");
                     }
+                    &self.counters.auth_failure_retries
+                }
+                (class @ (ErrorClass::ReadOnly | ErrorClass::Throttled | ErrorClass::ConnectionLost), _) => {
+                    let wait = pause.mul_f64(0.5 + fastrand::f64());
+                    if started.elapsed() + wait >= self.patience {
+                        return Err(failure);
+                    }
+                    let counter = match class {
+                        ErrorClass::ReadOnly => {
+                            self.connections.evict_older();
+                            &self.counters.read_only_retries
+                        }
+                        ErrorClass::Throttled => &self.counters.throttled_retries,
+                        _ => &self.counters.connection_lost_retries,
+                    };
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    counter
                 }
                 _ => return Err(failure),
-            }
-            match operation(Lease::new(&self.connections, true)).await {
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            match operation(Lease::retry(&self.connections, lost > 0)).await {
                 Ok(value) => {
                     tracing::warn!(cause = %first_cause, retries, "database operation retried and succeeded");
                     return Ok(value);
@@ -358,21 +411,25 @@ impl Database {
             idle,
             waiting,
             opened: self.counters.opened.load(Ordering::Relaxed),
+            operations: self.counters.operations.load(Ordering::Relaxed),
         }
     }
 
     /// How many times [`Database::run`] ran an operation again, by cause.
     #[must_use]
     pub fn retries(&self) -> Retries {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Retries {
-            connection_lost: self.counters.connection_lost_retries.load(Ordering::Relaxed),
-            auth_failure: self.counters.auth_failure_retries.load(Ordering::Relaxed),
+            connection_lost: read(&self.counters.connection_lost_retries),
+            auth_failure: read(&self.counters.auth_failure_retries),
+            read_only: read(&self.counters.read_only_retries),
+            throttled: read(&self.counters.throttled_retries),
         }
     }
 
-    /// Round-trips to the server: the readiness probe.
-    pub async fn ping(&self) -> Result<(), DbErr> {
-        self.run(|lease| async move { lease.ping().await }).await
+    /// Asks the server whether it can write, which proves it answers: the readiness probe.
+    pub async fn role(&self) -> Result<ServerRole, DbErr> {
+        self.run(|lease| async move { lease.role().await }).await
     }
 
     /// Applies pending migrations, or at most `steps` of them.
@@ -421,13 +478,24 @@ impl Database {
 ///
 /// Every connection the pool opens, whatever the backend or authentication, goes through `after_connect`, where it
 /// is counted.
-fn pool_options<DB: sqlx::Database>(settings: &PoolSettings, counters: &Arc<Counters>) -> PoolOptions<DB> {
+///
+/// A connection opened before a failover was noticed is closed when handed out or returned (see [`Turnover`]). The
+/// pool opens a replacement at once for a connection `before_acquire` turns down, so that waits for a turn to open
+/// one first; when the turn would come too late, the pool's own acquire time-out ends the wait, and no connection is
+/// opened out of turn.
+fn pool_options<DB: sqlx::Database>(
+    settings: &PoolSettings,
+    counters: &Arc<Counters>,
+    turnover: &Arc<Turnover>,
+) -> PoolOptions<DB> {
     let PoolSettings {
         max_lifetime,
         idle_timeout,
+        acquire_timeout,
         ..
     } = *settings;
     let counters = Arc::clone(counters);
+    let (checking, releasing) = (Arc::clone(turnover), Arc::clone(turnover));
     PoolOptions::new()
         .after_connect(move |_, _| {
             counters.opened.fetch_add(1, Ordering::Relaxed);
@@ -437,25 +505,46 @@ fn pool_options<DB: sqlx::Database>(settings: &PoolSettings, counters: &Arc<Coun
         .idle_timeout(None)
         .test_before_acquire(false)
         .before_acquire(move |connection: &mut DB::Connection, metadata| {
+            let turnover = Arc::clone(&checking);
             Box::pin(async move {
-                if metadata.age >= max_lifetime || metadata.idle_for >= idle_timeout {
+                let outcome = if metadata.age >= max_lifetime
+                    || metadata.idle_for >= idle_timeout
+                    || turnover.eviction.opened_before_failover(metadata.age)
+                {
                     // `false` makes the pool close this connection and hand out another one.
-                    return Ok(false);
+                    Ok(false)
+                } else if metadata.idle_for > RECENTLY_USED {
+                    connection.ping().await.map(|()| true)
+                } else {
+                    return Ok(true);
+                };
+                if !matches!(outcome, Ok(true)) {
+                    let deadline = tokio::time::Instant::now() + acquire_timeout;
+                    if !turnover.pace.wait_turn(deadline).await {
+                        tokio::time::sleep_until(deadline).await;
+                    }
                 }
-                if metadata.idle_for > RECENTLY_USED {
-                    connection.ping().await?;
-                }
-                Ok(true)
+                outcome
             })
         })
-        .after_release(move |_, metadata| Box::pin(async move { Ok(metadata.age < max_lifetime) }))
+        .after_release(move |_, metadata| {
+            let keep = metadata.age < max_lifetime && !releasing.eviction.opened_before_failover(metadata.age);
+            Box::pin(std::future::ready(Ok(keep)))
+        })
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(settings.acquire_timeout)
 }
 
-/// How many times [`Database::run`] runs an operation again after its connection was lost.
+/// How many times [`Database::run`] runs an operation again at once after its connection was lost; after that it
+/// waits between attempts, as for an unavailable server.
 const LOST_CONNECTION_RETRIES: u32 = 2;
+
+/// The first wait of [`Database::run`]'s back-off (each wait is this, doubled for every earlier wait, times a random
+/// factor from 0.5 to 1.5), and the longest: short enough that an operation goes on within about that of the
+/// writer accepting connections again.
+const FIRST_PAUSE: Duration = Duration::from_millis(25);
+const MAX_PAUSE: Duration = Duration::from_millis(400);
 
 /// What a driver's connection is configured with.
 type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;

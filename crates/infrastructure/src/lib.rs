@@ -5,11 +5,13 @@ mod connections;
 mod database;
 mod repository;
 pub mod settings;
+mod turnover;
 
 pub use aws_config::SdkConfig;
-pub use connections::Lease;
+pub use connections::{Lease, ServerRole};
 pub use database::{Database, DatabaseError, MigrationState, PoolStatus, Retries};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{
-    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, TlsSettings,
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, ReaderEndpoint, SecretsManagerSettings,
+    TlsSettings,
 };

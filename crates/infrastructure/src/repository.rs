@@ -1,25 +1,99 @@
 //! The SeaORM implementation of [`TaskRepository`]: one statement per call, so each call is atomic without an
 //! explicit transaction.
 
-use domain::{DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use domain::{Consistency, DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use entity::tasks;
-use rds_iam::{Classify, ErrorClass};
+use rds_iam::{Classify, ErrorClass, error_chain};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr};
 
-use crate::Database;
+use crate::{Database, Lease};
 
 /// Tasks kept in the `tasks` table of a PostgreSQL, MySQL/MariaDB or SQLite database. Every call goes through
 /// [`Database::run`], so an operation whose connection was lost, or refused for an expired token, runs once more.
+///
+/// With a reader (an Aurora reader endpoint, a replica), eventual reads go to it and everything else to the writer.
+/// A reader that cannot be reached sends its read to the writer, and the reads of the next [`READER_REST`] too, so
+/// that an outage of the reader costs one read a short wait, not every read.
 #[derive(Debug, Clone)]
 pub struct SeaOrmTaskRepository {
     database: Database,
+    reader: Option<Reader>,
 }
+
+#[derive(Debug, Clone)]
+struct Reader {
+    database: Database,
+    /// Until when reads skip the reader, after it could not be reached.
+    resting_until: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How long reads go to the writer after the reader could not be reached, before the reader is tried again.
+const READER_REST: Duration = Duration::from_secs(5);
 
 impl SeaOrmTaskRepository {
     #[must_use]
     pub fn new(database: Database) -> Self {
-        Self { database }
+        Self { database, reader: None }
+    }
+
+    /// Sends eventual reads to `reader`.
+    #[must_use]
+    pub fn with_reader(self, reader: Database) -> Self {
+        Self {
+            reader: Some(Reader {
+                database: reader,
+                resting_until: Arc::default(),
+            }),
+            ..self
+        }
+    }
+
+    /// Runs a read on the reader when `consistency` allows it and the reader is not resting, else on the writer.
+    async fn read<'d, T, F, Fut>(&'d self, consistency: Consistency, operation: F) -> Result<T, DbErr>
+    where
+        F: Fn(Lease<'d>) -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        match &self.reader {
+            Some(reader) if consistency == Consistency::Eventual && !reader.resting() => {
+                match reader.database.run(&operation).await {
+                    Err(error) if is_unavailable(&error) => {
+                        tracing::warn!(
+                            error = %error_chain(&error),
+                            rest_secs = READER_REST.as_secs(),
+                            "the reader cannot be reached: reads go to the writer for now"
+                        );
+                        reader.rest();
+                        self.database.run(operation).await
+                    }
+                    result => result,
+                }
+            }
+            _ => self.database.run(operation).await,
+        }
+    }
+}
+
+impl Reader {
+    fn resting(&self) -> bool {
+        let mut until = self.resting_until.lock().unwrap_or_else(PoisonError::into_inner);
+        match *until {
+            Some(moment) if Instant::now() < moment => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn rest(&self) {
+        *self.resting_until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + READER_REST);
     }
 }
 
@@ -55,21 +129,21 @@ impl TaskRepository for SeaOrmTaskRepository {
     }
 
     #[tracing::instrument(name = "select task", skip(self))]
-    async fn get(&self, id: TaskId) -> Result<Task, DomainError> {
-        self.database
-            .run(|lease| async move { tasks::Entity::find_by_id(*id.as_uuid()).one(&lease).await })
-            .await
-            .map_err(storage_error)?
-            .map(task_from_row)
-            .ok_or(DomainError::NotFound(id))
+    async fn get(&self, id: TaskId, consistency: Consistency) -> Result<Task, DomainError> {
+        self.read(consistency, |lease| async move {
+            tasks::Entity::find_by_id(*id.as_uuid()).one(&lease).await
+        })
+        .await
+        .map_err(storage_error)?
+        .map(task_from_row)
+        .ok_or(DomainError::NotFound(id))
     }
 
     #[tracing::instrument(name = "select page of tasks", skip(self))]
-    async fn list(&self, request: PageRequest) -> Result<Page, DomainError> {
+    async fn list(&self, request: PageRequest, consistency: Consistency) -> Result<Page, DomainError> {
         let limit = usize::from(request.limit.get());
         let mut rows = self
-            .database
-            .run(|lease| async move {
+            .read(consistency, |lease| async move {
                 let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id);
                 if let Some(after) = request.after {
                     query = query.filter(tasks::Column::Id.gt(*after.as_uuid()));
@@ -151,11 +225,16 @@ fn storage_error(error: DbErr) -> DomainError {
     }
 }
 
-/// The server could not be reached, dropped the session (even after the retry) or refused the connection's
-/// credentials: the classes `rds-iam` sorts errors into, shared with the retry logic.
+/// The server could not be reached, dropped the session, refused the connection's credentials or log-ins for
+/// coming too fast, or could not write because no writer was reachable (a failover), even after the retries: the
+/// classes `rds-iam` sorts errors into, shared with the retry logic.
 fn is_unavailable(error: &DbErr) -> bool {
     matches!(
         error.class(),
-        ErrorClass::Unavailable | ErrorClass::ConnectionLost | ErrorClass::AuthFailure
+        ErrorClass::Unavailable
+            | ErrorClass::ConnectionLost
+            | ErrorClass::AuthFailure
+            | ErrorClass::ReadOnly
+            | ErrorClass::Throttled
     )
 }

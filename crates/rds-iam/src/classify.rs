@@ -17,6 +17,17 @@ pub enum ErrorClass {
     /// fails this way when next used, so running the statement again on a fresh connection usually succeeds; whether
     /// that is safe depends on the statement (it may have been applied before the connection broke).
     ConnectionLost,
+    /// The server took the statement but cannot write: a reader, or an old writer that a failover turned into one
+    /// and that the client still reaches through a cached DNS answer or a connection opened before the failover.
+    /// PostgreSQL's 25006 (`read_only_sql_transaction`, which MySQL's 1792 carries too) and MySQL's 1290
+    /// (`--read-only`, what an Aurora MySQL reader answers) and 1836 (`ER_READ_ONLY_MODE`). The connection is alive
+    /// but on the wrong instance: a new one, opened after the cluster endpoint has moved, reaches the writer. Nothing
+    /// was written, so running the statement again is always safe.
+    ReadOnly,
+    /// The server refused a new connection because log-ins come too fast: RDS's "IAM authentication failed because of
+    /// too many competing requests", RDS Proxy's MySQL error 1040, or PostgreSQL's `too_many_connections` (53300).
+    /// Nothing ran; backing off and trying again succeeds once the storm has passed.
+    Throttled,
     /// No connection could be had: pool time-outs, a closed pool, insufficient resources (53). Worth retrying later.
     Unavailable,
     /// Everything else: the statement itself failed.
@@ -37,26 +48,32 @@ pub fn classify(error: &sqlx::Error) -> ErrorClass {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => ErrorClass::ConnectionLost,
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
-        sqlx::Error::Database(error) if is_mysql_connection_lost(error.as_ref()) => ErrorClass::ConnectionLost,
-        sqlx::Error::Database(error) => error.code().map_or(ErrorClass::Other, |code| classify_sqlstate(&code)),
+        sqlx::Error::Database(error) => mysql_class(error.as_ref())
+            .unwrap_or_else(|| error.code().map_or(ErrorClass::Other, |code| classify_sqlstate(&code))),
         _ => ErrorClass::Other,
     }
 }
 
-/// MySQL's lost-connection errors, by number: their SQLSTATEs (HY000, 70100) are shared with unrelated errors.
-/// 2006 and 2013 are the C client's "server has gone away" and "lost connection", which proxies pass on; 4031 is the
-/// server closing an idle session (MySQL 8.0.24 and later; MariaDB gives that number to a DDL error that DML never
-/// meets); 1927 is a session killed by `KILL`.
+/// MySQL errors whose class their number tells and their SQLSTATE does not: HY000 and 70100 are shared with
+/// unrelated errors.
+/// - Connection lost: 2006 and 2013 are the C client's "server has gone away" and "lost connection", which proxies
+///   pass on; 4031 is the server closing an idle session (MySQL 8.0.24 and later; MariaDB gives that number to a DDL
+///   error that DML never meets); 1927 is a session killed by `KILL`.
+/// - Read-only: 1290 is `--read-only` refusing a statement (an Aurora MySQL reader), 1836 `ER_READ_ONLY_MODE`.
+/// - Throttled: 1040, "too many connections", which RDS Proxy answers when IAM log-ins come too fast.
 #[cfg(feature = "mysql")]
-fn is_mysql_connection_lost(error: &dyn sqlx::error::DatabaseError) -> bool {
-    error
-        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-        .is_some_and(|error| matches!(error.number(), 2006 | 2013 | 4031 | 1927))
+fn mysql_class(error: &dyn sqlx::error::DatabaseError) -> Option<ErrorClass> {
+    match error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()?.number() {
+        2006 | 2013 | 4031 | 1927 => Some(ErrorClass::ConnectionLost),
+        1290 | 1836 => Some(ErrorClass::ReadOnly),
+        1040 => Some(ErrorClass::Throttled),
+        _ => None,
+    }
 }
 
 #[cfg(not(feature = "mysql"))]
-fn is_mysql_connection_lost(_: &dyn sqlx::error::DatabaseError) -> bool {
-    false
+fn mysql_class(_: &dyn sqlx::error::DatabaseError) -> Option<ErrorClass> {
+    None
 }
 
 /// Classifies a SQLSTATE.
@@ -73,6 +90,10 @@ pub fn classify_sqlstate(code: &str) -> ErrorClass {
         ErrorClass::Other
     } else if code.starts_with("08") || ["57P01", "57P02", "57P03", "57P05"].contains(&code) {
         ErrorClass::ConnectionLost
+    } else if code == "25006" {
+        ErrorClass::ReadOnly
+    } else if code == "53300" {
+        ErrorClass::Throttled
     } else if code.starts_with("53") || code.starts_with("57P") {
         ErrorClass::Unavailable
     } else {
@@ -106,8 +127,11 @@ impl Classify for sea_orm::DbErr {
             // Any failure to obtain a connection, whether the pool is exhausted or a new connection is refused: no
             // statement was sent, and the pool has already waited and retried as long as it was allowed to.
             DbErr::ConnectionAcquire(_) => ErrorClass::Unavailable,
+            // A new connection refused for its credentials or for coming too fast, or cut off or turned away while
+            // the server restarts (MySQL's 1053, 08S01, where PostgreSQL's 57P03 is waited out by the pool): each
+            // has its own remedy. Anything else that stops a connection opening is the server's lasting state.
             DbErr::Conn(RuntimeErr::SqlxError(error)) => match classify(error) {
-                ErrorClass::AuthFailure => ErrorClass::AuthFailure,
+                class @ (ErrorClass::AuthFailure | ErrorClass::Throttled | ErrorClass::ConnectionLost) => class,
                 _ => ErrorClass::Unavailable,
             },
             DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => classify(error),
@@ -128,7 +152,10 @@ mod tests {
             ("28000", ErrorClass::AuthFailure),
             ("08006", ErrorClass::ConnectionLost),
             ("08P01", ErrorClass::Other),
-            ("53300", ErrorClass::Unavailable),
+            ("53300", ErrorClass::Throttled),
+            ("53200", ErrorClass::Unavailable),
+            ("25006", ErrorClass::ReadOnly),
+            ("25001", ErrorClass::Other),
             ("57P01", ErrorClass::ConnectionLost),
             ("57P02", ErrorClass::ConnectionLost),
             ("57P03", ErrorClass::ConnectionLost),

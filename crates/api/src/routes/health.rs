@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use domain::DomainError;
-use infrastructure::Database;
+use infrastructure::{Database, ServerRole};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,9 +34,21 @@ pub(crate) struct Live {
 pub(crate) struct Ready {
     #[schema(pattern = "^ready$")]
     status: &'static str,
+    /// Whether the database server reached takes writes. `reader` on a writer's endpoint means it is an old writer
+    /// that a failover demoted, still reached through a cached DNS answer: writes are retried until they reach the
+    /// new writer.
+    role: Role,
     /// Only with IAM authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     iam_token: Option<IamToken>,
+}
+
+/// What the database server reached can do.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    Writer,
+    Reader,
 }
 
 /// The IAM token in force and how its renewals went.
@@ -77,8 +89,8 @@ pub(crate) async fn ready(database: web::Data<Database>) -> Result<HttpResponse,
             last_error: status.last_error.clone(),
         });
     }
-    database
-        .ping()
+    let role = database
+        .role()
         .await
         .map_err(|error| DomainError::Unavailable(Box::new(error)))?;
     let iam_token = token.map(|status| IamToken {
@@ -89,6 +101,10 @@ pub(crate) async fn ready(database: web::Data<Database>) -> Result<HttpResponse,
     });
     Ok(HttpResponse::Ok().json(Ready {
         status: "ready",
+        role: match role {
+            ServerRole::Writer => Role::Writer,
+            ServerRole::Reader => Role::Reader,
+        },
         iam_token,
     }))
 }

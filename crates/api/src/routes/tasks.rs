@@ -4,8 +4,10 @@ use std::future::{Ready, ready};
 
 use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use domain::{PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
+use domain::{Consistency, PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -123,6 +125,54 @@ impl FromRequest for TaskIdParam {
     }
 }
 
+/// The request header that says how fresh a read must be.
+const CONSISTENCY: HeaderName = HeaderName::from_static("consistency");
+
+/// A read's `Consistency` header: `eventual` (the default) lets it be served by a reader, which may lag a moment
+/// behind the writer; `strong` sends it to the writer, for a client that reads back what it has just written.
+pub(crate) struct ReadConsistency(Consistency);
+
+impl FromRequest for ReadConsistency {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let mut values = request.headers().get_all(CONSISTENCY);
+        let consistency = match (values.next().map(|value| value.to_str().map(str::trim)), values.next()) {
+            (None, _) => Ok(Consistency::Eventual),
+            (Some(Ok(value)), None) if value.eq_ignore_ascii_case("eventual") => Ok(Consistency::Eventual),
+            (Some(Ok(value)), None) if value.eq_ignore_ascii_case("strong") => Ok(Consistency::Strong),
+            _ => Err(ApiError::InvalidHeader {
+                name: "Consistency",
+                expected: "`strong` or `eventual`, once",
+            }),
+        };
+        ready(consistency.map(Self))
+    }
+}
+
+/// The header as the OpenAPI document declares it, wherever a read takes it.
+impl IntoParams for ReadConsistency {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let values = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["strong", "eventual"]))
+            .default(Some("eventual".into()));
+        vec![
+            ParameterBuilder::new()
+                .name("Consistency")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "`strong`: read from the writer, seeing every write acknowledged before the request; `eventual` \
+                     (the default): from the reader endpoint when one is configured, which may lag a moment behind.",
+                ))
+                .schema(Some(values))
+                .build(),
+        ]
+    }
+}
+
 /// List tasks in id order, one page at a time.
 ///
 /// Ids are time-ordered, so this is also creation order. When more tasks follow, the response carries
@@ -131,11 +181,11 @@ impl FromRequest for TaskIdParam {
     get,
     path = "/tasks",
     tag = "tasks",
-    params(ListQuery),
+    params(ListQuery, ReadConsistency),
     responses(
         (status = 200, description = "One page of tasks", body = [TaskResource],
             headers(("Link" = String, description = "RFC 8288 link to the next page, when there is one"))),
-        (status = 400, description = "Bad limit or after"),
+        (status = 400, description = "Bad limit, after or Consistency"),
         (status = 500, description = "The database failed"),
         (status = 503, description = "Database unreachable"),
     )
@@ -144,6 +194,7 @@ impl FromRequest for TaskIdParam {
 pub(crate) async fn list_tasks<R: TaskRepository>(
     repository: web::Data<R>,
     query: web::Query<ListQuery>,
+    consistency: ReadConsistency,
 ) -> Result<HttpResponse, ApiError> {
     let ListQuery { limit, after } = query.into_inner();
     let limit = match limit {
@@ -151,7 +202,7 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
         None => PageLimit::DEFAULT,
     };
     let after = after.as_deref().map(str::parse::<TaskId>).transpose()?;
-    let page = repository.list(PageRequest { limit, after }).await?;
+    let page = repository.list(PageRequest { limit, after }, consistency.0).await?;
     let mut response = HttpResponse::Ok();
     if let Some(next) = page.next_after {
         response.insert_header((
@@ -255,10 +306,10 @@ pub(crate) async fn create_task<R: TaskRepository>(
     get,
     path = "/tasks/{id}",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(("id" = Uuid, Path, description = "The task's id"), ReadConsistency),
     responses(
         (status = 200, description = "The task", body = TaskResource),
-        (status = 400, description = "Not a UUID"),
+        (status = 400, description = "Not a UUID, or a bad Consistency"),
         (status = 404, description = "No such task"),
         (status = 500, description = "The database failed"),
         (status = 503, description = "Database unreachable"),
@@ -268,8 +319,9 @@ pub(crate) async fn create_task<R: TaskRepository>(
 pub(crate) async fn get_task<R: TaskRepository>(
     repository: web::Data<R>,
     id: TaskIdParam,
+    consistency: ReadConsistency,
 ) -> Result<HttpResponse, ApiError> {
-    let task = repository.get(id.0).await?;
+    let task = repository.get(id.0, consistency.0).await?;
     Ok(HttpResponse::Ok().json(TaskResource::from(task)))
 }
 

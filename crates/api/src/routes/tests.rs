@@ -13,7 +13,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, web};
-use domain::{DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
+use domain::{Consistency, DomainError, Page, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -58,12 +58,12 @@ impl TaskRepository for InMemory {
         Ok(())
     }
 
-    async fn get(&self, id: TaskId) -> Result<Task, DomainError> {
+    async fn get(&self, id: TaskId, _: Consistency) -> Result<Task, DomainError> {
         let name = self.tasks().get(&id).cloned().ok_or(DomainError::NotFound(id))?;
         Ok(Task { id, name })
     }
 
-    async fn list(&self, request: PageRequest) -> Result<Page, DomainError> {
+    async fn list(&self, request: PageRequest, _: Consistency) -> Result<Page, DomainError> {
         let limit = usize::from(request.limit.get());
         let after = request.after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut tasks: Vec<Task> = self
@@ -105,11 +105,11 @@ impl TaskRepository for Failing {
         Err((self.0)())
     }
 
-    async fn get(&self, _: TaskId) -> Result<Task, DomainError> {
+    async fn get(&self, _: TaskId, _: Consistency) -> Result<Task, DomainError> {
         Err((self.0)())
     }
 
-    async fn list(&self, _: PageRequest) -> Result<Page, DomainError> {
+    async fn list(&self, _: PageRequest, _: Consistency) -> Result<Page, DomainError> {
         Err((self.0)())
     }
 

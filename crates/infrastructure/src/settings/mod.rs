@@ -4,10 +4,11 @@
 
 mod url;
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rds_iam::{IamSettings, SecretId, TlsMode};
+use rds_iam::{DatabaseResource, IamSettings, SecretId, TlsMode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -36,7 +37,22 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
     pub auth: Auth,
     pub tls: TlsSettings,
+    /// A second pool, for reads that may lag a moment behind the writer: an Aurora reader endpoint, say.
+    pub reader: Option<ReaderEndpoint>,
 }
+
+/// Where the reader pool connects.
+#[derive(Debug, Clone)]
+pub enum ReaderEndpoint {
+    /// This URL: the same engine, user and database as the writer's, at another host.
+    Url(DatabaseUrl),
+    /// The reader endpoint of the Aurora cluster `database.iam.cluster_id` names, looked up as the writer's is.
+    OfCluster,
+}
+
+/// How long a read waits for the reader pool before it goes to the writer instead: a reader that does not answer
+/// should cost a read little more than this, and the reads after it nothing (see `SeaOrmTaskRepository`).
+const READER_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How the service proves who it is.
 #[derive(Debug, Clone)]
@@ -68,6 +84,10 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Connections this old are replaced when handed out or returned.
     pub max_lifetime: Duration,
+    /// New connections this process opens in any one second, at most: after a failover or a mass disconnect, the
+    /// pool reconnects at this pace (with jitter) while requests wait in its queue, instead of every process of a
+    /// fleet logging in at once and tripping RDS's IAM throttling.
+    pub max_new_per_sec: NonZeroU32,
 }
 
 /// TLS to the database server, resolved once from `database.tls.mode`, the URL's `sslmode` and the auth mode.
@@ -82,6 +102,33 @@ impl DatabaseSettings {
     #[must_use]
     pub fn backend(&self) -> DatabaseBackend {
         self.url.backend()
+    }
+
+    /// The settings of the reader pool, when one is configured: the writer's, at the reader's endpoint (with IAM,
+    /// tokens are signed for it), with no migrations, and a short wait for a connection, after which reads go to
+    /// the writer.
+    #[must_use]
+    pub fn reader_settings(&self) -> Option<Self> {
+        let mut reader = Self {
+            migrate_on_start: false,
+            reader: None,
+            pool: PoolSettings {
+                acquire_timeout: self.pool.acquire_timeout.min(READER_PATIENCE),
+                ..self.pool
+            },
+            ..self.clone()
+        };
+        match self.reader.as_ref()? {
+            ReaderEndpoint::Url(url) => reader.url = url.clone(),
+            ReaderEndpoint::OfCluster => {
+                if let Auth::Iam(iam) = &mut reader.auth
+                    && let Some(DatabaseResource::Cluster { reader, .. }) = &mut iam.resource
+                {
+                    *reader = true;
+                }
+            }
+        }
+        Some(reader)
     }
 }
 
@@ -99,6 +146,7 @@ struct RawDatabaseSettings {
     idle_timeout_secs: Duration,
     #[serde(deserialize_with = "seconds")]
     max_lifetime_secs: Duration,
+    max_new_connections_per_sec: NonZeroU32,
     migrate_on_start: bool,
     auth: AuthMode,
     iam: IamSettings,
@@ -106,6 +154,16 @@ struct RawDatabaseSettings {
     #[serde(deserialize_with = "seconds", default = "default_secret_refresh")]
     secret_refresh_secs: Duration,
     tls: RawTlsSettings,
+    #[serde(default)]
+    reader: RawReaderSettings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReaderSettings {
+    url: Option<DatabaseUrl>,
+    #[serde(default)]
+    of_cluster: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -165,7 +223,7 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
         };
         let auth = match (raw.auth, raw.secret_id) {
             (AuthMode::SecretsManager, secret_id) => {
-                check_secrets_manager_url(&raw.url, password.is_some())?;
+                check_secrets_manager_url("database.url", &raw.url, password.is_some())?;
                 Auth::SecretsManager(secrets_manager_settings(secret_id, raw.secret_refresh_secs)?)
             }
             (_, Some(_)) => {
@@ -176,11 +234,13 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
             }
             (AuthMode::Password, None) => Auth::Password(password),
             (AuthMode::Iam, None) => {
-                check_iam_url(&raw.url, password.is_some())?;
+                check_iam_url("database.url", &raw.url, password.is_some())?;
                 Auth::Iam(Box::new(raw.iam))
             }
         };
+        let reader = reader_endpoint(raw.reader, &raw.url, &auth)?;
         Ok(Self {
+            reader,
             url: raw.url,
             pool: PoolSettings {
                 max_connections: raw.max_connections,
@@ -188,6 +248,7 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
                 acquire_timeout: raw.acquire_timeout_secs,
                 idle_timeout: raw.idle_timeout_secs,
                 max_lifetime: raw.max_lifetime_secs,
+                max_new_per_sec: raw.max_new_connections_per_sec,
             },
             migrate_on_start: raw.migrate_on_start,
             auth,
@@ -196,8 +257,56 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
     }
 }
 
+/// The reader pool's endpoint, if one is configured, checked against the writer's settings: the same engine, no
+/// password of its own (the writer's authentication serves both), and what the writer's way of authenticating
+/// needs of a URL.
+fn reader_endpoint(
+    raw: RawReaderSettings,
+    writer: &DatabaseUrl,
+    auth: &Auth,
+) -> Result<Option<ReaderEndpoint>, String> {
+    match (raw.url, raw.of_cluster) {
+        (None, false) => Ok(None),
+        (Some(_), true) => Err(invalid(
+            "database.reader.of_cluster",
+            "and database.reader.url both name the reader: keep one of them",
+        )),
+        (None, true) => match auth {
+            Auth::Iam(iam) if matches!(iam.resource, Some(DatabaseResource::Cluster { reader: false, .. })) => {
+                Ok(Some(ReaderEndpoint::OfCluster))
+            }
+            _ => Err(invalid(
+                "database.reader.of_cluster",
+                "needs database.auth = iam with database.iam.cluster_id (and not use_reader_endpoint), whose reader \
+                 endpoint it looks up; otherwise set database.reader.url",
+            )),
+        },
+        (Some(url), false) => {
+            if url.backend() != writer.backend() || url.backend() == DatabaseBackend::Sqlite {
+                return Err(invalid(
+                    "database.reader.url",
+                    "must be a postgres:// or mysql:// URL of the same engine as database.url",
+                ));
+            }
+            if url.password().is_some() {
+                return Err(invalid(
+                    "database.reader.url",
+                    "must not hold a password: the reader is logged in to as the writer is (database.password, IAM \
+                     or the secret)",
+                ));
+            }
+            match auth {
+                Auth::Iam(_) => check_iam_url("database.reader.url", &url, false)?,
+                Auth::SecretsManager(_) => check_secrets_manager_url("database.reader.url", &url, false)?,
+                Auth::Password(_) => {}
+            }
+            Ok(Some(ReaderEndpoint::Url(url)))
+        }
+    }
+}
+
 /// What IAM authentication needs from the URL: a server that has it, a user, and no password.
-fn check_iam_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
+fn check_iam_url(key: &str, url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
     if url.backend() == DatabaseBackend::Sqlite {
         return Err(invalid(
             "database.auth",
@@ -207,7 +316,7 @@ fn check_iam_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
     }
     if url.as_url().username().is_empty() {
         return Err(invalid(
-            "database.url",
+            key,
             "IAM authentication needs the database user in the URL: postgres://db_iam_user@host:5432/db or \
              mysql://db_iam_user@host:3306/db",
         ));
@@ -241,10 +350,10 @@ fn secrets_manager_settings(secret_id: Option<String>, refresh: Duration) -> Res
 /// What Secrets Manager authentication needs from the URL: the engine (its scheme), and neither a user nor a password,
 /// which come from the secret. The secret's host, port and database name fill in what the URL leaves out, so
 /// `postgres://` or `mysql://` alone will do when the secret says where the database is.
-fn check_secrets_manager_url(url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
+fn check_secrets_manager_url(key: &str, url: &DatabaseUrl, has_password: bool) -> Result<(), String> {
     if url.backend() == DatabaseBackend::Sqlite {
         return Err(invalid(
-            "database.url",
+            key,
             "must be postgres:// or mysql:// with database.auth = secrets-manager; the scheme alone will do when the \
              secret holds the host, port and dbname, and whatever the URL does hold wins over the secret (an RDS \
              Proxy endpoint, say)",
@@ -259,7 +368,7 @@ fn check_secrets_manager_url(url: &DatabaseUrl, has_password: bool) -> Result<()
     }
     if !url.as_url().username().is_empty() {
         return Err(invalid(
-            "database.url",
+            key,
             "must not name a user with database.auth = secrets-manager: the user comes from the secret, and a \
              rotation may change it",
         ));
