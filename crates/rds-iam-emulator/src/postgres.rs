@@ -1,6 +1,7 @@
 //! The PostgreSQL front end: SSL negotiation, the cleartext password exchange RDS uses for IAM users, then a session
 //! as the same user on the upstream server (which must trust the emulator), relayed both ways.
 
+mod conflicts;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -142,10 +143,16 @@ async fn authenticate(
         match message.authentication_code() {
             Some(0) => {
                 client.write_all(&message.to_bytes()).await?;
+                // Reading every message costs more than copying bytes: only with conflicts to inject.
+                let relay = if shared.conflicts.is_some() {
+                    Relay::PostgresConflicts
+                } else {
+                    Relay::Bytes
+                };
                 return Ok(Some(Session {
                     client,
                     upstream,
-                    relay: Relay::Bytes,
+                    relay,
                 }));
             }
             Some(code) => {
@@ -172,6 +179,15 @@ async fn authenticate(
             }
         }
     }
+}
+
+/// Relays an open session, answering a share of its commits with DSQL's conflict (see [`conflicts`]).
+pub(crate) async fn relay_with_conflicts(
+    client: TlsStream<TcpStream>,
+    upstream: TcpStream,
+    injector: &crate::state::ConflictInjector,
+) -> std::io::Result<()> {
+    conflicts::relay(client, upstream, injector).await
 }
 
 /// Refuses a client over the emulator's connection limit in PostgreSQL's words, before TLS, once it has sent its
