@@ -28,6 +28,37 @@ pub const DSQL_ADMIN_USER: &str = "admin";
 /// age never hands out one that is about to be closed under a statement.
 pub const DSQL_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(55 * 60);
 
+/// What a DSQL token lets its bearer do: log in as the `admin` role, or as a custom role (one linked to the signing
+/// IAM identity with `AWS IAM GRANT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsqlAction {
+    /// `DbConnect`: any role but `admin`.
+    DbConnect,
+    /// `DbConnectAdmin`: the `admin` role.
+    DbConnectAdmin,
+}
+
+impl DsqlAction {
+    /// The action a connection logging in as `role` needs: `DbConnectAdmin` for [`DSQL_ADMIN_USER`] only.
+    #[must_use]
+    pub fn for_role(role: &str) -> Self {
+        if role == DSQL_ADMIN_USER {
+            Self::DbConnectAdmin
+        } else {
+            Self::DbConnect
+        }
+    }
+
+    /// The action's name, as the token carries it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DbConnect => "DbConnect",
+            Self::DbConnectAdmin => "DbConnectAdmin",
+        }
+    }
+}
+
 /// A DSQL cluster's identifier, the first label of its endpoint (`kaabtu3ivgyiv7yeqqqzxcvfne`): lowercase letters
 /// and digits, as DSQL makes them, so that it is a host name label as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +108,8 @@ impl fmt::Display for DsqlClusterId {
 }
 
 /// Signs Aurora DSQL tokens with `aws-sdk-dsql`'s generator and whatever credentials the AWS configuration resolves:
-/// `DbConnectAdmin` tokens when the user is [`DSQL_ADMIN_USER`], `DbConnect` tokens for any other role.
+/// `DbConnectAdmin` tokens for the role [`DSQL_ADMIN_USER`], `DbConnect` tokens for any other
+/// ([`DsqlAction::for_role`]).
 ///
 /// As a [`CredentialSource`] it plugs into [`IamPoolBuilder::credential_source`](crate::IamPoolBuilder), so the
 /// first token is signed before the pool opens anything and the [`TokenRefresher`](crate::TokenRefresher) renews it
@@ -86,12 +118,12 @@ impl fmt::Display for DsqlClusterId {
 /// ```no_run
 /// use std::str::FromStr;
 ///
-/// use rds_iam::{DsqlTokenSigner, TokenLifetime};
+/// use rds_iam::{DsqlAction, DsqlTokenSigner, TokenLifetime};
 /// use sqlx::postgres::PgConnectOptions;
 ///
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let host = "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws";
-/// let signer = DsqlTokenSigner::new(host, "admin", None, TokenLifetime::MAX, None).await?;
+/// let signer = DsqlTokenSigner::new(host, DsqlAction::for_role("admin"), None, TokenLifetime::MAX, None).await?;
 /// let database = rds_iam::PgIamPool::builder(PgConnectOptions::from_str(&format!("postgres://admin@{host}/postgres"))?)
 ///     .credential_source(signer)
 ///     .connect()
@@ -108,17 +140,17 @@ pub struct DsqlTokenSigner {
     region: Region,
     /// The cluster endpoint, without a port: DSQL tokens name none.
     host: String,
-    /// The role connections log in as.
-    user: String,
+    action: DsqlAction,
     lifetime: TokenLifetime,
 }
 
 impl DsqlTokenSigner {
-    /// A signer for `user` on the cluster whose endpoint is `host`. The region is `region`, else the one in the host
-    /// name, else the AWS region chain's; the default credential chain is loaded unless `sdk_config` is given.
+    /// A signer of `action` tokens for the cluster whose endpoint is `host`. The region is `region`, else the one in
+    /// the host name, else the AWS region chain's; the default credential chain is loaded unless `sdk_config` is
+    /// given.
     pub async fn new(
         host: impl Into<String>,
-        user: impl Into<String>,
+        action: DsqlAction,
         region: Option<String>,
         lifetime: TokenLifetime,
         sdk_config: Option<SdkConfig>,
@@ -129,15 +161,15 @@ impl DsqlTokenSigner {
             sdk_config,
             region,
             host,
-            user: user.into(),
+            action,
             lifetime,
         })
     }
 
-    /// Whether tokens are for the `admin` role (`DbConnectAdmin`).
+    /// What the tokens are for.
     #[must_use]
-    pub fn is_admin(&self) -> bool {
-        self.user == DSQL_ADMIN_USER
+    pub fn action(&self) -> DsqlAction {
+        self.action
     }
 
     /// The region tokens are signed for.
@@ -159,10 +191,11 @@ impl DsqlTokenSigner {
         let fail = |source| {
             CredentialError::new(
                 format!(
-                    "cannot sign a DSQL token for {} on {} (AWS credentials come from the SDK's default chain: \
+                    "cannot sign a DSQL {} token for {} (AWS credentials come from the SDK's default chain: \
                      AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, SSO, web identity, ECS or EC2 \
                      instance roles)",
-                    self.user, self.host
+                    self.action.as_str(),
+                    self.host
                 ),
                 source,
             )
@@ -176,10 +209,9 @@ impl DsqlTokenSigner {
             .build()
             .map_err(fail)?;
         let generator = AuthTokenGenerator::new(config);
-        let token = if self.is_admin() {
-            generator.db_connect_admin_auth_token(&self.sdk_config).await
-        } else {
-            generator.db_connect_auth_token(&self.sdk_config).await
+        let token = match self.action {
+            DsqlAction::DbConnectAdmin => generator.db_connect_admin_auth_token(&self.sdk_config).await,
+            DsqlAction::DbConnect => generator.db_connect_auth_token(&self.sdk_config).await,
         }
         .map_err(fail)?;
         Ok(capped_token(
@@ -193,8 +225,7 @@ impl DsqlTokenSigner {
 
 impl fmt::Display for DsqlTokenSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.is_admin() { "DbConnectAdmin" } else { "DbConnect" };
-        write!(f, "DSQL {kind} tokens for {} on {}", self.user, self.host)
+        write!(f, "DSQL {} tokens for {}", self.action.as_str(), self.host)
     }
 }
 
@@ -245,7 +276,7 @@ mod tests {
 
     async fn sign(host: &str, user: &str, lifetime: u64, config: SdkConfig) -> String {
         let lifetime = TokenLifetime::new(Duration::from_secs(lifetime)).expect("a lifetime");
-        let signer = DsqlTokenSigner::new(host, user, None, lifetime, Some(config))
+        let signer = DsqlTokenSigner::new(host, DsqlAction::for_role(user), None, lifetime, Some(config))
             .await
             .expect("the region is in the host name");
         signer.sign().await.expect("signed").secret().expose_secret().to_owned()
@@ -288,9 +319,15 @@ mod tests {
     #[tokio::test]
     async fn without_a_region_anywhere_the_signer_refuses_to_guess() {
         let config = frozen_config("akid", "secret", None);
-        let error = DsqlTokenSigner::new("127.0.0.1", "admin", None, TokenLifetime::MAX, Some(config))
-            .await
-            .expect_err("no region");
+        let error = DsqlTokenSigner::new(
+            "127.0.0.1",
+            DsqlAction::DbConnect,
+            None,
+            TokenLifetime::MAX,
+            Some(config),
+        )
+        .await
+        .expect_err("no region");
         assert!(matches!(error, Error::NoRegion), "{error}");
     }
 

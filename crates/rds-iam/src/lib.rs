@@ -132,7 +132,7 @@ mod signer;
 pub use classify::{Classify, ErrorClass, classify, classify_sqlstate};
 pub use credential::{Credential, IamToken, TokenTarget};
 #[cfg(feature = "dsql")]
-pub use dsql::{DSQL_ADMIN_USER, DSQL_MAX_CONNECTION_LIFETIME, DsqlClusterId, DsqlTokenSigner};
+pub use dsql::{DSQL_ADMIN_USER, DSQL_MAX_CONNECTION_LIFETIME, DsqlAction, DsqlClusterId, DsqlTokenSigner};
 pub use error::{BoxError, CredentialError, Error};
 pub use pool::{ConnectOptionsOf, IamConnectOptions, IamPool, IamPoolBuilder, TlsMode};
 pub use refresher::{RefreshPolicy, TokenListener, TokenRefresher, TokenStatus};
