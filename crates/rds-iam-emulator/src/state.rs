@@ -56,7 +56,8 @@ pub(crate) struct Shared {
 /// answered with SQLSTATE OC000 instead of being carried out, and counted.
 #[derive(Debug)]
 pub struct ConflictInjector {
-    rate: f64,
+    /// The share, as the bits of an `f64`, so that a test can change it while sessions run.
+    rate: AtomicU64,
     injected: AtomicU64,
 }
 
@@ -65,14 +66,19 @@ impl ConflictInjector {
     #[must_use]
     pub fn new(rate: f64) -> Self {
         Self {
-            rate,
+            rate: AtomicU64::new(rate.to_bits()),
             injected: AtomicU64::new(0),
         }
     }
 
+    /// Conflicts for `rate` (0 to 1) of the commits from now on, in every session.
+    pub fn set_rate(&self, rate: f64) {
+        self.rate.store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
     /// Draws whether this commit conflicts, counting it when it does.
     pub(crate) fn conflicts(&self) -> bool {
-        let conflict = fastrand::f64() < self.rate;
+        let conflict = fastrand::f64() < f64::from_bits(self.rate.load(Ordering::Relaxed));
         if conflict {
             self.injected.fetch_add(1, Ordering::Relaxed);
         }

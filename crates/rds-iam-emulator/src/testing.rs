@@ -319,6 +319,20 @@ impl TestEmulator {
         self.conflicts.as_ref().map_or(0, |conflicts| conflicts.injected())
     }
 
+    /// Changes the share of commits answered with a conflict, for sessions open and to come: a test can start the
+    /// service (whose migrations are not retried) before conflicts begin.
+    ///
+    /// # Panics
+    ///
+    /// When the emulator was started without a conflict rate: its sessions are relayed as bytes, with nowhere to
+    /// inject one.
+    pub fn set_conflict_rate(&self, rate: f64) {
+        self.conflicts
+            .as_ref()
+            .expect("an emulator started with occ_conflict_rate above 0")
+            .set_rate(rate);
+    }
+
     /// The control API's base URL (`POST {control_url}/failover`, `GET {control_url}/stats`).
     #[must_use]
     pub fn control_url(&self) -> &str {
