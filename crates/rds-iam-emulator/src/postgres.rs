@@ -6,6 +6,7 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -144,10 +145,9 @@ async fn authenticate(
             Some(0) => {
                 client.write_all(&message.to_bytes()).await?;
                 // Reading every message costs more than copying bytes: only with conflicts to inject.
-                let relay = if shared.conflicts.is_some() {
-                    Relay::PostgresConflicts
-                } else {
-                    Relay::Bytes
+                let relay = match &shared.conflicts {
+                    Some(injector) => Relay::PostgresConflicts(Arc::clone(injector)),
+                    None => Relay::Bytes,
                 };
                 return Ok(Some(Session {
                     client,

@@ -663,12 +663,7 @@ async fn serve(
                     .await
                     .map(drop),
                 Relay::MySqlReader => mysql::relay_reader(client, upstream).await,
-                Relay::PostgresConflicts => match &shared.conflicts {
-                    Some(injector) => postgres::relay_with_conflicts(client, upstream, injector).await,
-                    None => tokio::io::copy_bidirectional(&mut client, &mut upstream)
-                        .await
-                        .map(drop),
-                },
+                Relay::PostgresConflicts(injector) => postgres::relay_with_conflicts(client, upstream, &injector).await,
             }
         }
         Ok(result) => result.map(drop),

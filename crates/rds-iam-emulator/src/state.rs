@@ -100,14 +100,14 @@ pub(crate) struct Session {
 }
 
 /// How a session's bytes are relayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Relay {
     /// As they are, both ways.
     Bytes,
     /// A MySQL session on a reader, whose read-only errors are turned into Aurora MySQL's.
     MySqlReader,
     /// A PostgreSQL session read message by message, whose commits may be answered with DSQL's conflict.
-    PostgresConflicts,
+    PostgresConflicts(Arc<ConflictInjector>),
 }
 
 /// What became of a log-in.

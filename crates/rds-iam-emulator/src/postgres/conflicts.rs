@@ -246,7 +246,7 @@ pub(crate) async fn relay(
                     return upstream.shutdown().await;
                 }
                 while let Some(message) = from_client.next(MAX_CLIENT_MESSAGE)? {
-                    if relay.from_client(message, &mut client, &mut upstream).await? {
+                    if relay.on_client_message(message, &mut client, &mut upstream).await? {
                         return Ok(());
                     }
                     if relay.held.is_some() || relay.rolling_back {
@@ -260,7 +260,7 @@ pub(crate) async fn relay(
                 }
                 let mut out = Vec::new();
                 while let Some(message) = from_upstream.next(MAX_SERVER_MESSAGE)? {
-                    relay.from_upstream(message, &mut out);
+                    relay.on_upstream_message(message, &mut out);
                 }
                 if !out.is_empty() {
                     client.write_all(&out).await?;
@@ -276,7 +276,7 @@ pub(crate) async fn relay(
         // Messages read past a held batch wait in `from_client` until it is settled.
         if relay.held.is_none() && !relay.rolling_back {
             while let Some(message) = from_client.next(MAX_CLIENT_MESSAGE)? {
-                if relay.from_client(message, &mut client, &mut upstream).await? {
+                if relay.on_client_message(message, &mut client, &mut upstream).await? {
                     return Ok(());
                 }
                 if relay.held.is_some() || relay.rolling_back {
@@ -289,7 +289,7 @@ pub(crate) async fn relay(
 
 impl Relay<'_> {
     /// Handles one client message; `true` when the client said goodbye.
-    async fn from_client(
+    async fn on_client_message(
         &mut self,
         message: Message,
         client: &mut (impl AsyncWrite + Unpin),
@@ -371,7 +371,7 @@ impl Relay<'_> {
     }
 
     /// Handles one upstream message, adding what the client should see of it to `out`.
-    fn from_upstream(&mut self, message: Message, out: &mut Vec<u8>) {
+    fn on_upstream_message(&mut self, message: Message, out: &mut Vec<u8>) {
         if message.tag == b'Z' {
             self.pending = self.pending.saturating_sub(1);
             self.status = message.body.first().copied().unwrap_or(b'I');
