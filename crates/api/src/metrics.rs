@@ -294,6 +294,10 @@ impl Collector for DatabaseFigures {
                     [("pool", pool), ("cause", "auth_failure")],
                     ConstCounter::new(retries.auth_failure),
                 ),
+                (
+                    [("pool", pool), ("cause", "serialization_conflict")],
+                    ConstCounter::new(retries.serialization_conflict),
+                ),
             ],
         )?;
         // With a password there is no token, and no series.

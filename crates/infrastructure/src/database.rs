@@ -5,12 +5,13 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
 use rds_iam::{
-    Classify, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, RefreshPolicy, SecretsManagerSource, TlsMode,
-    TokenRefresher, TokenStatus, error_chain,
+    Classify, DsqlAction, DsqlTokenSigner, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, RefreshPolicy,
+    SecretsManagerSource, TlsMode, TokenRefresher, TokenStatus, error_chain,
 };
 use sea_orm::{DatabaseConnection, DbErr};
 use secrecy::{ExposeSecret, SecretString};
@@ -22,7 +23,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED};
 use crate::settings::{
-    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, key_and_variable,
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, DsqlSettings, PoolSettings, SecretsManagerSettings,
+    key_and_variable,
 };
 
 /// Why the database could not be opened or migrated. The text names the settings to change; the cause is the
@@ -47,6 +49,8 @@ pub enum DatabaseError {
     Iam(#[source] rds_iam::Error),
     #[error("{}", secrets_manager_hint(.0))]
     SecretsManager(#[source] rds_iam::Error),
+    #[error("{}", dsql_hint(.0))]
+    Dsql(#[source] rds_iam::Error),
     /// The secret and the URL disagree on the engine, or neither says where the database is.
     #[error("{0}")]
     SecretMismatch(String),
@@ -79,6 +83,23 @@ fn iam_hint(error: &rds_iam::Error) -> String {
             format!("IAM setting {}", key_and_variable(&format!("database.iam.{setting}")))
         }
         _ => "IAM authentication could not start".to_owned(),
+    }
+}
+
+/// What to change in this service's settings for each way Aurora DSQL authentication can fail to start; as for RDS
+/// tokens but for the region, which DSQL host names carry too.
+fn dsql_hint(error: &rds_iam::Error) -> String {
+    match error {
+        rds_iam::Error::NoRegion => format!(
+            "Aurora DSQL has no region to sign tokens for: set {}, or write the endpoint CLUSTER.dsql.REGION.on.aws \
+             in {}",
+            key_and_variable("database.iam.region"),
+            key_and_variable("database.url")
+        ),
+        rds_iam::Error::Credential(_) | rds_iam::Error::Connect { .. } => {
+            "cannot connect to Aurora DSQL with a DSQL token".to_owned()
+        }
+        other => iam_hint(other),
     }
 }
 
@@ -133,6 +154,8 @@ pub struct Retries {
     pub connection_lost: u64,
     /// After [`ErrorClass::AuthFailure`], with a renewed IAM token or a secret fetched again.
     pub auth_failure: u64,
+    /// After [`ErrorClass::SerializationConflict`] (Aurora DSQL's OC000 and OC001, or 40001), after a back-off.
+    pub serialization_conflict: u64,
 }
 
 /// What the pool and [`Database::run`] count as they work, read by [`Database::pool_status`] and
@@ -142,6 +165,7 @@ struct Counters {
     opened: AtomicU64,
     connection_lost_retries: AtomicU64,
     auth_failure_retries: AtomicU64,
+    serialization_conflict_retries: AtomicU64,
 }
 
 /// The service's handle on its database: a pool of connections shared by every worker (with the stack of
@@ -215,6 +239,24 @@ impl Database {
                 .await?;
                 Self::over(pool, settings, Some(refresher), counters)
             }
+            (DatabaseBackend::Postgres, Auth::Dsql(dsql)) => {
+                let (pool, refresher) = Box::pin(connect_with_dsql(
+                    settings,
+                    dsql,
+                    aws,
+                    pool_options(&settings.pool, &counters),
+                    postgres_options(&settings.url, settings)?,
+                ))
+                .await?;
+                Self::over(pool, settings, Some(refresher), counters)
+            }
+            // The settings refuse DSQL with any other scheme.
+            (DatabaseBackend::MySql, Auth::Dsql(_)) => {
+                return Err(DatabaseError::Dsql(rds_iam::Error::InvalidSetting {
+                    setting: "url",
+                    problem: "must be postgres:// for Aurora DSQL".to_owned(),
+                }));
+            }
             (DatabaseBackend::Postgres | DatabaseBackend::MySql, Auth::SecretsManager(secret)) => {
                 Box::pin(Self::connect_with_secret(settings, secret, aws, counters)).await?
             }
@@ -245,7 +287,7 @@ impl Database {
             connections: Arc::new(Connections::from(pool).within_lifetime(settings.pool.max_lifetime)),
             refresher,
             counters,
-            tokens: matches!(settings.auth, Auth::Iam(_)),
+            tokens: matches!(settings.auth, Auth::Iam(_) | Auth::Dsql(_)),
         }
     }
 
@@ -297,7 +339,10 @@ impl Database {
     ///   times: a connection proven alive can still be ended a moment later by the same restart or kill;
     /// - with IAM or Secrets Manager, the server refused a new connection's credentials: the token is renewed or
     ///   the secret fetched again (until it holds another password, for up to the acquire time-out: during a
-    ///   rotation the password changes on the server first), and the operation runs once more.
+    ///   rotation the password changes on the server first), and the operation runs once more;
+    /// - it lost an optimistic-concurrency race ([`ErrorClass::SerializationConflict`]: Aurora DSQL's OC000 and OC001,
+    ///   or 40001), so nothing of it was applied: it runs again after a jittered exponential back-off, up to
+    ///   [`CONFLICT_RETRIES`] times, so that clients that collided do not collide again in step.
     ///
     /// Running an operation again must be harmless, and every operation of this service is: a refused connection ran
     /// nothing; ids are made by the service, so a repeated INSERT finds its own row (the repository treats that as
@@ -314,9 +359,17 @@ impl Database {
         };
         let first_cause = error_chain(&failure);
         let mut retries = 0;
+        let mut conflicts = 0;
         loop {
             retries += 1;
             match (failure.class(), &self.refresher) {
+                (ErrorClass::SerializationConflict, _) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    self.counters
+                        .serialization_conflict_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(conflict_backoff(conflicts)).await;
+                }
                 (ErrorClass::ConnectionLost, _) if retries <= LOST_CONNECTION_RETRIES => {
                     self.counters.connection_lost_retries.fetch_add(1, Ordering::Relaxed);
                     self.connections.discard_parked();
@@ -367,6 +420,7 @@ impl Database {
         Retries {
             connection_lost: self.counters.connection_lost_retries.load(Ordering::Relaxed),
             auth_failure: self.counters.auth_failure_retries.load(Ordering::Relaxed),
+            serialization_conflict: self.counters.serialization_conflict_retries.load(Ordering::Relaxed),
         }
     }
 
@@ -457,6 +511,20 @@ fn pool_options<DB: sqlx::Database>(settings: &PoolSettings, counters: &Arc<Coun
 /// How many times [`Database::run`] runs an operation again after its connection was lost.
 const LOST_CONNECTION_RETRIES: u32 = 2;
 
+/// How many times [`Database::run`] runs an operation again after optimistic-concurrency conflicts. Conflicts on
+/// different rows are independent, so at DSQL's usual rates (a few percent of commits) ten in a row do not happen;
+/// an operation that does meet them is fighting over one hot row, and is answered 503 to be retried by its client.
+const CONFLICT_RETRIES: u32 = 10;
+
+/// The pause before the `attempt`-th run after a conflict: exponential from 5 ms, capped at 500 ms, half of it
+/// random ("equal jitter"), so that transactions that conflicted with each other are not retried in step.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(5)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(Duration::from_millis(500));
+    ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
+}
+
 /// What a driver's connection is configured with.
 type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;
 
@@ -510,6 +578,59 @@ where
         builder = builder.sdk_config(aws);
     }
     let pool = builder.connect().await.map_err(DatabaseError::Iam)?;
+    Ok(pool.into_parts())
+}
+
+/// Opens a pool whose connections log in to Aurora DSQL with DSQL tokens that `rds-iam` signs and the same refresher
+/// renews: for the cluster's endpoint (from its id and region, or the URL's host), as the settings' role, in the
+/// region from the settings, the host name or the AWS chain. Boxed by the caller, as `connect_with_iam` is.
+async fn connect_with_dsql(
+    settings: &DatabaseSettings,
+    dsql: &DsqlSettings,
+    aws: Option<SdkConfig>,
+    pool_options: PoolOptions<sqlx::Postgres>,
+    options: PgConnectOptions,
+) -> Result<(sqlx::Pool<sqlx::Postgres>, Arc<TokenRefresher>), DatabaseError> {
+    let iam = &dsql.iam;
+    let aws = match aws {
+        Some(aws) => aws,
+        None => rds_iam::load_aws_config(iam.region.as_deref()).await,
+    };
+    let host = match &dsql.cluster_id {
+        Some(cluster_id) => {
+            let region = iam
+                .region
+                .clone()
+                .or_else(|| aws.region().map(ToString::to_string))
+                .ok_or(DatabaseError::Dsql(rds_iam::Error::NoRegion))?;
+            cluster_id.host(&region)
+        }
+        None => options.get_host().to_owned(),
+    };
+    let signing_host = iam.signing_host.clone().unwrap_or_else(|| host.clone());
+    let action = DsqlAction::for_role(&dsql.role);
+    let signer = DsqlTokenSigner::new(signing_host, action, iam.region.clone(), iam.token_lifetime, Some(aws))
+        .await
+        .map_err(DatabaseError::Dsql)?;
+    tracing::info!(%signer, region = signer.region(), "Aurora DSQL authentication");
+    // DSQL has one database, `postgres`; without one in the URL, sqlx would ask for the role's name.
+    let mut options = options.host(&host).username(&dsql.role);
+    if settings.url.as_url().path().trim_start_matches('/').is_empty() {
+        options = options.database("postgres");
+    }
+    if let Some(tunnel) = &iam.tunnel {
+        options = options.host(&tunnel.host).port(tunnel.port);
+    }
+    let pool = IamPoolBuilder::<sqlx::Postgres>::new(options)
+        .pool_options(pool_options)
+        .tls_mode(settings.tls.mode)
+        .allow_without_tls(iam.allow_without_tls)
+        .allow_weaker_tls(iam.allow_weaker_tls)
+        .refresh_policy(iam.refresh)
+        .credential_source(signer)
+        .connect()
+        .await
+        .map_err(DatabaseError::Dsql)?;
     Ok(pool.into_parts())
 }
 

@@ -11,5 +11,6 @@ pub use connections::Lease;
 pub use database::{Database, DatabaseError, MigrationState, PoolStatus, Retries};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{
-    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, TlsSettings,
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, DsqlSettings, PoolSettings, SecretsManagerSettings,
+    TlsSettings,
 };

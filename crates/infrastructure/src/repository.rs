@@ -151,11 +151,14 @@ fn storage_error(error: DbErr) -> DomainError {
     }
 }
 
-/// The server could not be reached, dropped the session (even after the retry) or refused the connection's
-/// credentials: the classes `rds-iam` sorts errors into, shared with the retry logic.
+/// The server could not be reached, dropped the session (even after the retry), refused the connection's credentials,
+/// or kept losing optimistic-concurrency races: the classes `rds-iam` sorts errors into, shared with the retry logic.
 fn is_unavailable(error: &DbErr) -> bool {
     matches!(
         error.class(),
-        ErrorClass::Unavailable | ErrorClass::ConnectionLost | ErrorClass::AuthFailure
+        ErrorClass::Unavailable
+            | ErrorClass::ConnectionLost
+            | ErrorClass::AuthFailure
+            | ErrorClass::SerializationConflict
     )
 }
