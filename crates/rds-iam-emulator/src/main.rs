@@ -59,7 +59,8 @@ struct Cli {
     /// message.
     #[arg(long, value_name = "N")]
     max_auth_per_sec: Option<NonZeroU32>,
-    /// Refuse tokens older than this many seconds (at most 900), for rotation tests.
+    /// Refuse tokens older than this many seconds, whatever their own lifetime (RDS's are at most 900), for rotation
+    /// tests.
     #[arg(long, default_value_t = 900)]
     max_token_age: u64,
     /// Also accept temporary credentials issued by the STS at this URL (moto, LocalStack): the emulator forwards STS
