@@ -1,12 +1,21 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 /// The table of the original service, unchanged: `tasks(id UUID PRIMARY KEY, name VARCHAR(255) NOT NULL)`, so a
-/// database shared with it keeps working in both directions.
+/// database shared with it keeps working in both directions. Aurora DSQL takes it as it is: a client-made UUID key
+/// needs no sequence, which DSQL lacks.
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// Not in a transaction of the migrator's own, on any backend: on PostgreSQL it would otherwise wrap the DDL and
+    /// its row in `seaql_migrations` in one transaction, which Aurora DSQL refuses (no DDL and DML together, and at
+    /// most one DDL statement per transaction). The one statement is `IF NOT EXISTS`, so a run cut off between it
+    /// and the bookkeeping finishes when run again.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(false)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let mut table = Table::create()
             .table(Tasks::Table)

@@ -1,6 +1,7 @@
 //! The HTTP-level suite: every test starts the real service on a real socket with a database of its own, and runs
 //! on SQLite, on PostgreSQL, on MariaDB, on PostgreSQL and MariaDB through the RDS IAM emulator with IAM tokens and
-//! TLS verify-full, and on PostgreSQL and MariaDB as a user whose password a Secrets Manager secret holds.
+//! TLS verify-full, on PostgreSQL and MariaDB as a user whose password a Secrets Manager secret holds, and on
+//! PostgreSQL through the emulator in Aurora DSQL mode with DSQL tokens.
 
 /// Generates, for each named `async fn(Backend)`, one test per way of running the service.
 macro_rules! on_every_backend {
@@ -10,6 +11,7 @@ macro_rules! on_every_backend {
         backend_tests!(mariadb, MariaDb; $($test),+);
         on_iam_backends!($($test),+);
         on_secrets_backends!($($test),+);
+        backend_tests!(postgres_dsql, PostgresDsql; $($test),+);
     };
 }
 
@@ -46,6 +48,7 @@ mod aws;
 mod concurrency;
 mod docs;
 mod drills;
+mod dsql;
 mod errors;
 mod examples;
 mod health;

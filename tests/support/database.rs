@@ -8,7 +8,7 @@ use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyConnection, AssertSqlSafe, ConnectOptions, Connection};
 use uuid::Uuid;
 
-use crate::iam::IAM_USER;
+use crate::iam::{DSQL_ROLE, IAM_USER};
 
 /// The ways the suite runs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +27,16 @@ pub enum Backend {
     PostgresSecrets,
     /// MariaDB likewise: `mysql://` and a secret; MariaDB does check the password.
     MariaDbSecrets,
+    /// PostgreSQL behind the emulator in Aurora DSQL mode: DSQL tokens (`DbConnectAdmin`) for the role `admin`, TLS
+    /// verify-full against the emulator's CA.
+    PostgresDsql,
 }
 
 impl Backend {
-    /// Whether the service reaches this backend through the RDS IAM emulator.
+    /// Whether the service reaches this backend through the RDS IAM emulator, with RDS or DSQL tokens.
     #[must_use]
     pub fn uses_iam(self) -> bool {
-        matches!(self, Self::PostgresIam | Self::MariaDbIam)
+        matches!(self, Self::PostgresIam | Self::MariaDbIam | Self::PostgresDsql)
     }
 
     /// Whether the service logs in to this backend with a user and password from Secrets Manager.
@@ -46,7 +49,7 @@ impl Backend {
     #[must_use]
     pub fn uuid_literal(self, id: Uuid) -> String {
         match self {
-            Self::Postgres | Self::PostgresIam | Self::PostgresSecrets => format!("'{id}'"),
+            Self::Postgres | Self::PostgresIam | Self::PostgresSecrets | Self::PostgresDsql => format!("'{id}'"),
             Self::Sqlite | Self::MariaDb | Self::MariaDbIam | Self::MariaDbSecrets => format!("X'{}'", id.simple()),
         }
     }
@@ -75,7 +78,9 @@ impl TestDatabase {
     /// `TEST_MYSQL_URL`, or the local ones; a test fails at once, saying how to start one, when it is not running.
     pub async fn create_named(backend: Backend, prefix: &str) -> Self {
         let admin_url = match backend {
-            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => test_servers::postgres(),
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets | Backend::PostgresDsql => {
+                test_servers::postgres()
+            }
             Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => test_servers::mariadb(),
             Backend::Sqlite => String::new(),
         };
@@ -86,10 +91,11 @@ impl TestDatabase {
     pub async fn create_on(backend: Backend, admin_url: String, prefix: &str) -> Self {
         let name = format!("{prefix}{}", Uuid::new_v4().simple());
         match backend {
-            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets | Backend::PostgresDsql => {
                 // Owning it, the IAM user may create the service's tables in its schema `public`.
                 let owner = match backend {
                     Backend::PostgresIam => format!(" OWNER {IAM_USER}"),
+                    Backend::PostgresDsql => format!(" OWNER {DSQL_ROLE}"),
                     _ => String::new(),
                 };
                 administer(&admin_url, format!("CREATE DATABASE {}{owner}", quoted(&name))).await;
@@ -204,7 +210,7 @@ impl TestDatabase {
     /// How many tables the test database holds: zero means not even the migrations got in.
     pub async fn count_tables(&self) -> i64 {
         match self.backend {
-            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets | Backend::PostgresDsql => {
                 self.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'")
                     .await
             }
@@ -232,7 +238,7 @@ impl TestDatabase {
     pub async fn stored_tasks(&self) -> HashMap<Uuid, String> {
         let mut connection = self.connect().await;
         let id_as_text = match self.backend {
-            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => "id::text",
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets | Backend::PostgresDsql => "id::text",
             Backend::Sqlite | Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => "hex(id)",
         };
         let rows: Vec<(String, String)> =
@@ -250,7 +256,7 @@ impl TestDatabase {
     /// between calls.
     pub async fn end_sessions(&self, admin: &mut AnyConnection) -> usize {
         match self.backend {
-            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
+            Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets | Backend::PostgresDsql => {
                 let ended: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                      WHERE datname = $1 AND pid <> pg_backend_pid()) AS ended",
@@ -320,7 +326,7 @@ pub(crate) async fn administer(admin_url: &str, statement: String) {
 /// Drops a per-test database, ending its sessions first (an outage, as far as the service can tell).
 async fn drop_server_database(backend: Backend, admin_url: &str, name: &str) {
     match backend {
-        Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets => {
+        Backend::Postgres | Backend::PostgresIam | Backend::PostgresSecrets | Backend::PostgresDsql => {
             administer(
                 admin_url,
                 format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)),
@@ -353,6 +359,7 @@ impl Drop for TestDatabase {
                 Backend::Postgres
                 | Backend::PostgresIam
                 | Backend::PostgresSecrets
+                | Backend::PostgresDsql
                 | Backend::MariaDb
                 | Backend::MariaDbIam
                 | Backend::MariaDbSecrets,

@@ -214,6 +214,12 @@ impl ScratchPostgres {
         cluster
     }
 
+    /// What the server has logged so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).expect("the server's log is readable")
+    }
+
     /// The administrator's URL.
     #[must_use]
     pub fn admin_url(&self) -> String {

@@ -22,6 +22,9 @@ pub const REGION: &str = "us-east-1";
 /// The database user the suite logs in as through the emulator unless a test makes one of its own: an IAM user
 /// (granted `rds_iam`, as `tasks-api admin provision-db-user` does on RDS) that owns every IAM test's database.
 pub const IAM_USER: &str = "tasks_iam_tests";
+/// The role the suite logs in as through the emulator in Aurora DSQL mode: `admin`, which every DSQL cluster has and
+/// whose tokens are `DbConnectAdmin` tokens. It owns every DSQL test's database.
+pub const DSQL_ROLE: &str = "admin";
 
 /// The suite's emulator: the crate's harness in front of a backend's server, knowing [`ACCESS_KEY_ID`]. Everything
 /// else (`address`, `counts`, `sts`, `issued`, `ca_pem()`, `url(..)`) is the harness's, through `Deref`.
@@ -32,7 +35,7 @@ pub struct TestEmulator(testing::TestEmulator);
 /// `TEST_DATABASE_URL` and `TEST_MYSQL_URL` name.
 fn upstream_admin(backend: Backend) -> url::Url {
     let admin = match backend {
-        Backend::PostgresIam => test_servers::postgres(),
+        Backend::PostgresIam | Backend::PostgresDsql => test_servers::postgres(),
         Backend::MariaDbIam => test_servers::mariadb(),
         Backend::Sqlite | Backend::Postgres | Backend::MariaDb | Backend::PostgresSecrets | Backend::MariaDbSecrets => {
             panic!("{backend:?} has no emulator")
@@ -50,10 +53,28 @@ fn known_credentials() -> CredentialStore {
 
 impl TestEmulator {
     /// Starts an emulator on `127.0.0.1:0`, in front of `backend`'s server, that knows [`ACCESS_KEY_ID`] with
-    /// [`SECRET_ACCESS_KEY`], and makes [`IAM_USER`] an IAM user there.
+    /// [`SECRET_ACCESS_KEY`], and makes [`IAM_USER`] an IAM user there; for [`Backend::PostgresDsql`], one in DSQL
+    /// mode, with the role [`DSQL_ROLE`].
     pub async fn start(backend: Backend, options: EmulatorOptions) -> Self {
-        let emulator = testing::TestEmulator::start(upstream_admin(backend), known_credentials(), options).await;
-        emulator.create_iam_user(IAM_USER).await;
+        Self::start_on(upstream_admin(backend), backend, options).await
+    }
+
+    /// Like [`TestEmulator::start`], in front of the server that `upstream` administers (a cluster of the test's own).
+    pub async fn start_on(upstream: url::Url, backend: Backend, options: EmulatorOptions) -> Self {
+        let dsql = backend == Backend::PostgresDsql;
+        let options = EmulatorOptions { dsql, ..options };
+        let emulator = testing::TestEmulator::start(upstream, known_credentials(), options).await;
+        if dsql {
+            // Tests running at once may each create it: losing that race is no failure.
+            emulator
+                .administer(&format!(
+                    "DO $$ BEGIN CREATE ROLE {DSQL_ROLE} LOGIN; \
+                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+                ))
+                .await;
+        } else {
+            emulator.create_iam_user(IAM_USER).await;
+        }
         Self(emulator)
     }
 }

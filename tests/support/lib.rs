@@ -118,6 +118,18 @@ impl Stack {
                 let url = emulator.url(iam::IAM_USER, self.database.name());
                 variables.extend(iam::settings_through(emulator, url).map(|(name, value)| (name.to_owned(), value)));
             }
+            (Backend::PostgresDsql, Some(emulator), _) => variables.extend([
+                // The emulator's address as the endpoint: the region then comes from the AWS configuration.
+                (
+                    "APP__DATABASE__URL".into(),
+                    emulator.url(iam::DSQL_ROLE, self.database.name()),
+                ),
+                ("APP__DATABASE__AUTH".into(), "dsql".into()),
+                (
+                    "APP__DATABASE__TLS__ROOT_CERT".into(),
+                    emulator.ca_pem().display().to_string(),
+                ),
+            ]),
             (backend @ (Backend::PostgresSecrets | Backend::MariaDbSecrets), _, Some(login)) => variables.extend([
                 // The engine alone: the secret says where the database is.
                 (

@@ -8,10 +8,12 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::iam;
 
-/// Text that must never reach a log: any part of a token, the secret keys and passwords the suite uses.
-const FORBIDDEN: [&str; 5] = [
+/// Text that must never reach a log: any part of a token (RDS or Aurora DSQL: a DSQL token begins with the host and
+/// `/?Action=DbConnect`, which no message names that way), the secret keys and passwords the suite uses.
+const FORBIDDEN: [&str; 6] = [
     "X-Amz-Signature",
     "X-Amz-Security-Token",
+    "Action=DbConnect",
     iam::SECRET_ACCESS_KEY,
     iam::OTHER_SECRET_ACCESS_KEY,
     crate::STATIC_PASSWORD,

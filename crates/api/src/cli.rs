@@ -6,7 +6,9 @@ use std::time::Duration;
 use admin::IamSwitch;
 use clap::{Parser, Subcommand};
 use infrastructure::Database;
-use rds_iam::{DatabaseResource, RdsTokenSigner, TokenLifetime, TokenTarget, load_aws_config};
+use rds_iam::{
+    DatabaseResource, DsqlAction, DsqlTokenSigner, RdsTokenSigner, TokenLifetime, TokenTarget, load_aws_config,
+};
 use secrecy::ExposeSecret;
 
 use crate::settings::Settings;
@@ -30,19 +32,30 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Print an RDS IAM authentication token, like `aws rds generate-db-auth-token`, for psql and other tools.
+    /// Print an RDS IAM authentication token, like `aws rds generate-db-auth-token`, or with --dsql an Aurora DSQL
+    /// one, like `aws dsql generate-db-connect-auth-token`, for psql and other tools.
     ///
     /// PGPASSWORD="$(tasks-api token --host H --user U)" psql "host=H user=U dbname=D sslmode=verify-full"
+    ///
+    /// PGPASSWORD="$(tasks-api token --dsql --admin --host H)" psql "host=H user=admin dbname=postgres
+    /// sslmode=verify-full"
     Token {
-        /// The endpoint the token is for (the name the server is known by, even through a tunnel).
+        /// The endpoint the token is for (the name the server is known by, even through a tunnel); with --dsql,
+        /// CLUSTER.dsql.REGION.on.aws.
         #[arg(long)]
         host: String,
-        #[arg(long, default_value_t = 5432)]
+        #[arg(long, default_value_t = 5432, conflicts_with = "dsql")]
         port: u16,
-        /// The database user (the one granted rds_iam).
+        /// The database user (the one granted rds_iam). DSQL tokens name no user: say --admin or not instead.
+        #[arg(long, required_unless_present = "dsql", conflicts_with = "dsql")]
+        user: Option<String>,
+        /// An Aurora DSQL token: DbConnect, for a custom role, or with --admin DbConnectAdmin, for the role admin.
         #[arg(long)]
-        user: String,
-        /// The region; parsed from an RDS host name, or the AWS region chain, when omitted.
+        dsql: bool,
+        /// With --dsql, a token for the role admin (DbConnectAdmin).
+        #[arg(long, requires = "dsql")]
+        admin: bool,
+        /// The region; parsed from an RDS or DSQL host name, or the AWS region chain, when omitted.
         #[arg(long)]
         region: Option<String>,
         /// Seconds the token stays valid, at most 900.
@@ -151,9 +164,19 @@ impl Cli {
                 host,
                 port,
                 user,
+                dsql,
+                admin,
                 region,
                 lifetime_secs,
-            } => print_token(TokenTarget { host, port, user }, region, lifetime_secs).await,
+            } => {
+                let kind = match (dsql, user) {
+                    (true, _) if admin => TokenKind::Dsql(DsqlAction::DbConnectAdmin),
+                    (true, _) => TokenKind::Dsql(DsqlAction::DbConnect),
+                    (false, Some(user)) => TokenKind::Rds { port, user },
+                    (false, None) => unreachable!("clap requires --user without --dsql"),
+                };
+                print_token(host, kind, region, lifetime_secs).await
+            }
             Command::Admin { action } => run_admin(action).await,
         }
     }
@@ -207,10 +230,29 @@ fn parse_lifetime(seconds: &str) -> Result<TokenLifetime, String> {
     TokenLifetime::new(Duration::from_secs(seconds)).map_err(|error| error.to_string())
 }
 
+/// Which service's token to print, and what it is for.
+enum TokenKind {
+    Rds { port: u16, user: String },
+    Dsql(DsqlAction),
+}
+
 /// The token goes to standard output and nothing else does, so the command can feed `PGPASSWORD`.
-async fn print_token(target: TokenTarget, region: Option<String>, lifetime: TokenLifetime) -> anyhow::Result<()> {
-    let signer = RdsTokenSigner::new(target, region, lifetime, None).await?;
-    let token = signer.sign().await?;
+async fn print_token(
+    host: String,
+    kind: TokenKind,
+    region: Option<String>,
+    lifetime: TokenLifetime,
+) -> anyhow::Result<()> {
+    let token = match kind {
+        TokenKind::Rds { port, user } => {
+            let signer = RdsTokenSigner::new(TokenTarget { host, port, user }, region, lifetime, None).await?;
+            signer.sign().await?
+        }
+        TokenKind::Dsql(action) => {
+            let signer = DsqlTokenSigner::new(host, action, region, lifetime, None).await?;
+            signer.sign().await?
+        }
+    };
     println!("{}", token.secret().expose_secret());
     Ok(())
 }

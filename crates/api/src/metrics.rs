@@ -310,6 +310,7 @@ impl Collector for DatabaseFigures {
                     ("auth_failure", retries.auth_failure),
                     ("read_only", retries.read_only),
                     ("throttled", retries.throttled),
+                    ("serialization_conflict", retries.serialization_conflict),
                 ]
                 .map(|(cause, count)| ([("pool", *pool), ("cause", cause)], ConstCounter::new(count)))
             }),

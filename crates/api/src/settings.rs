@@ -97,6 +97,8 @@ auth = "password"
 [database.iam]
 session_name = "tasks-api"
 
+[database.dsql]
+
 [database.tls]
 
 [log]
@@ -647,5 +649,119 @@ mod tests {
             assert!(error.contains(named), "{variables:?}: {error}");
             assert!(!error.contains("static-one"), "{error}");
         }
+    }
+
+    fn dsql(settings: &Settings) -> &infrastructure::DsqlSettings {
+        match &settings.database.auth {
+            Auth::Dsql(dsql) => dsql,
+            other => panic!("DSQL settings expected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dsql_takes_the_endpoint_from_the_url_or_a_cluster_id_and_defaults_to_admin_and_verify_full() {
+        let by_host = load(&[
+            ("APP__DATABASE__AUTH", "dsql"),
+            (
+                "APP__DATABASE__URL",
+                "postgres://app_role@kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws/postgres",
+            ),
+        ])
+        .expect("an endpoint in the URL");
+        assert_eq!(dsql(&by_host).cluster_id, None);
+        assert_eq!(dsql(&by_host).role, "app_role");
+        assert_eq!(by_host.database.tls.mode, TlsMode::VerifyFull);
+
+        let by_id = load(&[
+            ("APP__DATABASE__AUTH", "dsql"),
+            ("APP__DATABASE__URL", "postgres:///postgres"),
+            ("APP__DATABASE__DSQL__CLUSTER_ID", "kaabtu3ivgyiv7yeqqqzxcvfne"),
+            ("APP__DATABASE__IAM__REGION", "eu-west-1"),
+        ])
+        .expect("a cluster id and a region");
+        let settings = dsql(&by_id);
+        let cluster_id = settings.cluster_id.as_ref().expect("the cluster id");
+        assert_eq!(
+            cluster_id.host(settings.iam.region.as_deref().expect("the region")),
+            "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.eu-west-1.on.aws"
+        );
+        assert_eq!(settings.role, "admin");
+    }
+
+    #[test]
+    fn dsql_settings_that_cannot_work_are_refused_by_name() {
+        let host = "postgres://admin@kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws/postgres";
+        let cases: [(&[(&str, &str)], &str); 9] = [
+            (
+                &[("APP__DATABASE__URL", "mysql://admin@db/tasks")],
+                "APP__DATABASE__URL",
+            ),
+            (
+                &[("APP__DATABASE__URL", "postgres://admin:pw-never-shown@db/postgres")],
+                "APP__DATABASE__PASSWORD",
+            ),
+            (
+                &[("APP__DATABASE__URL", "postgres:///postgres")],
+                "APP__DATABASE__DSQL__CLUSTER_ID",
+            ),
+            (
+                &[
+                    ("APP__DATABASE__URL", host),
+                    ("APP__DATABASE__DSQL__CLUSTER_ID", "kaabtu3ivgyiv7yeqqqzxcvfne"),
+                ],
+                "APP__DATABASE__DSQL__CLUSTER_ID",
+            ),
+            (
+                &[
+                    ("APP__DATABASE__URL", "postgres:///postgres"),
+                    ("APP__DATABASE__DSQL__CLUSTER_ID", "Not-An-Id"),
+                ],
+                "APP__DATABASE__DSQL__CLUSTER_ID",
+            ),
+            (
+                &[
+                    ("APP__DATABASE__URL", host),
+                    ("APP__DATABASE__MAX_LIFETIME_SECS", "3600"),
+                ],
+                "APP__DATABASE__MAX_LIFETIME_SECS",
+            ),
+            (
+                &[
+                    ("APP__DATABASE__URL", host),
+                    (
+                        "APP__DATABASE__IAM__ASSUME_ROLE_ARN",
+                        "arn:aws:iam::123456789012:role/db",
+                    ),
+                ],
+                "APP__DATABASE__IAM__ASSUME_ROLE_ARN",
+            ),
+            (
+                &[
+                    ("APP__DATABASE__URL", host),
+                    ("APP__DATABASE__IAM__CLUSTER_ID", "tasks"),
+                ],
+                "APP__DATABASE__IAM__CLUSTER_ID",
+            ),
+            (&[("APP__DATABASE__URL", "sqlite://x.db")], "APP__DATABASE__URL"),
+        ];
+        for (extra, named) in cases {
+            let mut variables = vec![("APP__DATABASE__AUTH", "dsql")];
+            variables.extend_from_slice(extra);
+            let error = load(&variables).expect_err(named).to_string();
+            assert!(error.contains(named), "{variables:?}: {error}");
+            assert!(!error.contains("pw-never-shown"), "{error}");
+        }
+        let elsewhere = load(&[("APP__DATABASE__DSQL__CLUSTER_ID", "kaabtu3ivgyiv7yeqqqzxcvfne")])
+            .expect_err("a cluster id without auth = dsql");
+        assert!(
+            elsewhere.to_string().contains("APP__DATABASE__DSQL__CLUSTER_ID"),
+            "{elsewhere}"
+        );
+        let at_the_limit = load(&[
+            ("APP__DATABASE__AUTH", "dsql"),
+            ("APP__DATABASE__URL", host),
+            ("APP__DATABASE__MAX_LIFETIME_SECS", "3300"),
+        ]);
+        assert!(at_the_limit.is_ok(), "55 minutes is allowed");
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use migration::{Migrator, MigratorTrait};
 use rds_iam::{
-    Classify, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, RefreshPolicy, SecretsManagerSource, TlsMode,
-    TokenRefresher, TokenStatus, error_chain,
+    Classify, DsqlAction, DsqlTokenSigner, ErrorClass, IamConnectOptions, IamPoolBuilder, IamSettings, RefreshPolicy,
+    SecretsManagerSource, TlsMode, TokenRefresher, TokenStatus, error_chain,
 };
 use sea_orm::{DatabaseConnection, DbErr};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,7 +23,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED, ServerRole};
 use crate::settings::{
-    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, SecretsManagerSettings, key_and_variable,
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, DsqlSettings, PoolSettings, SecretsManagerSettings,
+    key_and_variable,
 };
 use crate::turnover::Turnover;
 
@@ -49,6 +50,8 @@ pub enum DatabaseError {
     Iam(#[source] rds_iam::Error),
     #[error("{}", secrets_manager_hint(.0))]
     SecretsManager(#[source] rds_iam::Error),
+    #[error("{}", dsql_hint(.0))]
+    Dsql(#[source] rds_iam::Error),
     /// The secret and the URL disagree on the engine, or neither says where the database is.
     #[error("{0}")]
     SecretMismatch(String),
@@ -81,6 +84,23 @@ fn iam_hint(error: &rds_iam::Error) -> String {
             format!("IAM setting {}", key_and_variable(&format!("database.iam.{setting}")))
         }
         _ => "IAM authentication could not start".to_owned(),
+    }
+}
+
+/// What to change in this service's settings for each way Aurora DSQL authentication can fail to start; as for RDS
+/// tokens but for the region, which DSQL host names carry too.
+fn dsql_hint(error: &rds_iam::Error) -> String {
+    match error {
+        rds_iam::Error::NoRegion => format!(
+            "Aurora DSQL has no region to sign tokens for: set {}, or write the endpoint CLUSTER.dsql.REGION.on.aws \
+             in {}",
+            key_and_variable("database.iam.region"),
+            key_and_variable("database.url")
+        ),
+        rds_iam::Error::Credential(_) | rds_iam::Error::Connect { .. } => {
+            "cannot connect to Aurora DSQL with a DSQL token".to_owned()
+        }
+        other => iam_hint(other),
     }
 }
 
@@ -143,6 +163,8 @@ pub struct Retries {
     pub read_only: u64,
     /// After [`ErrorClass::Throttled`]: log-ins came too fast for the server, which asked to back off.
     pub throttled: u64,
+    /// After [`ErrorClass::SerializationConflict`] (Aurora DSQL's OC000 and OC001, or 40001), after a back-off.
+    pub serialization_conflict: u64,
 }
 
 /// What the pool and [`Database::run`] count as they work, read by [`Database::pool_status`] and
@@ -155,6 +177,7 @@ struct Counters {
     auth_failure_retries: AtomicU64,
     read_only_retries: AtomicU64,
     throttled_retries: AtomicU64,
+    serialization_conflict_retries: AtomicU64,
 }
 
 /// The service's handle on its database: a pool of connections shared by every worker (with the stack of
@@ -231,6 +254,24 @@ impl Database {
                 .await?;
                 Self::over(pool, settings, Some(refresher), counters, turnover)
             }
+            (DatabaseBackend::Postgres, Auth::Dsql(dsql)) => {
+                let (pool, refresher) = Box::pin(connect_with_dsql(
+                    settings,
+                    dsql,
+                    aws,
+                    pool_options(&settings.pool, &counters, &turnover),
+                    postgres_options(&settings.url, settings)?,
+                ))
+                .await?;
+                Self::over(pool, settings, Some(refresher), counters, turnover)
+            }
+            // The settings refuse DSQL with any other scheme.
+            (DatabaseBackend::MySql, Auth::Dsql(_)) => {
+                return Err(DatabaseError::Dsql(rds_iam::Error::InvalidSetting {
+                    setting: "url",
+                    problem: "must be postgres:// for Aurora DSQL".to_owned(),
+                }));
+            }
             (DatabaseBackend::Postgres | DatabaseBackend::MySql, Auth::SecretsManager(secret)) => {
                 Box::pin(Self::connect_with_secret(settings, secret, aws, counters, turnover)).await?
             }
@@ -262,7 +303,7 @@ impl Database {
             connections: Arc::new(Connections::from((pool, turnover)).within_lifetime(settings.pool.max_lifetime)),
             refresher,
             counters,
-            tokens: matches!(settings.auth, Auth::Iam(_)),
+            tokens: matches!(settings.auth, Auth::Iam(_) | Auth::Dsql(_)),
             patience: settings.pool.acquire_timeout,
         }
     }
@@ -317,6 +358,9 @@ impl Database {
     /// - with IAM or Secrets Manager, the server refused a new connection's credentials: the token is renewed or
     ///   the secret fetched again (until it holds another password, for up to the acquire time-out: during a
     ///   rotation the password changes on the server first), and the operation runs once more;
+    /// - it lost an optimistic-concurrency race ([`ErrorClass::SerializationConflict`]: Aurora DSQL's OC000 and OC001,
+    ///   or 40001), so nothing of it was applied: it runs again after a jittered exponential back-off, up to
+    ///   [`CONFLICT_RETRIES`] times, so that clients that collided do not collide again in step.
     /// - the server is not the writer ([`ErrorClass::ReadOnly`]: an Aurora failover made it a reader, and this
     ///   service reached it through a connection opened before, or a cluster endpoint whose DNS still names it). Every
     ///   connection opened before now is given up, and the operation runs again on new ones, which resolve the
@@ -345,11 +389,16 @@ impl Database {
             Err(error) => error,
         };
         let first_cause = error_chain(&failure);
-        let (mut retries, mut lost, mut renewed) = (0, 0, false);
+        let (mut retries, mut lost, mut renewed, mut conflicts) = (0, 0, false, 0);
         let mut pause = FIRST_PAUSE;
         loop {
             retries += 1;
             let counter = match (failure.class(), &self.refresher) {
+                (ErrorClass::SerializationConflict, _) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    tokio::time::sleep(conflict_backoff(conflicts)).await;
+                    &self.counters.serialization_conflict_retries
+                }
                 (ErrorClass::ConnectionLost, _) if lost < LOST_CONNECTION_RETRIES => {
                     lost += 1;
                     self.connections.discard_parked();
@@ -424,6 +473,7 @@ impl Database {
             auth_failure: read(&self.counters.auth_failure_retries),
             read_only: read(&self.counters.read_only_retries),
             throttled: read(&self.counters.throttled_retries),
+            serialization_conflict: read(&self.counters.serialization_conflict_retries),
         }
     }
 
@@ -545,6 +595,19 @@ const LOST_CONNECTION_RETRIES: u32 = 2;
 /// writer accepting connections again.
 const FIRST_PAUSE: Duration = Duration::from_millis(25);
 const MAX_PAUSE: Duration = Duration::from_millis(400);
+/// How many times [`Database::run`] runs an operation again after optimistic-concurrency conflicts. Conflicts on
+/// different rows are independent, so at DSQL's usual rates (a few percent of commits) ten in a row do not happen;
+/// an operation that does meet them is fighting over one hot row, and is answered 503 to be retried by its client.
+const CONFLICT_RETRIES: u32 = 10;
+
+/// The pause before the `attempt`-th run after a conflict: exponential from 5 ms, capped at 500 ms, half of it
+/// random ("equal jitter"), so that transactions that conflicted with each other are not retried in step.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(5)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(Duration::from_millis(500));
+    ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
+}
 
 /// What a driver's connection is configured with.
 type ConnectOptionsOf<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;
@@ -599,6 +662,59 @@ where
         builder = builder.sdk_config(aws);
     }
     let pool = builder.connect().await.map_err(DatabaseError::Iam)?;
+    Ok(pool.into_parts())
+}
+
+/// Opens a pool whose connections log in to Aurora DSQL with DSQL tokens that `rds-iam` signs and the same refresher
+/// renews: for the cluster's endpoint (from its id and region, or the URL's host), as the settings' role, in the
+/// region from the settings, the host name or the AWS chain. Boxed by the caller, as `connect_with_iam` is.
+async fn connect_with_dsql(
+    settings: &DatabaseSettings,
+    dsql: &DsqlSettings,
+    aws: Option<SdkConfig>,
+    pool_options: PoolOptions<sqlx::Postgres>,
+    options: PgConnectOptions,
+) -> Result<(sqlx::Pool<sqlx::Postgres>, Arc<TokenRefresher>), DatabaseError> {
+    let iam = &dsql.iam;
+    let aws = match aws {
+        Some(aws) => aws,
+        None => rds_iam::load_aws_config(iam.region.as_deref()).await,
+    };
+    let host = match &dsql.cluster_id {
+        Some(cluster_id) => {
+            let region = iam
+                .region
+                .clone()
+                .or_else(|| aws.region().map(ToString::to_string))
+                .ok_or(DatabaseError::Dsql(rds_iam::Error::NoRegion))?;
+            cluster_id.host(&region)
+        }
+        None => options.get_host().to_owned(),
+    };
+    let signing_host = iam.signing_host.clone().unwrap_or_else(|| host.clone());
+    let action = DsqlAction::for_role(&dsql.role);
+    let signer = DsqlTokenSigner::new(signing_host, action, iam.region.clone(), iam.token_lifetime, Some(aws))
+        .await
+        .map_err(DatabaseError::Dsql)?;
+    tracing::info!(%signer, region = signer.region(), "Aurora DSQL authentication");
+    // DSQL has one database, `postgres`; without one in the URL, sqlx would ask for the role's name.
+    let mut options = options.host(&host).username(&dsql.role);
+    if settings.url.as_url().path().trim_start_matches('/').is_empty() {
+        options = options.database("postgres");
+    }
+    if let Some(tunnel) = &iam.tunnel {
+        options = options.host(&tunnel.host).port(tunnel.port);
+    }
+    let pool = IamPoolBuilder::<sqlx::Postgres>::new(options)
+        .pool_options(pool_options)
+        .tls_mode(settings.tls.mode)
+        .allow_without_tls(iam.allow_without_tls)
+        .allow_weaker_tls(iam.allow_weaker_tls)
+        .refresh_policy(iam.refresh)
+        .credential_source(signer)
+        .connect()
+        .await
+        .map_err(DatabaseError::Dsql)?;
     Ok(pool.into_parts())
 }
 

@@ -12,6 +12,6 @@ pub use connections::{Lease, ServerRole};
 pub use database::{Database, DatabaseError, MigrationState, PoolStatus, Retries};
 pub use repository::SeaOrmTaskRepository;
 pub use settings::{
-    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, PoolSettings, ReaderEndpoint, SecretsManagerSettings,
-    TlsSettings,
+    Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, DsqlSettings, PoolSettings, ReaderEndpoint,
+    SecretsManagerSettings, TlsSettings,
 };

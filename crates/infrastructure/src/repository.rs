@@ -226,8 +226,9 @@ fn storage_error(error: DbErr) -> DomainError {
 }
 
 /// The server could not be reached, dropped the session, refused the connection's credentials or log-ins for
-/// coming too fast, or could not write because no writer was reachable (a failover), even after the retries: the
-/// classes `rds-iam` sorts errors into, shared with the retry logic.
+/// coming too fast, could not write because no writer was reachable (a failover), or kept losing
+/// optimistic-concurrency races, even after the retries: the classes `rds-iam` sorts errors into, shared with the
+/// retry logic.
 fn is_unavailable(error: &DbErr) -> bool {
     matches!(
         error.class(),
@@ -236,5 +237,6 @@ fn is_unavailable(error: &DbErr) -> bool {
             | ErrorClass::AuthFailure
             | ErrorClass::ReadOnly
             | ErrorClass::Throttled
+            | ErrorClass::SerializationConflict
     )
 }

@@ -12,6 +12,11 @@
 //! `max_auth_per_sec` it refuses log-ins beyond that rate with RDS's throttling message, and it counts connections
 //! per endpoint, refusals by why, and the peak rate of new connections ([`Stats`]).
 //!
+//! With `dsql` it stands in for an Aurora DSQL cluster instead: it verifies DSQL tokens (service `dsql`,
+//! `DbConnectAdmin` for `admin`, `DbConnect` for other roles, signed for the host without a port), and with
+//! `occ_conflict_rate` it answers that share of commits and autocommit writes with DSQL's OC000 conflict, without
+//! carrying them out ([`ConflictInjector`] counts them).
+//!
 //! | feature | adds |
 //! |---|---|
 //! | `testing` | `testing::TestEmulator`: an emulator on a free local port for the length of a test |
@@ -41,7 +46,7 @@ pub use control::Control;
 pub use iam_role::IamRoleError;
 pub use layout::{ClusterLayout, EndpointSpec, InstanceSpec, Layout, LayoutError};
 pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, Options, StartError};
-pub use state::AuthCounts;
+pub use state::{AuthCounts, ConflictInjector};
 pub use stats::{EndpointInfo, EndpointStats, FailoverPhase, FailoverStatus, InstanceStats, Refusals, Role, Stats};
 pub use sts::{IssuedCredentials, IssuedLog, StsPassThrough};
 pub use tls::TlsError;

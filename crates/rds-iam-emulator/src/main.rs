@@ -14,7 +14,8 @@ use rds_iam_emulator::{
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
-/// Verifies RDS IAM authentication tokens like RDS does, then relays the session to a real PostgreSQL or MySQL/MariaDB.
+/// Verifies RDS IAM (or Aurora DSQL) authentication tokens like AWS does, then relays the session to a real PostgreSQL
+/// or MySQL/MariaDB.
 #[derive(Debug, Parser)]
 #[command(name = "rds-iam-emulator", version, about)]
 struct Cli {
@@ -58,7 +59,8 @@ struct Cli {
     /// message.
     #[arg(long, value_name = "N")]
     max_auth_per_sec: Option<NonZeroU32>,
-    /// Refuse tokens older than this many seconds (at most 900), for rotation tests.
+    /// Refuse tokens older than this many seconds, whatever their own lifetime (RDS's are at most 900), for rotation
+    /// tests.
     #[arg(long, default_value_t = 900)]
     max_token_age: u64,
     /// Also accept temporary credentials issued by the STS at this URL (moto, LocalStack): the emulator forwards STS
@@ -87,6 +89,15 @@ struct Cli {
     /// With --policy, the database's resource id (DbiResourceId, or the cluster's DbClusterResourceId).
     #[arg(long, requires = "policy")]
     resource_id: Option<String>,
+    /// Stand in for Aurora DSQL: verify DSQL tokens (service dsql; action DbConnectAdmin for the role admin and
+    /// DbConnect for others; signed for the host of --endpoint, without its port, such as
+    /// CLUSTER.dsql.REGION.on.aws). Any role of the PostgreSQL upstream may log in.
+    #[arg(long, conflicts_with_all = ["instance", "policy"])]
+    dsql: bool,
+    /// With --dsql, answer this share (0 to 1) of COMMITs and of writes outside a transaction with SQLSTATE OC000,
+    /// as DSQL answers an optimistic-concurrency conflict, without carrying them out.
+    #[arg(long, value_name = "R", default_value_t = 0.0, requires = "dsql")]
+    occ_conflict_rate: f64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -146,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
         authorization,
         max_auth_per_sec: cli.max_auth_per_sec,
         control_listen: cli.control_listen,
+        dsql: cli.dsql,
+        occ_conflict_rate: cli.occ_conflict_rate,
     })
     .await?;
     tokio::select! {

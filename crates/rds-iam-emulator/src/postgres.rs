@@ -1,10 +1,12 @@
 //! The PostgreSQL front end: SSL negotiation, the cleartext password exchange RDS uses for IAM users, then a session
 //! as the same user on the upstream server (which must trust the emulator), relayed both ways.
 
+mod conflicts;
 mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -142,10 +144,15 @@ async fn authenticate(
         match message.authentication_code() {
             Some(0) => {
                 client.write_all(&message.to_bytes()).await?;
+                // Reading every message costs more than copying bytes: only with conflicts to inject.
+                let relay = match &shared.conflicts {
+                    Some(injector) => Relay::PostgresConflicts(Arc::clone(injector)),
+                    None => Relay::Bytes,
+                };
                 return Ok(Some(Session {
                     client,
                     upstream,
-                    relay: Relay::Bytes,
+                    relay,
                 }));
             }
             Some(code) => {
@@ -172,6 +179,15 @@ async fn authenticate(
             }
         }
     }
+}
+
+/// Relays an open session, answering a share of its commits with DSQL's conflict (see [`conflicts`]).
+pub(crate) async fn relay_with_conflicts(
+    client: TlsStream<TcpStream>,
+    upstream: TcpStream,
+    injector: &crate::state::ConflictInjector,
+) -> std::io::Result<()> {
+    conflicts::relay(client, upstream, injector).await
 }
 
 /// Refuses a client over the emulator's connection limit in PostgreSQL's words, before TLS, once it has sent its

@@ -22,7 +22,7 @@ use crate::policy::Authorization;
 use crate::postgres;
 use crate::rate::PeakRate;
 use crate::sigv4::Verifier;
-use crate::state::{AuthCounts, Relay, Session, Shared};
+use crate::state::{AuthCounts, ConflictInjector, Relay, Session, Shared};
 use crate::stats::{EndpointCounters, EndpointInfo, EndpointView, Refusal};
 use crate::sts::{IssuedLog, StsPassThrough, StsTap};
 use crate::tls;
@@ -59,6 +59,13 @@ pub struct Options {
     pub max_auth_per_sec: Option<NonZeroU32>,
     /// Where the control API (failovers, statistics) listens; nowhere when `None`.
     pub control_listen: Option<SocketAddr>,
+    /// Aurora DSQL instead of RDS: tokens for the service `dsql`, `DbConnectAdmin` for the role `admin` and
+    /// `DbConnect` for others, signed for the endpoint's host without its port; any role of the upstream may log in
+    /// (there is no `rds_iam`). PostgreSQL upstreams only, one endpoint, no policies.
+    pub dsql: bool,
+    /// With `dsql`, the share (0 to 1) of commits and autocommit writes answered with DSQL's OC000 conflict instead
+    /// of being carried out; none when 0.
+    pub occ_conflict_rate: f64,
 }
 
 impl std::fmt::Debug for Options {
@@ -76,6 +83,8 @@ impl std::fmt::Debug for Options {
             authorization,
             max_auth_per_sec,
             control_listen,
+            dsql,
+            occ_conflict_rate,
         } = self;
         f.debug_struct("Options")
             .field("layout", layout)
@@ -90,6 +99,8 @@ impl std::fmt::Debug for Options {
             .field("authorization", authorization)
             .field("max_auth_per_sec", max_auth_per_sec)
             .field("control_listen", control_listen)
+            .field("dsql", dsql)
+            .field("occ_conflict_rate", occ_conflict_rate)
             .finish()
     }
 }
@@ -138,6 +149,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A DSQL option that cannot work as given.
+    #[error("{0}")]
+    Dsql(&'static str),
     #[error(transparent)]
     IamRole(#[from] IamRoleError),
     #[error(transparent)]
@@ -207,6 +221,7 @@ pub struct Emulator {
     control_server: Option<ControlServer>,
     sts: Option<StsTap>,
     max_connections: usize,
+    conflicts: Option<Arc<ConflictInjector>>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -223,6 +238,7 @@ impl Emulator {
     /// Binds every listening socket and creates the TLS identity (writing `ca.pem`).
     pub async fn bind(options: Options) -> Result<Self, StartError> {
         let upstream = Upstream::parse(&options.upstream)?;
+        check_dsql(&options, &upstream)?;
         let (instances, planned) = plan(options.layout);
         let mut bound = Vec::with_capacity(planned.len());
         for (name, spec, route) in planned {
@@ -263,6 +279,9 @@ impl Emulator {
             Some(authorization) => verifier.authorizing(authorization),
             None => verifier,
         };
+        let verifier = if options.dsql { verifier.for_dsql() } else { verifier };
+        let conflicts =
+            (options.occ_conflict_rate > 0.0).then(|| Arc::new(ConflictInjector::new(options.occ_conflict_rate)));
         let sts = match options.sts {
             Some(sts) => {
                 let address = sts.listen;
@@ -283,11 +302,16 @@ impl Emulator {
             let counters = Arc::new(EndpointCounters::new(Arc::clone(&all_new_connections)));
             let shared = Arc::new(Shared {
                 acceptor: tls.acceptor.clone(),
-                verifier: verifier.for_endpoint(&info.signing_name),
+                verifier: verifier.for_endpoint(if options.dsql {
+                    host_of(&info.signing_name)
+                } else {
+                    &info.signing_name
+                }),
                 iam_role: iam_role.clone(),
                 counts: Arc::clone(&counts),
                 stats: Arc::clone(&counters),
                 handshake_timeout: options.handshake_timeout,
+                conflicts: conflicts.clone(),
             });
             views.push(EndpointView {
                 info: info.clone(),
@@ -320,7 +344,15 @@ impl Emulator {
             control_server,
             sts,
             max_connections: options.max_connections,
+            conflicts,
         })
+    }
+
+    /// The OCC conflict injector, with [`Options::occ_conflict_rate`]: it counts the conflicts injected, and stays
+    /// readable while [`Emulator::run`] owns the emulator.
+    #[must_use]
+    pub fn conflicts(&self) -> Option<Arc<ConflictInjector>> {
+        self.conflicts.clone()
     }
 
     /// Where the first endpoint listens: in single-endpoint mode the only one, in cluster mode the first
@@ -459,6 +491,49 @@ fn plan(layout: Layout) -> (Vec<String>, Vec<(String, EndpointSpec, Route)>) {
     }
 }
 
+/// What DSQL mode needs of the other options: a PostgreSQL upstream (DSQL speaks PostgreSQL's protocol), one
+/// endpoint, no policies (which name `rds-db:connect`), and a conflict rate between 0 and 1, only with DSQL.
+fn check_dsql(options: &Options, upstream: &Upstream) -> Result<(), StartError> {
+    if !(0.0..=1.0).contains(&options.occ_conflict_rate) {
+        return Err(StartError::Dsql("--occ-conflict-rate must be between 0 and 1"));
+    }
+    if !options.dsql {
+        return if options.occ_conflict_rate > 0.0 {
+            Err(StartError::Dsql(
+                "--occ-conflict-rate imitates Aurora DSQL's optimistic concurrency: add --dsql",
+            ))
+        } else {
+            Ok(())
+        };
+    }
+    if !matches!(upstream, Upstream::Postgres { .. }) {
+        return Err(StartError::Dsql(
+            "--dsql needs a postgres:// upstream: DSQL is PostgreSQL-compatible",
+        ));
+    }
+    if !matches!(options.layout, Layout::Single(_)) {
+        return Err(StartError::Dsql(
+            "--dsql serves one endpoint, as a DSQL cluster has: leave out --instance",
+        ));
+    }
+    if options.authorization.is_some() {
+        return Err(StartError::Dsql(
+            "--policy checks rds-db:connect, which DSQL tokens are not for: leave it out with --dsql",
+        ));
+    }
+    Ok(())
+}
+
+/// The host of a `host:port` signing name (IPv6 in brackets, left without them), or the name itself when it has no
+/// port: DSQL tokens name a host alone.
+fn host_of(signing_name: &str) -> &str {
+    let host = match signing_name.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|byte| byte.is_ascii_digit()) && !host.is_empty() => host,
+        _ => signing_name,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// The names the certificate must cover: `localhost`, and every endpoint's address and signing host, so that a
 /// client verifies the emulator by whichever name it signs its token for.
 fn certificate_names<'a>(endpoints: impl Iterator<Item = &'a EndpointInfo>) -> Vec<String> {
@@ -466,8 +541,7 @@ fn certificate_names<'a>(endpoints: impl Iterator<Item = &'a EndpointInfo>) -> V
     for endpoint in endpoints {
         names.push(endpoint.listen.ip().to_string());
         let signing_name = endpoint.signing_name.as_str();
-        let host = signing_name.rsplit_once(':').map_or(signing_name, |(host, _)| host);
-        names.push(host.trim_start_matches('[').trim_end_matches(']').to_owned());
+        names.push(host_of(signing_name).to_owned());
     }
     names.sort();
     names.dedup();
@@ -589,6 +663,7 @@ async fn serve(
                     .await
                     .map(drop),
                 Relay::MySqlReader => mysql::relay_reader(client, upstream).await,
+                Relay::PostgresConflicts(injector) => postgres::relay_with_conflicts(client, upstream, &injector).await,
             }
         }
         Ok(result) => result.map(drop),
@@ -623,6 +698,8 @@ mod tests {
             authorization: None,
             max_auth_per_sec: None,
             control_listen: None,
+            dsql: false,
+            occ_conflict_rate: 0.0,
         }
     }
 
@@ -675,6 +752,40 @@ mod tests {
                 "tasks.cluster-xyz.us-east-1.rds.amazonaws.com",
             ]
         );
+    }
+
+    #[test]
+    fn dsql_tokens_are_checked_against_the_host_alone() {
+        assert_eq!(
+            host_of("kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws"),
+            "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws"
+        );
+        assert_eq!(
+            host_of("kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws:5432"),
+            "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws"
+        );
+        assert_eq!(host_of("127.0.0.1:5433"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:5433"), "::1");
+    }
+
+    #[tokio::test]
+    async fn dsql_options_that_cannot_work_are_refused_before_anything_is_bound() {
+        let mysql = Options {
+            dsql: true,
+            ..options("mysql://root@127.0.0.1:3306")
+        };
+        assert!(matches!(Emulator::bind(mysql).await, Err(StartError::Dsql(_))));
+        let without_dsql = Options {
+            occ_conflict_rate: 0.1,
+            ..options("postgres://postgres@127.0.0.1:5432")
+        };
+        assert!(matches!(Emulator::bind(without_dsql).await, Err(StartError::Dsql(_))));
+        let beyond_one = Options {
+            dsql: true,
+            occ_conflict_rate: 1.5,
+            ..options("postgres://postgres@127.0.0.1:5432")
+        };
+        assert!(matches!(Emulator::bind(beyond_one).await, Err(StartError::Dsql(_))));
     }
 
     #[tokio::test]

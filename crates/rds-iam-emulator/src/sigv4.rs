@@ -2,6 +2,10 @@
 //! query-string (presigned) requests. A token is the presigned URL of `GET https://host:port/?Action=connect&DBUser=u`
 //! without its scheme, signed for the service `rds-db`; RDS recomputes the signature with the secret key of the access
 //! key it names, and so does this module.
+//!
+//! Aurora DSQL tokens ([`TokenKind::Dsql`]) are the same kind of URL with three differences: the service is `dsql`,
+//! the host has no port, and there is no user in it: the action is `DbConnectAdmin` for the role `admin` and
+//! `DbConnect` for any other, and they may be signed to live up to a week.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -15,10 +19,46 @@ use crate::credentials::{CredentialStore, TemporaryCredentials};
 use crate::policy::Authorization;
 use crate::time;
 
-const SERVICE: &str = "rds-db";
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// RDS tokens live at most 15 minutes, whatever `X-Amz-Expires` says.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+/// DSQL accepts an `X-Amz-Expires` of up to a week.
+pub const MAX_DSQL_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Which service's tokens a verifier checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// RDS and Aurora: service `rds-db`, `Action=connect`, the user in `DBUser`, signed for `host:port`.
+    Rds,
+    /// Aurora DSQL: service `dsql`, `Action=DbConnectAdmin` for `admin` and `DbConnect` for other roles, no user,
+    /// signed for the host alone.
+    Dsql,
+}
+
+impl TokenKind {
+    fn service(self) -> &'static str {
+        match self {
+            Self::Rds => "rds-db",
+            Self::Dsql => "dsql",
+        }
+    }
+
+    /// The action a token for `user` must name.
+    fn action_for(self, user: &str) -> &'static str {
+        match self {
+            Self::Rds => "connect",
+            Self::Dsql if user == "admin" => "DbConnectAdmin",
+            Self::Dsql => "DbConnect",
+        }
+    }
+
+    fn max_lifetime(self) -> Duration {
+        match self {
+            Self::Rds => MAX_TOKEN_LIFETIME,
+            Self::Dsql => MAX_DSQL_TOKEN_LIFETIME,
+        }
+    }
+}
 /// How far a client's clock may run ahead of ours, as AWS allows.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
@@ -30,16 +70,16 @@ const SIGV4_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remo
 pub enum Rejection {
     #[error("malformed token: {0}")]
     Malformed(String),
-    #[error("Action is `{0}`, not `connect`")]
-    WrongAction(String),
+    #[error("Action is `{found}`, not `{expected}`")]
+    WrongAction { found: String, expected: &'static str },
     #[error("token is for database user `{token_user}`, but the connection is for `{startup_user}`")]
     WrongUser { token_user: String, startup_user: String },
     #[error("token is signed for `{signed}`, but this endpoint is `{expected}`")]
     WrongHost { signed: String, expected: String },
     #[error("token is signed for region `{signed}`, but this endpoint is in `{expected}`")]
     WrongRegion { signed: String, expected: String },
-    #[error("token is signed for service `{0}`, not `rds-db`")]
-    WrongService(String),
+    #[error("token is signed for service `{found}`, not `{expected}`")]
+    WrongService { found: String, expected: &'static str },
     #[error("token expired {0} s ago")]
     Expired(u64),
     #[error("token is dated {0} s in the future, beyond the allowed clock skew")]
@@ -72,7 +112,9 @@ pub struct VerifiedToken {
 pub struct Verifier {
     credentials: Arc<RwLock<CredentialStore>>,
     region: String,
+    /// The `host:port` (RDS) or host (DSQL) tokens must be signed for.
     endpoint: String,
+    kind: TokenKind,
     max_token_age: Duration,
     /// When set, a valid token is also checked against its principal's policies, as RDS asks IAM.
     authorization: Option<Arc<Authorization>>,
@@ -87,9 +129,24 @@ impl Verifier {
             credentials: Arc::new(RwLock::new(credentials)),
             region: region.to_owned(),
             endpoint: endpoint.to_owned(),
-            max_token_age: max_token_age.min(MAX_TOKEN_LIFETIME),
+            kind: TokenKind::Rds,
+            max_token_age,
             authorization: None,
         }
+    }
+
+    /// The same verifier for Aurora DSQL tokens; `endpoint` is then the host alone.
+    #[must_use]
+    pub fn for_dsql(self) -> Self {
+        Self {
+            kind: TokenKind::Dsql,
+            ..self
+        }
+    }
+
+    #[must_use]
+    pub fn kind(&self) -> TokenKind {
+        self.kind
     }
 
     /// Also requires the policies of a token's principal to allow `rds-db:connect` as its user.
@@ -134,10 +191,18 @@ impl Verifier {
         let token = ParsedToken::parse(token)?;
 
         let action = token.param("Action")?;
-        if action != "connect" {
-            return Err(Rejection::WrongAction(action.to_owned()));
+        let expected_action = self.kind.action_for(startup_user);
+        if action != expected_action {
+            return Err(Rejection::WrongAction {
+                found: action.to_owned(),
+                expected: expected_action,
+            });
         }
-        let token_user = token.param("DBUser")?;
+        let token_user = match self.kind {
+            TokenKind::Rds => token.param("DBUser")?,
+            // The action already says which kind of role the token is for; DSQL tokens name none.
+            TokenKind::Dsql => startup_user,
+        };
         if token_user != startup_user {
             return Err(Rejection::WrongUser {
                 token_user: token_user.to_owned(),
@@ -172,8 +237,11 @@ impl Verifier {
                 "X-Amz-Credential does not end in aws4_request".to_owned(),
             ));
         }
-        if service != SERVICE {
-            return Err(Rejection::WrongService(service.to_owned()));
+        if service != self.kind.service() {
+            return Err(Rejection::WrongService {
+                found: service.to_owned(),
+                expected: self.kind.service(),
+            });
         }
         if region != self.region {
             return Err(Rejection::WrongRegion {
@@ -194,10 +262,10 @@ impl Verifier {
             .param("X-Amz-Expires")?
             .parse()
             .map_err(|_| Rejection::Malformed("X-Amz-Expires is not a number of seconds".to_owned()))?;
-        if expires_in == 0 || expires_in > MAX_TOKEN_LIFETIME.as_secs() {
+        let max_lifetime = self.kind.max_lifetime().as_secs();
+        if expires_in == 0 || expires_in > max_lifetime {
             return Err(Rejection::Malformed(format!(
-                "X-Amz-Expires is {expires_in}; RDS accepts 1 to {}",
-                MAX_TOKEN_LIFETIME.as_secs()
+                "X-Amz-Expires is {expires_in}; the server accepts 1 to {max_lifetime}"
             )));
         }
         let expires_at = signed_at + Duration::from_secs(expires_in).min(self.max_token_age);
@@ -219,9 +287,16 @@ impl Verifier {
         let signature = hex::decode(token.param("X-Amz-Signature")?)
             .map_err(|_| Rejection::Malformed("X-Amz-Signature is not hexadecimal".to_owned()))?;
         // verify_slice compares in constant time.
-        signature_mac(secret, amz_date, scope_date, region, &token.canonical_request())
-            .verify_slice(&signature)
-            .map_err(|_| Rejection::BadSignature)?;
+        signature_mac(
+            secret,
+            amz_date,
+            scope_date,
+            region,
+            service,
+            &token.canonical_request(),
+        )
+        .verify_slice(&signature)
+        .map_err(|_| Rejection::BadSignature)?;
         let session_token = token.param("X-Amz-Security-Token").ok();
         match (credentials.session_token_for(access_key_id), session_token) {
             (Some(expected), presented) if presented != Some(expected) => {
@@ -343,13 +418,14 @@ fn signature_mac(
     amz_date: &str,
     scope_date: &str,
     region: &str,
+    service: &str,
     canonical_request: &str,
 ) -> Hmac<Sha256> {
     let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{SERVICE}/aws4_request\n{}",
+        "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{service}/aws4_request\n{}",
         hex::encode(Sha256::digest(canonical_request))
     );
-    let signing_key = [scope_date, region, SERVICE, "aws4_request"]
+    let signing_key = [scope_date, region, service, "aws4_request"]
         .iter()
         .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
             hmac_sha256(&key, part.as_bytes())
@@ -383,7 +459,17 @@ pub(crate) mod fixtures {
     pub(crate) const SESSION_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     pub(crate) const SESSION_TOKEN: &str = "FwoGZXIvYXdzEJr//////////wEaDFAKE/TOKEN+with/slashes=";
 
-    /// When both tokens were signed.
+    /// Aurora DSQL tokens, made once with botocore 1.44.18 in a throwaway virtualenv, time frozen at
+    /// 2024-08-26T22:00:00Z (`botocore.auth.get_current_datetime` patched): `generate_db_connect_auth_token` and
+    /// `generate_db_connect_admin_auth_token` of a `dsql` client for `kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws`
+    /// with key `akid`, secret `secret`; and `generate_db_connect_admin_auth_token(..., ExpiresIn=600)` for
+    /// `iqabtu3jw4ggbhnqmbynnnebve.dsql.eu-west-3.on.aws` with key `AKIDEXAMPLE`, [`SESSION_SECRET`] and
+    /// [`SESSION_TOKEN`]. rds-iam's `DsqlTokenSigner` signs the same tokens (its tests compare them).
+    pub(crate) const BOTOCORE_DSQL_TOKEN: &str = "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws/?Action=DbConnect&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Fdsql%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=cae25debf6f82e9570947a251e6065cd69a4e18dbcdb9c839ea0354a60ff41c2";
+    pub(crate) const BOTOCORE_DSQL_ADMIN_TOKEN: &str = "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws/?Action=DbConnectAdmin&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=akid%2F20240826%2Fus-east-1%2Fdsql%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=c3822fb46a78cc35e4059947ac216fa476c7e7f992dd736df907aa5405f09f41";
+    pub(crate) const BOTOCORE_DSQL_SESSION_ADMIN_TOKEN: &str = "iqabtu3jw4ggbhnqmbynnnebve.dsql.eu-west-3.on.aws/?Action=DbConnectAdmin&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240826%2Feu-west-3%2Fdsql%2Faws4_request&X-Amz-Date=20240826T220000Z&X-Amz-Expires=600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F%2F%2F%2F%2F%2F%2F%2F%2FwEaDFAKE%2FTOKEN%2Bwith%2Fslashes%3D&X-Amz-Signature=3907729ccf9bff60d208fb415f56c87281917a5617c2627fc7114cda008b8081";
+
+    /// When all these tokens were signed.
     pub(crate) fn signed_at() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_724_709_600)
     }
@@ -406,6 +492,83 @@ mod tests {
 
     fn us_east() -> Verifier {
         verifier("us-east-1", "prod-instance.us-east-1.rds.amazonaws.com:3306")
+    }
+
+    fn dsql(region: &str, host: &str) -> Verifier {
+        verifier(region, host).for_dsql()
+    }
+
+    #[test]
+    fn dsql_tokens_from_an_independent_signer_are_accepted_for_the_role_their_action_names() {
+        let cluster = dsql("us-east-1", "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws");
+        let verified = cluster
+            .verify(BOTOCORE_DSQL_TOKEN, "app_role", signed_at() + Duration::from_secs(60))
+            .expect("a DbConnect token for a custom role");
+        assert_eq!(
+            (verified.access_key_id.as_str(), verified.user.as_str()),
+            ("akid", "app_role")
+        );
+        assert!(cluster.verify(BOTOCORE_DSQL_ADMIN_TOKEN, "admin", signed_at()).is_ok());
+
+        // The action must match the role: an admin token does not log in a custom role, nor the other way round.
+        assert_eq!(
+            cluster.verify(BOTOCORE_DSQL_ADMIN_TOKEN, "app_role", signed_at()),
+            Err(Rejection::WrongAction {
+                found: "DbConnectAdmin".to_owned(),
+                expected: "DbConnect"
+            })
+        );
+        assert!(matches!(
+            cluster.verify(BOTOCORE_DSQL_TOKEN, "admin", signed_at()),
+            Err(Rejection::WrongAction { .. })
+        ));
+
+        let with_session = dsql("eu-west-3", "iqabtu3jw4ggbhnqmbynnnebve.dsql.eu-west-3.on.aws");
+        let verified = with_session
+            .verify(
+                BOTOCORE_DSQL_SESSION_ADMIN_TOKEN,
+                "admin",
+                signed_at() + Duration::from_secs(600),
+            )
+            .expect("valid for its 600 s");
+        assert!(verified.has_session_token);
+        assert_eq!(
+            with_session.verify(
+                BOTOCORE_DSQL_SESSION_ADMIN_TOKEN,
+                "admin",
+                signed_at() + Duration::from_secs(601)
+            ),
+            Err(Rejection::Expired(1))
+        );
+    }
+
+    #[test]
+    fn dsql_tokens_name_the_host_without_a_port_and_the_dsql_service() {
+        let with_port = dsql("us-east-1", "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws:5432");
+        assert!(matches!(
+            with_port.verify(BOTOCORE_DSQL_TOKEN, "app_role", signed_at()),
+            Err(Rejection::WrongHost { .. })
+        ));
+        // An RDS verifier refuses a DSQL token, and a DSQL verifier an RDS token, each for its service or action.
+        let rds = verifier("us-east-1", "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws");
+        assert!(matches!(
+            rds.verify(BOTOCORE_DSQL_TOKEN, "app_role", signed_at()),
+            Err(Rejection::WrongAction { .. })
+        ));
+        let as_dsql = dsql("us-east-1", "prod-instance.us-east-1.rds.amazonaws.com:3306");
+        assert!(matches!(
+            as_dsql.verify(BOTOCORE_TOKEN, "peccy", signed_at()),
+            Err(Rejection::WrongAction { .. })
+        ));
+        let tampered = BOTOCORE_DSQL_TOKEN.replace("Action=DbConnect&", "Action=DbConnectAdmin&");
+        assert_eq!(
+            dsql("us-east-1", "kaabtu3ivgyiv7yeqqqzxcvfne.dsql.us-east-1.on.aws").verify(
+                &tampered,
+                "admin",
+                signed_at()
+            ),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]
@@ -482,7 +645,15 @@ mod tests {
              X-Amz-Date={amz_date}&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
         );
         let canonical_request = ParsedToken::parse(&unsigned).expect("a token").canonical_request();
-        let signature = signature_mac("secret", amz_date, scope_date, "us-east-1", &canonical_request).finalize();
+        let signature = signature_mac(
+            "secret",
+            amz_date,
+            scope_date,
+            "us-east-1",
+            "rds-db",
+            &canonical_request,
+        )
+        .finalize();
         format!("{unsigned}&X-Amz-Signature={}", hex::encode(signature.into_bytes()))
     }
 

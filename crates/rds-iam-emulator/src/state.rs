@@ -13,7 +13,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::iam_role::IamRole;
 use crate::rate::RateLimit;
-use crate::sigv4::Verifier;
+use crate::sigv4::{TokenKind, Verifier};
 use crate::stats::{EndpointCounters, Refusal};
 
 /// How many log-ins the emulator has accepted and refused since it started: a valid token for a user that is not an
@@ -47,6 +47,49 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<EndpointCounters>,
     /// From accepting the connection to the upstream session being open.
     pub(crate) handshake_timeout: Duration,
+    /// With `--occ-conflict-rate`, the share of commits answered with a conflict instead; `None` relays bytes as
+    /// they are.
+    pub(crate) conflicts: Option<Arc<ConflictInjector>>,
+}
+
+/// Aurora DSQL's optimistic concurrency, imitated: a share of the commits and autocommit writes a session sends are
+/// answered with SQLSTATE OC000 instead of being carried out, and counted.
+#[derive(Debug)]
+pub struct ConflictInjector {
+    /// The share, as the bits of an `f64`, so that a test can change it while sessions run.
+    rate: AtomicU64,
+    injected: AtomicU64,
+}
+
+impl ConflictInjector {
+    /// Conflicts for `rate` (0 to 1) of the commits.
+    #[must_use]
+    pub fn new(rate: f64) -> Self {
+        Self {
+            rate: AtomicU64::new(rate.to_bits()),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// Conflicts for `rate` (0 to 1) of the commits from now on, in every session.
+    pub fn set_rate(&self, rate: f64) {
+        self.rate.store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Draws whether this commit conflicts, counting it when it does.
+    pub(crate) fn conflicts(&self) -> bool {
+        let conflict = fastrand::f64() < f64::from_bits(self.rate.load(Ordering::Relaxed));
+        if conflict {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        conflict
+    }
+
+    /// How many commits have been answered with a conflict so far.
+    #[must_use]
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
 }
 
 /// An authenticated client and its open session on the upstream server, ready to be relayed.
@@ -57,12 +100,14 @@ pub(crate) struct Session {
 }
 
 /// How a session's bytes are relayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Relay {
     /// As they are, both ways.
     Bytes,
     /// A MySQL session on a reader, whose read-only errors are turned into Aurora MySQL's.
     MySqlReader,
+    /// A PostgreSQL session read message by message, whose commits may be answered with DSQL's conflict.
+    PostgresConflicts(Arc<ConflictInjector>),
 }
 
 /// What became of a log-in.
@@ -77,8 +122,9 @@ pub(crate) enum Verdict {
 
 impl Shared {
     /// Whether `user` may log in with `token` as its password: the token is valid for it, the instance's rate of
-    /// authentications (`limit`) allows one more, and it is an IAM user (it has been granted `rds_iam` on the
-    /// upstream). Counts and logs the outcome and why, never the token itself.
+    /// authentications (`limit`) allows one more, and, for RDS, it is an IAM user (it has been granted `rds_iam` on
+    /// the upstream; DSQL has no such role: every role logs in with a token, and one the upstream lacks is refused
+    /// there). Counts and logs the outcome and why, never the token itself.
     pub(crate) async fn authenticate(
         &self,
         token: &str,
@@ -99,6 +145,11 @@ impl Shared {
             self.refuse(Refusal::Throttled);
             tracing::warn!(%peer, user, access_key_id, "refused: too many authentications per second (--max-auth-per-sec)");
             return Verdict::Throttled;
+        }
+        if self.verifier.kind() == TokenKind::Dsql {
+            self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, user, access_key_id, "DSQL token accepted");
+            return Verdict::Accepted;
         }
         match self.iam_role.is_granted_to(user).await {
             Ok(true) => {

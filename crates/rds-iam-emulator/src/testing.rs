@@ -54,8 +54,8 @@ use crate::policy::Authorization;
 use crate::server::redacted;
 use crate::sigv4::MAX_TOKEN_LIFETIME;
 use crate::{
-    AuthCounts, ClusterLayout, Control, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator, EndpointInfo,
-    EndpointSpec, FailoverStarted, InstanceSpec, IssuedLog, Layout, Options, Stats, StsPassThrough,
+    AuthCounts, ClusterLayout, ConflictInjector, Control, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Emulator,
+    EndpointInfo, EndpointSpec, FailoverStarted, InstanceSpec, IssuedLog, Layout, Options, Stats, StsPassThrough,
 };
 
 /// How a test wants its emulator. The defaults are the emulator's own: region `us-east-1`, tokens signed for the
@@ -81,6 +81,10 @@ pub struct EmulatorOptions {
     pub authorization: Option<Authorization>,
     /// How many log-ins each instance takes per second (see [`Options::max_auth_per_sec`]).
     pub max_auth_per_sec: Option<NonZeroU32>,
+    /// Aurora DSQL tokens instead of RDS's (see [`Options::dsql`]); `endpoint` is then the host they name.
+    pub dsql: bool,
+    /// With `dsql`, the share of commits answered with OC000 (see [`Options::occ_conflict_rate`]).
+    pub occ_conflict_rate: f64,
 }
 
 impl Default for EmulatorOptions {
@@ -94,6 +98,8 @@ impl Default for EmulatorOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             authorization: None,
             max_auth_per_sec: None,
+            dsql: false,
+            occ_conflict_rate: 0.0,
         }
     }
 }
@@ -114,6 +120,7 @@ pub struct TestEmulator {
     endpoints: Vec<EndpointInfo>,
     control: Control,
     control_url: String,
+    conflicts: Option<Arc<ConflictInjector>>,
     // Deleted by its own `Drop`, which runs after `TestEmulator::drop` has stopped the emulator.
     directory: TempDir,
     task: JoinHandle<()>,
@@ -175,6 +182,8 @@ impl TestEmulator {
             authorization: options.authorization,
             max_auth_per_sec: options.max_auth_per_sec,
             control_listen: Some(ANY_PORT),
+            dsql: options.dsql,
+            occ_conflict_rate: options.occ_conflict_rate,
         })
         .await
         .expect("the emulator starts");
@@ -195,6 +204,7 @@ impl TestEmulator {
             endpoints,
             control: emulator.control(),
             control_url: format!("http://{control_addr}"),
+            conflicts: emulator.conflicts(),
             directory,
             task: tokio::spawn(emulator.run()),
         }
@@ -301,6 +311,26 @@ impl TestEmulator {
     #[must_use]
     pub fn stats(&self) -> Stats {
         self.control.stats()
+    }
+
+    /// How many commits and autocommit writes have been answered with an injected OC000 conflict so far.
+    #[must_use]
+    pub fn conflicts_injected(&self) -> u64 {
+        self.conflicts.as_ref().map_or(0, |conflicts| conflicts.injected())
+    }
+
+    /// Changes the share of commits answered with a conflict, for sessions open and to come: a test can start the
+    /// service (whose migrations are not retried) before conflicts begin.
+    ///
+    /// # Panics
+    ///
+    /// When the emulator was started without a conflict rate: its sessions are relayed as bytes, with nowhere to
+    /// inject one.
+    pub fn set_conflict_rate(&self, rate: f64) {
+        self.conflicts
+            .as_ref()
+            .expect("an emulator started with occ_conflict_rate above 0")
+            .set_rate(rate);
     }
 
     /// The control API's base URL (`POST {control_url}/failover`, `GET {control_url}/stats`).

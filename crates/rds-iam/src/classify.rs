@@ -30,6 +30,10 @@ pub enum ErrorClass {
     Throttled,
     /// No connection could be had: pool time-outs, a closed pool, insufficient resources (53). Worth retrying later.
     Unavailable,
+    /// The transaction lost an optimistic-concurrency race and was rolled back: PostgreSQL's serialization failure
+    /// (40001), and Aurora DSQL's OC000 (a conflict at commit) and OC001 (a schema change under the transaction).
+    /// Nothing of it was applied; running the whole transaction again, not just its last statement, usually succeeds.
+    SerializationConflict,
     /// Everything else: the statement itself failed.
     Other,
 }
@@ -82,6 +86,8 @@ pub fn classify_sqlstate(code: &str) -> ErrorClass {
     if code.len() != 5 {
         // Not a SQLSTATE: SQLite's numeric result codes (2835 is not an authentication failure).
         ErrorClass::Other
+    } else if ["40001", "OC000", "OC001"].contains(&code) {
+        ErrorClass::SerializationConflict
     } else if code.starts_with("28") {
         ErrorClass::AuthFailure
     } else if code == "08P01" {
@@ -166,6 +172,10 @@ mod tests {
             ("23505", ErrorClass::Other),
             ("42P01", ErrorClass::Other),
             ("57014", ErrorClass::Other),
+            ("40001", ErrorClass::SerializationConflict),
+            ("OC000", ErrorClass::SerializationConflict),
+            ("OC001", ErrorClass::SerializationConflict),
+            ("40P01", ErrorClass::Other),
         ] {
             assert_eq!(classify_sqlstate(code), class, "{code}");
         }

@@ -45,7 +45,8 @@ pub enum Error {
     /// No region was given, none is in the host name, and the AWS region chain has none.
     #[error(
         "no AWS region to sign IAM tokens for: set the region (IamPoolBuilder::region, or `region` in IamSettings), \
-         use an RDS host name (name.id.region.rds.amazonaws.com), or set AWS_REGION"
+         use an RDS or DSQL host name (name.id.region.rds.amazonaws.com, cluster.dsql.region.on.aws), or set \
+         AWS_REGION"
     )]
     NoRegion,
     /// A setting has a value that cannot work.

@@ -79,6 +79,7 @@
 //! | `discovery` | [`IamPoolBuilder::discover`] and [`discovery`]: the endpoint from a cluster or instance identifier |
 //! | `serde` | [`IamSettings`], every setting as one deserialisable struct, and `Deserialize` for [`TlsMode`] |
 //! | `secrets-manager` | `SecretsManagerSource`: a user and password from a Secrets Manager secret instead of tokens |
+//! | `dsql` | `DsqlTokenSigner`: tokens for Aurora DSQL (`DbConnect`, or `DbConnectAdmin` for `admin`) |
 //!
 //! None is on by default. The pieces underneath work on their own too: [`RdsTokenSigner`] signs tokens (for `psql`,
 //! say), [`TokenRefresher`] keeps a credential fresh for any client, and [`CredentialSource`] lets tests, other token
@@ -94,6 +95,16 @@
 //! rotation looks like from the client; the last good ones are kept while fetching fails. The TLS rules are the same
 //! as for tokens.
 //!
+//! # Aurora DSQL
+//!
+//! DSQL accepts only IAM tokens, signed for the service `dsql` and naming the cluster endpoint
+//! (`CLUSTER.dsql.REGION.on.aws`) without a port or user: the action is `DbConnectAdmin` for the `admin` role and
+//! `DbConnect` for any other. With the `dsql` feature, `DsqlTokenSigner` signs them with `aws-sdk-dsql`'s generator
+//! and plugs into [`IamPoolBuilder::credential_source`], so they are renewed by the same refresher; the region comes
+//! from the host name as for RDS. DSQL closes connections after an hour (`DSQL_MAX_CONNECTION_LIFETIME` is the
+//! pool's limit to keep under that), and answers optimistic-concurrency conflicts with SQLSTATE 40001, OC000 or
+//! OC001: [`ErrorClass::SerializationConflict`], for the caller to run the whole transaction again.
+//!
 //! # What AWS needs
 //!
 //! IAM authentication switched on for the cluster or instance; a database user created for it (PostgreSQL:
@@ -105,6 +116,8 @@ mod classify;
 mod credential;
 #[cfg(feature = "discovery")]
 pub mod discovery;
+#[cfg(feature = "dsql")]
+mod dsql;
 mod error;
 mod pool;
 mod refresher;
@@ -118,6 +131,8 @@ mod signer;
 
 pub use classify::{Classify, ErrorClass, classify, classify_sqlstate};
 pub use credential::{Credential, IamToken, TokenTarget};
+#[cfg(feature = "dsql")]
+pub use dsql::{DSQL_ADMIN_USER, DSQL_MAX_CONNECTION_LIFETIME, DsqlAction, DsqlClusterId, DsqlTokenSigner};
 pub use error::{BoxError, CredentialError, Error};
 pub use pool::{ConnectOptionsOf, IamConnectOptions, IamPool, IamPoolBuilder, TlsMode};
 pub use refresher::{RefreshPolicy, TokenListener, TokenRefresher, TokenStatus};

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_rds::auth_token::{AuthTokenGenerator, Config as TokenConfig};
 use aws_sdk_rds::config::Region;
@@ -72,15 +73,7 @@ impl RdsTokenSigner {
         lifetime: TokenLifetime,
         sdk_config: Option<SdkConfig>,
     ) -> Result<Self, Error> {
-        let known_region = region.or_else(|| region_from_host(&target.host).map(str::to_owned));
-        let sdk_config = match sdk_config {
-            Some(config) => config,
-            None => load_aws_config(known_region.as_deref()).await,
-        };
-        let region = known_region
-            .map(Region::new)
-            .or_else(|| sdk_config.region().cloned())
-            .ok_or(Error::NoRegion)?;
+        let (sdk_config, region) = resolve_region(&target.host, region, sdk_config).await?;
         Ok(Self {
             sdk_config,
             region,
@@ -125,26 +118,9 @@ impl RdsTokenSigner {
     /// Signs a fresh token: resolves the credentials (no network call unless they must be fetched or renewed) and
     /// signs locally.
     pub async fn sign(&self) -> Result<IamToken, CredentialError> {
-        // X-Amz-Date has whole seconds, and servers count the lifetime from it: the token expires up to a second
-        // before `now + lifetime`, so count from the start of the current second.
-        let into_second = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|since_epoch| Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
-            .unwrap_or_default();
-        let issued_at = Instant::now().checked_sub(into_second).unwrap_or_else(Instant::now);
+        let issued_at = start_of_second();
         let fail = |source| CredentialError::signing(&self.target, source);
-        let provider = self
-            .sdk_config
-            .credentials_provider()
-            .ok_or_else(|| fail("no credentials provider is configured".into()))?;
-        // Resolved here rather than inside the generator, so that their expiry is known and caps the token's.
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|error| fail(error.into()))?;
-        let credentials_expire_in = credentials
-            .expiry()
-            .map(|expiry| expiry.duration_since(SystemTime::now()).unwrap_or_default());
+        let (credentials, credentials_expire_in) = signing_credentials(&self.sdk_config).await.map_err(fail)?;
         let config = TokenConfig::builder()
             .hostname(self.target.host.clone())
             .port(u64::from(self.target.port))
@@ -158,11 +134,70 @@ impl RdsTokenSigner {
             .auth_token(&self.sdk_config)
             .await
             .map_err(fail)?;
-        let token = IamToken::token(SecretString::from(token.as_str()), issued_at, self.lifetime.get());
-        Ok(match credentials_expire_in {
-            Some(left) => token.valid_until_at_most(Instant::now() + left),
-            None => token,
-        })
+        Ok(capped_token(
+            token.as_str(),
+            issued_at,
+            self.lifetime,
+            credentials_expire_in,
+        ))
+    }
+}
+
+/// The SDK configuration to sign with and the region to sign for: `region`, else the one in `host`'s name, else the
+/// configuration's (loaded from the default chain when `sdk_config` is `None`). Never a default region.
+pub(crate) async fn resolve_region(
+    host: &str,
+    region: Option<String>,
+    sdk_config: Option<SdkConfig>,
+) -> Result<(SdkConfig, Region), Error> {
+    let known_region = region.or_else(|| region_from_host(host).map(str::to_owned));
+    let sdk_config = match sdk_config {
+        Some(config) => config,
+        None => load_aws_config(known_region.as_deref()).await,
+    };
+    let region = known_region
+        .map(Region::new)
+        .or_else(|| sdk_config.region().cloned())
+        .ok_or(Error::NoRegion)?;
+    Ok((sdk_config, region))
+}
+
+/// When a token signed now counts as issued: X-Amz-Date has whole seconds, and servers count the lifetime from it,
+/// so the token expires up to a second before `now + lifetime`; count from the start of the current second.
+pub(crate) fn start_of_second() -> Instant {
+    let into_second = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since_epoch| Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
+        .unwrap_or_default();
+    Instant::now().checked_sub(into_second).unwrap_or_else(Instant::now)
+}
+
+/// The credentials to sign with, and how long they have left when they expire. Resolved before signing rather than
+/// inside the SDK's generator, so that their expiry is known and caps the token's.
+pub(crate) async fn signing_credentials(
+    sdk_config: &SdkConfig,
+) -> Result<(Credentials, Option<Duration>), crate::error::BoxError> {
+    let provider = sdk_config
+        .credentials_provider()
+        .ok_or("no credentials provider is configured")?;
+    let credentials = provider.provide_credentials().await?;
+    let expire_in = credentials
+        .expiry()
+        .map(|expiry| expiry.duration_since(SystemTime::now()).unwrap_or_default());
+    Ok((credentials, expire_in))
+}
+
+/// A signed token as a [`Credential`], expiring after `lifetime` or when the credentials that signed it do.
+pub(crate) fn capped_token(
+    token: &str,
+    issued_at: Instant,
+    lifetime: TokenLifetime,
+    credentials_expire_in: Option<Duration>,
+) -> IamToken {
+    let token = IamToken::token(SecretString::from(token), issued_at, lifetime.get());
+    match credentials_expire_in {
+        Some(left) => token.valid_until_at_most(Instant::now() + left),
+        None => token,
     }
 }
 

@@ -100,6 +100,51 @@ async fn psql_logs_in_through_the_emulator_with_a_token_from_tasks_api_token() {
     assert_eq!(emulator.counts.accepted(), 1);
 }
 
+#[tokio::test]
+async fn psql_logs_in_to_the_emulator_in_dsql_mode_with_tokens_from_tasks_api_token_dsql() {
+    let upstream = postgres_server();
+    let mut credentials = CredentialStore::default();
+    credentials.insert(ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned(), None);
+    let options = EmulatorOptions {
+        region: REGION.to_owned(),
+        dsql: true,
+        ..EmulatorOptions::default()
+    };
+    let emulator = TestEmulator::start(upstream, credentials, options).await;
+    // DSQL's two kinds of role: `admin`, which every cluster has, and a custom one.
+    emulator
+        .administer(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'admin') THEN CREATE ROLE admin LOGIN; \
+             END IF; END $$",
+        )
+        .await;
+    emulator.create_iam_user(IAM_USER).await;
+    let dsql_token = |admin: bool| {
+        let mut command = tasks_api(emulator.directory());
+        // DSQL tokens name the host alone, and the emulator's is its listen address's.
+        command.args(["token", "--dsql", "--host", "127.0.0.1", "--region", REGION]);
+        if admin {
+            command.arg("--admin");
+        }
+        async move {
+            let output = command.output().await.expect("tasks-api runs");
+            let token = succeeded("tasks-api token --dsql", &output);
+            assert!(output.stderr.is_empty(), "the token is all it prints");
+            token.trim_end().to_owned()
+        }
+    };
+    let admin_token = dsql_token(true).await;
+    assert!(admin_token.contains("Action=DbConnectAdmin&"), "an admin token");
+    assert!(admin_token.contains("%2Fdsql%2Faws4_request"), "signed for dsql");
+
+    assert_eq!(psql_current_user(&emulator, "admin", &admin_token).await, "admin");
+    assert_eq!(
+        psql_current_user(&emulator, IAM_USER, &dsql_token(false).await).await,
+        IAM_USER
+    );
+    assert_eq!(emulator.counts.accepted(), 2);
+}
+
 /// Logs in with `psql` as `user` with `token`, verifying the emulator's certificate, and asks who it is.
 async fn psql_current_user(emulator: &TestEmulator, user: &str, token: &str) -> String {
     let connection = format!(

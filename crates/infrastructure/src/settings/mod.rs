@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rds_iam::{DatabaseResource, IamSettings, SecretId, TlsMode};
+use rds_iam::{DSQL_MAX_CONNECTION_LIFETIME, DatabaseResource, DsqlClusterId, IamSettings, SecretId, TlsMode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -63,6 +63,22 @@ pub enum Auth {
     Iam(Box<IamSettings>),
     /// The user and password held in a Secrets Manager secret, which may also say where the database is.
     SecretsManager(SecretsManagerSettings),
+    /// Aurora DSQL: a fresh DSQL token for every new connection, renewed like RDS tokens. Boxed, as `Iam` is.
+    Dsql(Box<DsqlSettings>),
+}
+
+/// Where an Aurora DSQL cluster is and how its tokens are signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DsqlSettings {
+    /// The cluster, whose endpoint (`CLUSTER.dsql.REGION.on.aws`) the service connects to; `None` when the URL
+    /// names the endpoint itself.
+    pub cluster_id: Option<DsqlClusterId>,
+    /// The role connections log in as: the URL's user, else `admin`, which every cluster has. Its tokens are
+    /// `DbConnectAdmin` tokens; any other role's are `DbConnect` tokens.
+    pub role: String,
+    /// The region, token lifetime and renewal, signing host, tunnel and TLS escape hatches, as for RDS; the
+    /// settings that only RDS has (a role to assume, an RDS cluster or instance to look up) are refused with DSQL.
+    pub iam: IamSettings,
 }
 
 /// Which secret holds the database user and password, and how often it is fetched again.
@@ -150,6 +166,8 @@ struct RawDatabaseSettings {
     migrate_on_start: bool,
     auth: AuthMode,
     iam: IamSettings,
+    #[serde(default)]
+    dsql: RawDsqlSettings,
     secret_id: Option<String>,
     #[serde(deserialize_with = "seconds", default = "default_secret_refresh")]
     secret_refresh_secs: Duration,
@@ -172,6 +190,13 @@ enum AuthMode {
     Password,
     Iam,
     SecretsManager,
+    Dsql,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDsqlSettings {
+    cluster_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +242,7 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
             }
             (password, in_url) => password.or_else(|| in_url.cloned()),
         };
+        let raw_dsql_cluster_id = raw.dsql.cluster_id.clone();
         let tls = TlsSettings {
             mode: resolve_tls_mode(raw.tls.mode, &raw.url, raw.auth),
             root_cert: raw.tls.root_cert,
@@ -237,7 +263,20 @@ impl TryFrom<RawDatabaseSettings> for DatabaseSettings {
                 check_iam_url("database.url", &raw.url, password.is_some())?;
                 Auth::Iam(Box::new(raw.iam))
             }
+            (AuthMode::Dsql, None) => Auth::Dsql(Box::new(dsql_settings(
+                &raw.url,
+                password.is_some(),
+                raw.dsql,
+                raw.iam,
+                raw.max_lifetime_secs,
+            )?)),
         };
+        if !matches!(auth, Auth::Dsql(_)) && raw_dsql_cluster_id.is_some() {
+            return Err(invalid(
+                "database.dsql.cluster_id",
+                "is only used with database.auth = dsql: set that too, or remove the cluster id",
+            ));
+        }
         let reader = reader_endpoint(raw.reader, &raw.url, &auth)?;
         Ok(Self {
             reader,
@@ -298,6 +337,12 @@ fn reader_endpoint(
             match auth {
                 Auth::Iam(_) => check_iam_url("database.reader.url", &url, false)?,
                 Auth::SecretsManager(_) => check_secrets_manager_url("database.reader.url", &url, false)?,
+                Auth::Dsql(_) => {
+                    return Err(invalid(
+                        "database.reader.url",
+                        "is not for Aurora DSQL, where every endpoint takes writes: remove it",
+                    ));
+                }
                 Auth::Password(_) => {}
             }
             Ok(Some(ReaderEndpoint::Url(url)))
@@ -328,6 +373,88 @@ fn check_iam_url(key: &str, url: &DatabaseUrl, has_password: bool) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// What DSQL needs: a PostgreSQL URL without a password, the cluster named once (by id, or by the URL's host), none
+/// of the RDS-only IAM settings, and connections replaced before DSQL closes them at 60 minutes.
+fn dsql_settings(
+    url: &DatabaseUrl,
+    has_password: bool,
+    raw: RawDsqlSettings,
+    iam: IamSettings,
+    max_lifetime: Duration,
+) -> Result<DsqlSettings, String> {
+    if url.backend() != DatabaseBackend::Postgres {
+        return Err(invalid(
+            "database.url",
+            "must be postgres:// with database.auth = dsql (Aurora DSQL speaks PostgreSQL): \
+             postgres://admin@CLUSTER.dsql.REGION.on.aws/postgres, or postgres:///postgres with \
+             database.dsql.cluster_id",
+        ));
+    }
+    if has_password {
+        return Err(invalid(
+            "database.password",
+            "must not be set with database.auth = dsql: the token is the password (remove it from the URL too)",
+        ));
+    }
+    let role = match url.as_url().username() {
+        "" => rds_iam::DSQL_ADMIN_USER.to_owned(),
+        user => percent_encoding::percent_decode_str(user)
+            .decode_utf8()
+            .map_err(|_| invalid("database.url", "names a user that is not UTF-8 once percent-decoded"))?
+            .into_owned(),
+    };
+    let cluster_id = raw
+        .cluster_id
+        .map(|id| id.parse::<DsqlClusterId>())
+        .transpose()
+        .map_err(|problem| invalid("database.dsql.cluster_id", &problem.to_string()))?;
+    let has_host = url.as_url().host_str().is_some_and(|host| !host.is_empty());
+    match (&cluster_id, has_host) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "database.dsql.cluster_id",
+                "and the host in database.url both name the cluster: keep one (postgres:///postgres with the \
+                 cluster id, or the endpoint CLUSTER.dsql.REGION.on.aws in the URL)",
+            ));
+        }
+        (None, false) => {
+            return Err(invalid(
+                "database.dsql.cluster_id",
+                "must name the cluster when database.url has no host: set it (with database.iam.region, unless \
+                 AWS_REGION gives one), or write the endpoint CLUSTER.dsql.REGION.on.aws in the URL",
+            ));
+        }
+        _ => {}
+    }
+    if iam.assume_role.is_some() {
+        return Err(invalid(
+            "database.iam.assume_role_arn",
+            "is not supported with database.auth = dsql: give the process the role's credentials (a profile with \
+             role_arn, chosen with AWS_PROFILE, does that)",
+        ));
+    }
+    if let Some(resource) = &iam.resource {
+        let key = match resource {
+            rds_iam::DatabaseResource::Cluster { .. } => "database.iam.cluster_id",
+            rds_iam::DatabaseResource::Instance { .. } => "database.iam.instance_id",
+        };
+        return Err(invalid(
+            key,
+            "names an RDS resource to look up, which DSQL does not have: use database.dsql.cluster_id",
+        ));
+    }
+    if max_lifetime > DSQL_MAX_CONNECTION_LIFETIME {
+        return Err(invalid(
+            "database.max_lifetime_secs",
+            &format!(
+                "must be at most {} with database.auth = dsql: DSQL closes every connection after 60 minutes",
+                DSQL_MAX_CONNECTION_LIFETIME.as_secs()
+            ),
+        ));
+    }
+    Ok(DsqlSettings { cluster_id, role, iam })
 }
 
 /// The secret to log in with, which must be named, and how often to fetch it again.
@@ -383,7 +510,7 @@ fn resolve_tls_mode(configured: Option<TlsMode>, url: &DatabaseUrl, auth: AuthMo
         (Some(mode), _) => mode,
         // A secret's password is usually the master user's, and lasts until it is rotated: it deserves a verified
         // server by default, as tokens do.
-        (None, AuthMode::Iam | AuthMode::SecretsManager) => TlsMode::VerifyFull,
+        (None, AuthMode::Iam | AuthMode::SecretsManager | AuthMode::Dsql) => TlsMode::VerifyFull,
         (None, AuthMode::Password) => TlsMode::Prefer,
     }
 }

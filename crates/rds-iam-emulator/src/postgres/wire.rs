@@ -137,15 +137,35 @@ pub(crate) async fn send_fatal(
     code: &str,
     message: &str,
 ) -> std::io::Result<()> {
+    stream.write_all(&error_response("FATAL", code, message)).await?;
+    stream.flush().await
+}
+
+/// An ErrorResponse of `severity` (`ERROR`, `FATAL`) with SQLSTATE `code`.
+#[must_use]
+pub(crate) fn error_response(severity: &str, code: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::new();
-    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+    for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
         body.push(field);
         body.extend_from_slice(value.as_bytes());
         body.push(0);
     }
     body.push(0);
-    stream.write_all(&frame(b'E', &body)).await?;
-    stream.flush().await
+    frame(b'E', &body)
+}
+
+/// A ReadyForQuery with transaction status `status` (`I`, `T` or `E`).
+#[must_use]
+pub(crate) fn ready_for_query(status: u8) -> Vec<u8> {
+    frame(b'Z', &[status])
+}
+
+/// A simple Query message running `sql`.
+#[must_use]
+pub(crate) fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    frame(b'Q', &body)
 }
 
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
