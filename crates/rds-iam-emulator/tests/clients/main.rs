@@ -24,6 +24,7 @@ macro_rules! on_both_engines {
 }
 
 mod cluster;
+mod dsql;
 mod harness;
 mod iam_users;
 mod limits;
