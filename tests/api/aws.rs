@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use admin::{AdminError, IamSwitch};
+use admin::{AdminError, IamSwitch, PolicyTarget};
 use rds_iam::{AssumeRole, DatabaseResource, RdsTokenSigner, TokenLifetime, TokenTarget};
 use rds_iam_emulator::policy::Authorization;
 use secrecy::ExposeSecret;
@@ -221,7 +221,7 @@ async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_c
         reader: false,
     };
 
-    let policy = admin::connect_policy(&sdk_config, &cluster, "db_iam_user")
+    let policy = admin::connect_policy(&sdk_config, &PolicyTarget::Database(cluster), "db_iam_user")
         .await
         .expect("a policy");
     let created = admin::create_policy(&sdk_config, "tasks-db-connect", &policy)
@@ -243,6 +243,34 @@ async fn the_policy_allows_connect_as_one_user_on_the_clusters_resource_id_and_c
     assert!(
         again.contains("iam:CreatePolicy") && again.contains("EntityAlreadyExists"),
         "{again}"
+    );
+}
+
+/// Clients of an RDS Proxy with IAM authentication sign for the proxy, and their policy names the proxy's resource
+/// id (`prx-...`), not its database's; an unknown proxy is named in the error.
+#[tokio::test]
+async fn a_proxy_policy_names_the_proxys_resource_id() {
+    let moto = moto().await;
+    let proxy_arn = moto.create_proxy("tasks-proxy").await;
+    let aws = moto.sdk_config().await;
+
+    let policy = admin::connect_policy(&aws, &PolicyTarget::Proxy("tasks-proxy".to_owned()), "db_iam_user")
+        .await
+        .expect("a policy");
+    let unknown = admin::connect_policy(&aws, &PolicyTarget::Proxy("tasks-nowhere".to_owned()), "db_iam_user")
+        .await
+        .expect_err("no such proxy");
+
+    let proxy_id = proxy_arn.rsplit(':').next().expect("an id");
+    assert!(proxy_id.starts_with("prx-"), "{proxy_arn}");
+    let account_id = &moto.account_id;
+    let expected = format!("arn:aws:rds-db:us-east-1:{account_id}:dbuser:{proxy_id}/db_iam_user");
+    assert_eq!(policy.resource_arn, expected);
+    assert_eq!(policy.document["Statement"][0]["Resource"], expected.as_str());
+    let unknown = rds_iam::error_chain(&unknown);
+    assert!(
+        unknown.contains("rds:DescribeDBProxies") && unknown.contains("tasks-nowhere"),
+        "{unknown}"
     );
 }
 
@@ -326,7 +354,7 @@ async fn the_printed_policy_lets_in_its_user_of_its_database_in_its_region_and_n
         id: "tasks-policy".to_owned(),
         reader: false,
     };
-    let policy = admin::connect_policy(&moto.sdk_config().await, &cluster, &db_user)
+    let policy = admin::connect_policy(&moto.sdk_config().await, &PolicyTarget::Database(cluster), &db_user)
         .await
         .expect("a policy");
     // What `admin iam-policy` prints, given to the service's key as README.md shows.

@@ -158,6 +158,59 @@ impl Aws {
         )
     }
 
+    /// Creates an RDS Proxy for PostgreSQL named `name` that requires IAM from its clients, in one of the default VPC's
+    /// subnets, and returns its ARN.
+    pub async fn create_proxy(&self, name: &str) -> String {
+        use aws_sdk_rds::types::{AuthScheme, EngineFamily, IamAuthMode, UserAuthConfig};
+        let proxy = self
+            .rds()
+            .await
+            .create_db_proxy()
+            .db_proxy_name(name)
+            .engine_family(EngineFamily::Postgresql)
+            .auth(
+                UserAuthConfig::builder()
+                    .auth_scheme(AuthScheme::Secrets)
+                    .iam_auth(IamAuthMode::Required)
+                    .secret_arn(format!(
+                        "arn:aws:secretsmanager:us-east-1:{}:secret:tasks-db",
+                        self.account_id
+                    ))
+                    .build(),
+            )
+            .role_arn(format!("arn:aws:iam::{}:role/tasks-proxy", self.account_id))
+            .vpc_subnet_ids(self.default_subnet().await)
+            .send()
+            .await
+            .expect("moto creates the proxy")
+            .db_proxy
+            .expect("a proxy");
+        proxy.db_proxy_arn().expect("an ARN").to_owned()
+    }
+
+    /// A subnet of moto's default VPC, from EC2's DescribeSubnets (the suite has no EC2 client; moto does not check
+    /// signatures, only which service a request's credential scope names).
+    async fn default_subnet(&self) -> String {
+        let answer = reqwest::Client::new()
+            .post(&self.moto)
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDTASKSTESTS/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, \
+                 Signature=0",
+            )
+            .form(&[("Action", "DescribeSubnets"), ("Version", "2016-11-15")])
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("moto describes its subnets")
+            .text()
+            .await
+            .expect("an answer");
+        let start = answer.find("<subnetId>").expect("moto's default VPC has subnets") + "<subnetId>".len();
+        let end = start + answer[start..].find('<').expect("a closed subnetId");
+        answer[start..end].to_owned()
+    }
+
     /// Creates an RDS PostgreSQL instance with IAM database authentication on or off, and returns its endpoint as
     /// `host:port`.
     pub async fn create_instance(&self, id: &str, iam: bool) -> String {

@@ -60,6 +60,14 @@ pub enum AdminError {
     NoAwsPlugin(String),
     #[error("a provisioning statement failed")]
     Sql(#[source] sqlx::Error),
+    #[error("RDS describes the proxy `{0}` without a resource id (arn:...:db-proxy:prx-...)")]
+    ProxyWithoutId(String),
+    #[error(
+        "an RDS Proxy has no IAM database authentication switch of its own: it asks its clients for IAM when its \
+         authentication settings say `IAMAuth: REQUIRED` (`aws rds modify-db-proxy --db-proxy-name {0} --auth ...`); \
+         turn IAM on for the database behind it with --cluster-id or --instance-id"
+    )]
+    ProxyHasNoSwitch(String),
 }
 
 fn aws_error(action: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> AdminError {
@@ -76,15 +84,28 @@ pub struct ConnectPolicy {
     pub document: serde_json::Value,
 }
 
-/// Builds the policy for `db_user` on `resource`: the account and partition from `GetCallerIdentity`, the resource
-/// id from RDS (policies name `DbClusterResourceId`/`DbiResourceId`, not the identifier).
+/// What a policy lets a user connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyTarget {
+    /// An Aurora cluster or an RDS instance.
+    Database(DatabaseResource),
+    /// An RDS Proxy, by name: with end-to-end IAM or IAM towards the proxy alone, clients connect to it, and the
+    /// policy names the proxy's resource id (`prx-...`), not the database's.
+    Proxy(String),
+}
+
+/// Builds the policy for `db_user` on `target`: the account and partition from `GetCallerIdentity`, the resource
+/// id from RDS (policies name `DbClusterResourceId`/`DbiResourceId`, or a proxy's `prx-` id, not the identifier).
 pub async fn connect_policy(
     aws: &SdkConfig,
-    resource: &DatabaseResource,
+    target: &PolicyTarget,
     db_user: &str,
 ) -> Result<ConnectPolicy, AdminError> {
     let region = aws.region().ok_or(AdminError::NoRegion)?.to_string();
-    let description = describe(aws, resource).await?;
+    let resource_id = match target {
+        PolicyTarget::Database(resource) => describe(aws, resource).await?.endpoint.resource_id,
+        PolicyTarget::Proxy(name) => proxy_resource_id(aws, name).await?,
+    };
     let identity = aws_sdk_sts::Client::new(aws)
         .get_caller_identity()
         .send()
@@ -97,10 +118,7 @@ pub async fn connect_policy(
         .filter(|partition| !partition.is_empty())
         .unwrap_or("aws");
     let account = identity.account().unwrap_or_default();
-    let resource_arn = format!(
-        "arn:{partition}:rds-db:{region}:{account}:dbuser:{}/{db_user}",
-        description.endpoint.resource_id
-    );
+    let resource_arn = format!("arn:{partition}:rds-db:{region}:{account}:dbuser:{resource_id}/{db_user}");
     let document = json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -111,6 +129,24 @@ pub async fn connect_policy(
         }],
     });
     Ok(ConnectPolicy { resource_arn, document })
+}
+
+/// A proxy's resource id, the last part of its ARN (`arn:aws:rds:region:account:db-proxy:prx-0123abcd`).
+async fn proxy_resource_id(aws: &SdkConfig, name: &str) -> Result<String, AdminError> {
+    let proxies = aws_sdk_rds::Client::new(aws)
+        .describe_db_proxies()
+        .db_proxy_name(name)
+        .send()
+        .await
+        .map_err(|error| aws_error("rds:DescribeDBProxies", error))?;
+    proxies
+        .db_proxies()
+        .first()
+        .and_then(|proxy| proxy.db_proxy_arn())
+        .and_then(|arn| arn.rsplit(':').next())
+        .filter(|id| id.starts_with("prx-"))
+        .map(str::to_owned)
+        .ok_or_else(|| AdminError::ProxyWithoutId(name.to_owned()))
 }
 
 /// Creates `policy` in IAM as `name` and returns its ARN.

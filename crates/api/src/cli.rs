@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use admin::IamSwitch;
+use admin::{AdminError, IamSwitch, PolicyTarget};
 use clap::{Parser, Subcommand};
 use infrastructure::Database;
 use rds_iam::{
@@ -115,20 +115,24 @@ struct DatabaseArgs {
     /// An RDS instance identifier.
     #[arg(long)]
     instance_id: Option<String>,
+    /// An RDS Proxy's name (iam-policy only): the policy names the proxy's resource id.
+    #[arg(long)]
+    proxy_name: Option<String>,
     /// The region; the AWS region chain when omitted.
     #[arg(long)]
     region: Option<String>,
 }
 
 impl DatabaseArgs {
-    fn resource(&self) -> DatabaseResource {
-        match (&self.cluster_id, &self.instance_id) {
-            (Some(id), _) => DatabaseResource::Cluster {
+    fn target(&self) -> PolicyTarget {
+        match (&self.cluster_id, &self.instance_id, &self.proxy_name) {
+            (Some(id), _, _) => PolicyTarget::Database(DatabaseResource::Cluster {
                 id: id.clone(),
                 reader: false,
-            },
-            (None, Some(id)) => DatabaseResource::Instance { id: id.clone() },
-            (None, None) => unreachable!("clap requires one of --cluster-id and --instance-id"),
+            }),
+            (None, Some(id), _) => PolicyTarget::Database(DatabaseResource::Instance { id: id.clone() }),
+            (None, None, Some(name)) => PolicyTarget::Proxy(name.clone()),
+            (None, None, None) => unreachable!("clap requires one of --cluster-id, --instance-id and --proxy-name"),
         }
     }
 }
@@ -191,15 +195,18 @@ async fn run_admin(action: AdminAction) -> anyhow::Result<()> {
             create,
         } => {
             let aws = load_aws_config(database.region.as_deref()).await;
-            let policy = admin::connect_policy(&aws, &database.resource(), &db_user).await?;
+            let policy = admin::connect_policy(&aws, &database.target(), &db_user).await?;
             println!("{}", serde_json::to_string_pretty(&policy.document)?);
             if let Some(name) = create {
                 println!("{}", admin::create_policy(&aws, &name, &policy).await?);
             }
         }
         AdminAction::EnableIam { database } => {
+            let resource = match database.target() {
+                PolicyTarget::Database(resource) => resource,
+                PolicyTarget::Proxy(name) => return Err(AdminError::ProxyHasNoSwitch(name).into()),
+            };
             let aws = load_aws_config(database.region.as_deref()).await;
-            let resource = database.resource();
             match admin::enable_iam(&aws, &resource).await? {
                 IamSwitch::AlreadyOn => println!("{resource}: IAM database authentication was already on"),
                 IamSwitch::TurnedOn => println!("{resource}: IAM database authentication is now on"),
