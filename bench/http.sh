@@ -17,6 +17,9 @@
 # IAM costs the service); and with IAM authentication through the RDS IAM emulator (TLS verify-full, every token
 # checked), where the emulator's relay adds a process on the same cores. It then compares each IAM mode with password.
 # MariaDB runs password and iam only: it checks passwords itself, so a token cannot go straight to it unchecked.
+# BENCH_MODES=iam-reader runs the service through the emulator as an Aurora cluster (two instances, a cluster endpoint
+# for the writer's pool and a reader endpoint for a reader pool, APP__DATABASE__READER__URL) and says after each
+# workload how many operations each pool ran (db_operations_total): W2 and W3 should leave the writer's at nothing.
 #
 # BENCH_PEER names the peer's folder (default ../shared/bench-peers/node-fastify beside the project; empty: no peer;
 # PostgreSQL only). It is copied to ${XDG_CACHE_HOME:-~/.cache}/tasks-bench/, as npm ci writes node_modules/ beside
@@ -150,10 +153,18 @@ provision_iam_user() {
 start_service() {
   local mode=$1
   local -a environment=(APP__DATABASE__MAX_CONNECTIONS="$pool" APP__SERVER__PORT="$port" APP__LOG__LEVEL=warn)
-  if [[ $mode == iam ]]; then
+  if [[ $mode == iam || $mode == iam-reader ]]; then
     printf '[default]\naws_access_key_id = AKIABENCHMARK0000001\naws_secret_access_key = bench/secret\n' \
       >"$work/credentials"
-    target/release/rds-iam-emulator --listen "127.0.0.1:$emulator_port" --upstream "$server_url" \
+    local -a endpoints=(--listen "127.0.0.1:$emulator_port")
+    if [[ $mode == iam-reader ]]; then
+      # The cluster endpoint where the single endpoint would be; the instances and the reader endpoint above it.
+      endpoints=(--cluster-listen "127.0.0.1:$emulator_port" --instance "a=127.0.0.1:$((emulator_port + 1))"
+        --instance "b=127.0.0.1:$((emulator_port + 2))" --reader-listen "127.0.0.1:$((emulator_port + 3))")
+      environment+=(
+        APP__DATABASE__READER__URL="${server_url%%://*}://$iam_user@127.0.0.1:$((emulator_port + 3))/$database")
+    fi
+    target/release/rds-iam-emulator "${endpoints[@]}" --upstream "$server_url" \
       --credentials "$work/credentials" --tls-dir "$work" >"$work/emulator.log" 2>&1 &
     emulator_pid=$!
     for _ in $(seq 50); do [[ -s $work/ca.pem ]] && break; sleep 0.1; done
@@ -282,6 +293,14 @@ per_request() {
   awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { printf "%.1f", (b - a) * 1e6 / r }'
 }
 
+# Operations each pool of the service has run so far, from its metrics: "writer reader" (0 for a pool it has not).
+pool_operations() {
+  curl -fs "http://127.0.0.1:$port/metrics" | awk '
+    /^db_operations_total\{pool="writer"\}/ { writer = $2 }
+    /^db_operations_total\{pool="reader"\}/ { reader = $2 }
+    END { print writer + 0, reader + 0 }'
+}
+
 # Peak RSS of process $1 so far, in MiB.
 peak_rss() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
@@ -339,6 +358,7 @@ for mode in $modes; do
       [[ $engine == postgres ]] && admin_sql -c CHECKPOINT
       before=$(cpu_seconds "$pid")
       relay_before=$(cpu_seconds "$relay_pid")
+      [[ $mode == iam-reader && $target == service ]] && read -r writer_before reader_before <<<"$(pool_operations)"
       read -r requests rps p50 p99 errors <<<"$(run_wrk "$script" "$target_port" "$path")"
       cost=$(per_request "$before" "$(cpu_seconds "$pid")" "$requests")
       relay_cost=-
@@ -349,6 +369,11 @@ for mode in $modes; do
       ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.2f", a / b }')
       printf '%-24s %-7s %10.0f %9s %9s %8s %10s %15s %12.0f %7s\n' \
         "$name" "$target" "$rps" "$p50" "$p99" "$errors" "$cost" "$relay_cost" "$tps" "$ratio"
+      if [[ $mode == iam-reader && $target == service ]]; then
+        read -r writer_after reader_after <<<"$(pool_operations)"
+        printf '%-24s operations on the writer: %d, on the reader: %d\n' "" \
+          $((writer_after - writer_before)) $((reader_after - reader_before))
+      fi
       if [[ $errors != 0 ]]; then
         # Failed requests are a finding: show what the target (and emulator) logged about them.
         grep -hiE 'WARN|ERROR' "${logs[@]}" 2>/dev/null | tail -5 | cut -c1-400 || true
