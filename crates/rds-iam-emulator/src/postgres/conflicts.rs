@@ -469,6 +469,17 @@ mod tests {
             .expect("a message")
     }
 
+    /// Reads a ReadyForQuery and checks the transaction status it reports.
+    async fn assert_ready(stream: &mut TcpStream, status: u8) {
+        assert_eq!(
+            read(stream).await,
+            Message {
+                tag: b'Z',
+                body: vec![status]
+            }
+        );
+    }
+
     /// Nothing arrives on `stream` for a while.
     async fn silent(stream: &mut TcpStream) {
         let mut byte = [0_u8; 1];
@@ -523,13 +534,7 @@ mod tests {
         client.write_all(&run).await.expect("write");
         let error = read(&mut client).await;
         assert_eq!((error.tag, sqlstate(&error).as_str()), (b'E', "OC000"));
-        assert_eq!(
-            read(&mut client).await,
-            Message {
-                tag: b'Z',
-                body: vec![b'I']
-            }
-        );
+        assert_ready(&mut client, b'I').await;
         silent(&mut upstream).await;
         assert_eq!(injector.injected(), 1);
 
@@ -555,13 +560,7 @@ mod tests {
             .await
             .expect("write");
         assert_eq!(read(&mut client).await.tag, b'C');
-        assert_eq!(
-            read(&mut client).await,
-            Message {
-                tag: b'Z',
-                body: vec![b'T']
-            }
-        );
+        assert_ready(&mut client, b'T').await;
 
         // Inside the transaction a write goes through: DSQL decides at the commit.
         client
@@ -588,13 +587,7 @@ mod tests {
             .expect("write");
         let error = read(&mut client).await;
         assert_eq!((error.tag, sqlstate(&error).as_str()), (b'E', "OC000"));
-        assert_eq!(
-            read(&mut client).await,
-            Message {
-                tag: b'Z',
-                body: vec![b'I']
-            }
-        );
+        assert_ready(&mut client, b'I').await;
         assert_eq!(injector.injected(), 1);
     }
 
@@ -617,13 +610,7 @@ mod tests {
             .expect("write");
         assert_eq!(read(&mut upstream).await.body, b"INSERT INTO tasks VALUES (1)\0");
         assert_eq!(read(&mut client).await.tag, b'C');
-        assert_eq!(
-            read(&mut client).await,
-            Message {
-                tag: b'Z',
-                body: vec![b'T']
-            }
-        );
+        assert_ready(&mut client, b'T').await;
         assert_eq!(injector.injected(), 0);
     }
 
