@@ -185,3 +185,82 @@ pub(crate) fn credentials_file(directory: &std::path::Path) -> std::path::PathBu
     .expect("write credentials");
     credentials
 }
+
+/// The emulator's binary, listening on a free port of the loopback interface in front of `engine`'s local server with
+/// one valid profile, for tests that read what it logs. Killed when dropped.
+pub(crate) struct Binary {
+    pub(crate) listen: String,
+    process: tokio::process::Child,
+    _directory: tempfile::TempDir,
+}
+
+impl Binary {
+    pub(crate) async fn start(engine: Engine) -> Self {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let credentials = credentials_file(directory.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let process = Command::new(env!("CARGO_BIN_EXE_rds-iam-emulator"))
+            .args([
+                "--listen",
+                &listen,
+                "--upstream",
+                engine.upstream().as_str(),
+                "--credentials",
+            ])
+            .arg(&credentials)
+            .arg("--tls-dir")
+            .arg(directory.path())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the emulator runs");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&listen).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the emulator never listened on {listen}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            listen,
+            process,
+            _directory: directory,
+        }
+    }
+
+    /// Presents `token` as `user`'s password with psql over TLS, which must be refused.
+    pub(crate) async fn refuse(&self, user: &str, token: &str) {
+        let (host, port) = self.listen.rsplit_once(':').expect("host:port");
+        let refused = Command::new("psql")
+            .args(["-X", "-c", "SELECT 1"])
+            .arg(format!(
+                "host={host} port={port} user={user} dbname=postgres sslmode=require connect_timeout=10"
+            ))
+            .env("PGPASSWORD", token)
+            .output()
+            .await
+            .expect("psql is installed");
+        assert!(!refused.status.success(), "the token must be refused");
+    }
+
+    /// Stops the emulator and returns everything it wrote.
+    pub(crate) async fn stop(mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        self.process.start_kill().expect("stop the emulator");
+        let mut log = String::new();
+        if let Some(mut stdout) = self.process.stdout.take() {
+            stdout.read_to_string(&mut log).await.expect("the emulator's output");
+        }
+        if let Some(mut stderr) = self.process.stderr.take() {
+            stderr.read_to_string(&mut log).await.expect("the emulator's output");
+        }
+        log
+    }
+}
