@@ -479,9 +479,19 @@ async fn acquire<DB: sqlx::Database>(
 ) -> Result<PoolConnection<DB>, DbErr> {
     let mut pause = Duration::from_millis(20);
     loop {
-        let Some(_claim) = turnover.pace.claim_idle(pool.num_idle(), deadline).await else {
+        let Some(claim) = turnover.pace.claim_idle(pool.num_idle(), deadline).await else {
             return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
         };
+        // Others may have filled the pool while this waited for its turn. Asked now, the pool would queue this for a
+        // slot and open a connection whenever one frees, however long after the turn: when a failover then closes many
+        // connections at once, every acquisition queued so opens at once. So the turn is let go, and the wait goes on.
+        if claim.took_turn() && pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0 {
+            if tokio::time::Instant::now() + RECHECK >= deadline {
+                return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+            }
+            tokio::time::sleep(RECHECK).await;
+            continue;
+        }
         asked.store(true, Ordering::Release);
         match tokio::time::timeout_at(deadline, pool.acquire()).await {
             Ok(Ok(connection)) => return Ok(connection),

@@ -51,6 +51,13 @@ pub(crate) struct OpeningPace {
 #[derive(Debug)]
 pub(crate) struct IdleClaim<'p>(Option<&'p AtomicUsize>);
 
+impl IdleClaim<'_> {
+    /// Whether a turn to open a connection was taken instead of counting on an idle one.
+    pub(crate) fn took_turn(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 impl Drop for IdleClaim<'_> {
     fn drop(&mut self) {
         if let Some(claims) = self.0 {
