@@ -13,7 +13,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use test_support::iam::{
-    ACCESS_KEY_ID, CredentialOutage, IAM_USER, OTHER_SECRET_ACCESS_KEY, REGION, SECRET_ACCESS_KEY, aws_config,
+    ACCESS_KEY_ID, CredentialOutage, IAM_USER, OTHER_SECRET_ACCESS_KEY, PortForward, REGION, SECRET_ACCESS_KEY,
+    aws_config,
 };
 use test_support::{Backend, EmulatorOptions, LogCapture, Stack, TaskBody, TestEmulator, assert_problem};
 
@@ -26,6 +27,7 @@ on_iam_backends!(
     iam_without_tls_is_refused_by_the_server_even_when_the_service_allows_it,
     tls_weakened_by_the_url_is_refused_unless_allowed_by_name_and_then_logged_at_start,
     the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_gives_the_region,
+    through_a_tunnel_the_certificate_is_verified_for_the_endpoints_name_not_the_tunnels,
     tokens_for_another_user_or_past_their_age_are_refused,
     a_user_name_that_needs_percent_encoding_works_end_to_end,
     tokens_rotate_under_load_without_a_failed_request_or_a_lost_write,
@@ -208,6 +210,58 @@ async fn the_signing_host_override_names_the_real_endpoint_through_a_tunnel_and_
 
         let id = app.create_task("through the tunnel").await;
         assert_eq!(app.read_task(id).await.name, "through the tunnel", "{endpoint}");
+    }
+}
+
+/// Through a real port forward, whose address the server's certificate does not name, verify-full checks the
+/// certificate for the endpoint the tunnel leads to: it passes for the endpoint's name, and fails for another name,
+/// before any token is sent. Verify-ca, allowed by name, checks the chain, against the CA bundle alone.
+async fn through_a_tunnel_the_certificate_is_verified_for_the_endpoints_name_not_the_tunnels(backend: Backend) {
+    let endpoint = "tasks.cluster-c9di9qmu8xqw.eu-west-3.rds.amazonaws.com";
+    let elsewhere = "tasks.cluster-9uq4vp6wqkgd.eu-west-3.rds.amazonaws.com";
+    let port = if backend == Backend::MariaDbIam { "3306" } else { "5432" };
+    for (signing_host, mode, verified) in [
+        (endpoint, "verify-full", true),
+        (elsewhere, "verify-full", false),
+        (endpoint, "verify-ca", true),
+    ] {
+        let options = EmulatorOptions {
+            region: "eu-west-3".to_owned(),
+            endpoint: Some(format!("{endpoint}:{port}")),
+            ..EmulatorOptions::default()
+        };
+        let stack = Stack::with_emulator(backend, options).await;
+        let tunnel = PortForward::to(stack.emulator().address).await;
+        let tunnel_address = tunnel.address.to_string();
+        let overrides = [
+            ("APP__DATABASE__IAM__TUNNEL", tunnel_address.as_str()),
+            ("APP__DATABASE__IAM__SIGNING_HOST", signing_host),
+            ("APP__DATABASE__IAM__SIGNING_PORT", port),
+            ("APP__DATABASE__TLS__MODE", mode),
+            ("APP__DATABASE__IAM__ALLOW_WEAKER_TLS", "true"),
+        ];
+        if verified {
+            let settings = stack.settings(&overrides);
+            let app = stack
+                .start(settings, None)
+                .await
+                .map_err(|(error, _)| error)
+                .expect("starts, verifying the endpoint's certificate through the tunnel");
+            let id = app.create_task("verified through the tunnel").await;
+            assert_eq!(app.read_task(id).await.name, "verified through the tunnel");
+        } else {
+            let (error, stack) = refused_start(stack, &overrides, None).await;
+            assert!(
+                error.contains(&format!("TLS to {tunnel_address} failed")) && error.contains("certificate"),
+                "{error}"
+            );
+            let emulator = stack.emulator();
+            assert_eq!(
+                emulator.counts.accepted() + emulator.counts.refused(),
+                0,
+                "no token was sent: {error}"
+            );
+        }
     }
 }
 

@@ -209,3 +209,38 @@ impl Drop for CredentialOutage {
         let _ = std::fs::remove_dir_all(&self.directory);
     }
 }
+
+/// A port forward to a server, as an SSH or SSM tunnel gives one: on `127.0.0.2`, a loopback address that no
+/// certificate of the emulator names, as RDS's certificates do not name a tunnel's `127.0.0.1`. It forwards until
+/// dropped.
+#[derive(Debug)]
+pub struct PortForward {
+    pub address: std::net::SocketAddr,
+    forwarding: tokio::task::JoinHandle<()>,
+}
+
+impl PortForward {
+    pub async fn to(server: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("a port on 127.0.0.2 (Linux routes all of 127.0.0.0/8 to the loopback interface)");
+        let address = listener.local_addr().expect("its address");
+        let forwarding = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(server).await {
+                        // Either side closing ends the forward, as it ends a tunnel's channel.
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { address, forwarding }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.forwarding.abort();
+    }
+}

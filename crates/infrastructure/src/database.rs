@@ -24,7 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED, ServerRole};
 use crate::settings::{
     Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, DsqlSettings, PoolSettings, SecretsManagerSettings,
-    key_and_variable,
+    TlsSettings, key_and_variable,
 };
 use crate::turnover::Turnover;
 
@@ -653,11 +653,12 @@ async fn connect_with_iam<DB: sqlx::Database>(
 where
     ConnectOptionsOf<DB>: IamConnectOptions,
 {
-    // The options already carry the TLS settings; the builder checks the mode is fit for tokens.
-    let mut builder = IamPoolBuilder::<DB>::new(options)
-        .pool_options(pool_options)
-        .settings(iam)
-        .tls_mode(settings.tls.mode);
+    let mut builder = secured(
+        IamPoolBuilder::<DB>::new(options)
+            .pool_options(pool_options)
+            .settings(iam),
+        &settings.tls,
+    );
     if let Some(aws) = aws {
         builder = builder.sdk_config(aws);
     }
@@ -705,9 +706,8 @@ async fn connect_with_dsql(
     if let Some(tunnel) = &iam.tunnel {
         options = options.host(&tunnel.host).port(tunnel.port);
     }
-    let pool = IamPoolBuilder::<sqlx::Postgres>::new(options)
+    let pool = secured(IamPoolBuilder::<sqlx::Postgres>::new(options), &settings.tls)
         .pool_options(pool_options)
-        .tls_mode(settings.tls.mode)
         .allow_without_tls(iam.allow_without_tls)
         .allow_weaker_tls(iam.allow_weaker_tls)
         .refresh_policy(iam.refresh)
@@ -737,9 +737,8 @@ where
         refusal_patience: settings.pool.acquire_timeout,
         ..RefreshPolicy::default()
     };
-    let pool = IamPoolBuilder::<DB>::new(options)
+    let pool = secured(IamPoolBuilder::<DB>::new(options), &settings.tls)
         .pool_options(pool_options)
-        .tls_mode(settings.tls.mode)
         .allow_without_tls(explicitly_weaker)
         .refresh_policy(policy)
         .credential_source(source)
@@ -747,6 +746,20 @@ where
         .await
         .map_err(DatabaseError::SecretsManager)?;
     Ok(pool.into_parts())
+}
+
+/// `builder` with the TLS settings. The builder sets them on the connections it opens, replacing what the options
+/// carry; it checks that the mode is fit for credentials, and where it does the TLS itself (through a tunnel, or for
+/// verify-ca), it trusts the CA bundle alone.
+fn secured<DB: sqlx::Database>(builder: IamPoolBuilder<DB>, tls: &TlsSettings) -> IamPoolBuilder<DB>
+where
+    ConnectOptionsOf<DB>: IamConnectOptions,
+{
+    let builder = builder.tls_mode(tls.mode);
+    match &tls.root_cert {
+        Some(root_cert) => builder.root_cert(root_cert),
+        None => builder,
+    }
 }
 
 /// The driver options from `url` and the TLS settings, without any password.

@@ -122,6 +122,7 @@ mod error;
 mod pool;
 mod refresher;
 mod region;
+mod relay;
 #[cfg(feature = "sea-orm")]
 mod sea_orm;
 #[cfg(feature = "secrets-manager")]

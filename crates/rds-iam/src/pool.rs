@@ -14,6 +14,7 @@ use crate::classify::Classify;
 use crate::credential::{Credential, TokenTarget};
 use crate::error::Error;
 use crate::refresher::{RefreshPolicy, TokenRefresher, TokenStatus};
+use crate::relay::{Check, Protocol, TlsRelay};
 use crate::settings::{AssumeRole, DatabaseResource, HostPort, TokenLifetime};
 use crate::signer::{CredentialSource, RdsTokenSigner};
 
@@ -64,6 +65,16 @@ pub trait IamConnectOptions: sqlx::ConnectOptions + Clone + Send + Sync + 'stati
     /// `mysql_clear_password`, which RDS uses) only if `mode` requires TLS. PostgreSQL has nothing to set.
     #[must_use]
     fn with_cleartext_token_under(self, mode: TlsMode) -> Self;
+    /// The protocol, for the crate's own TLS relay.
+    #[doc(hidden)]
+    fn protocol(&self) -> Protocol;
+    /// The name of the Unix socket the driver looks for in a directory, for the crate's own TLS relay.
+    #[doc(hidden)]
+    fn socket_name(&self) -> String;
+    /// The same options, connecting without TLS to the Unix socket at `path`, the crate's own TLS relay.
+    #[doc(hidden)]
+    #[must_use]
+    fn through_socket(self, path: &Path) -> Self;
 }
 
 /// Both drivers spell these the same way, but share no trait that has them.
@@ -96,6 +107,20 @@ macro_rules! endpoint_and_password {
 impl IamConnectOptions for sqlx::postgres::PgConnectOptions {
     endpoint_and_password!();
 
+    fn protocol(&self) -> Protocol {
+        Protocol::Postgres
+    }
+
+    /// libpq's naming, which sqlx follows: the socket's directory is given, and the port names the file in it.
+    fn socket_name(&self) -> String {
+        format!(".s.PGSQL.{}", self.get_port())
+    }
+
+    fn through_socket(self, path: &Path) -> Self {
+        self.socket(path.parent().unwrap_or(path))
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+    }
+
     fn with_cleartext_token_under(self, _: TlsMode) -> Self {
         self
     }
@@ -119,6 +144,18 @@ impl IamConnectOptions for sqlx::postgres::PgConnectOptions {
 #[cfg(feature = "mysql")]
 impl IamConnectOptions for sqlx::mysql::MySqlConnectOptions {
     endpoint_and_password!();
+
+    fn protocol(&self) -> Protocol {
+        Protocol::MySql
+    }
+
+    fn socket_name(&self) -> String {
+        "mysql.sock".to_owned()
+    }
+
+    fn through_socket(self, path: &Path) -> Self {
+        self.socket(path).ssl_mode(sqlx::mysql::MySqlSslMode::Disabled)
+    }
 
     /// RDS asks MySQL clients for the token with `mysql_clear_password`, so the token crosses the wire as typed.
     fn with_cleartext_token_under(self, mode: TlsMode) -> Self {
@@ -250,6 +287,11 @@ where
     }
 
     /// Connect to `tunnel` (an SSH or SSM port forward, a local proxy) while tokens still name the endpoint.
+    ///
+    /// Under [`TlsMode::VerifyFull`] the certificate is checked for the endpoint's name (the signing host), not the
+    /// tunnel's: sqlx cannot do that, so the pool does the TLS itself, through a relay in the process that sqlx
+    /// reaches by a Unix socket in a directory only this user can enter. Give the CA bundle with
+    /// [`IamPoolBuilder::root_cert`], not in the connect options, which the relay does not read.
     #[must_use]
     pub fn tunnel(mut self, tunnel: HostPort) -> Self {
         self.tunnel = Some(tunnel);
@@ -284,7 +326,9 @@ where
         self
     }
 
-    /// The CA certificates to trust, such as RDS's `global-bundle.pem`.
+    /// The CA certificates to trust, such as RDS's `global-bundle.pem`. Where the pool does the TLS itself (through
+    /// a [tunnel](IamPoolBuilder::tunnel), and under [`TlsMode::VerifyCa`]), they are trusted alone; sqlx's own TLS,
+    /// used otherwise, trusts them beside the public web roots and checks the host name.
     #[must_use]
     pub fn root_cert(mut self, path: impl Into<PathBuf>) -> Self {
         self.root_cert = Some(path.into());
@@ -385,12 +429,31 @@ where
             port: self.signing_port.unwrap_or(port),
             user: options.user(),
         };
+        // Where sqlx's TLS cannot check the certificate as asked, the pool's own relay does (see `relay`): through a
+        // tunnel, for the endpoint's name rather than the tunnel's; with a CA bundle and no name to check, against
+        // that bundle alone rather than the bundle and the web roots.
+        let relay_check = match (self.tls_mode, &self.tunnel, &self.root_cert) {
+            (TlsMode::VerifyFull, Some(_), _) => Some(Check::ChainAndName(target.host.clone())),
+            (TlsMode::VerifyCa, Some(_), _) | (TlsMode::VerifyCa, None, Some(_)) => Some(Check::Chain),
+            _ => None,
+        };
         if let Some(tunnel) = &self.tunnel {
             options = options.at(&tunnel.host, tunnel.port);
         }
-        let options = options
-            .with_tls(self.tls_mode, self.root_cert.as_deref())
-            .with_cleartext_token_under(self.tls_mode);
+        let (options, relay) = match relay_check {
+            Some(check) => {
+                let relay = TlsRelay::start(
+                    options.protocol(),
+                    options.address(),
+                    check,
+                    self.root_cert.as_deref(),
+                    &options.socket_name(),
+                )?;
+                (options.through_socket(relay.socket()), Some(Arc::new(relay)))
+            }
+            None => (options.with_tls(self.tls_mode, self.root_cert.as_deref()), None),
+        };
+        let options = options.with_cleartext_token_under(self.tls_mode);
         let source = match self.source {
             Some(source) => source,
             None => {
@@ -406,9 +469,13 @@ where
         let pool = self.pool_options.connect_lazy_with(presenting(options.clone(), &first));
         // The refresher owns a handle on the pool, so each renewed credential is installed for the connections opened
         // from then on; open ones carry on, as RDS allows (a rotated password does not end the sessions it opened).
+        // The relay, if there is one, lives as long as the options that lead to it.
         let installer = {
             let pool = pool.clone();
-            move |credential: &Credential| pool.set_connect_options(presenting(options.clone(), credential))
+            move |credential: &Credential| {
+                let _relay = &relay;
+                pool.set_connect_options(presenting(options.clone(), credential));
+            }
         };
         let refresher = TokenRefresher::with_first_token(source, first, self.policy, installer);
         Ok(IamPool {
@@ -625,12 +692,16 @@ mod tests {
             .await
             .expect("a lazy pool");
 
+        // sqlx connects in clear to the pool's TLS relay, which connects to the tunnel and checks the certificate
+        // for the endpoint's name.
         let connect_to = pool.pool().connect_options();
-        assert_eq!((connect_to.get_host(), connect_to.get_port()), ("127.0.0.1", 15432));
-        assert!(matches!(
-            connect_to.get_ssl_mode(),
-            sqlx::postgres::PgSslMode::VerifyFull
-        ));
+        assert!(
+            connect_to
+                .get_socket()
+                .is_some_and(|dir| dir.join(".s.PGSQL.15432").exists())
+        );
+        assert!(matches!(connect_to.get_ssl_mode(), sqlx::postgres::PgSslMode::Disable));
+        assert_eq!(pool.endpoint, "127.0.0.1:15432");
         let token = pool.refresher().current();
         let token = token.secret().expose_secret();
         assert!(
