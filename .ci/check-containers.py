@@ -35,6 +35,8 @@ for instruction in dockerfile.structure:
     kind, value = instruction["instruction"], instruction["value"]
     if kind == "FROM":
         words = value.split()
+        if words[0] not in stages and not re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", words[0]):
+            problems.append(f"Dockerfile: FROM {words[0]} is not pinned by digest (image@sha256:...)")
         current = words[2] if len(words) >= 3 and words[1].lower() == "as" else words[0]
         parent = stages.get(words[0], {"user": None})
         stages[current] = {"user": parent["user"], "entrypoint": False}
