@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -253,16 +254,22 @@ async fn accept(listener: UnixListener, upstream: Arc<Upstream>) {
             Err(error) => {
                 // Out of file descriptors, most likely: the pool's connect fails and is retried; so is this.
                 tracing::warn!(%error, "the TLS relay cannot accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
+/// How long the relay waits for the server to accept a connection, and then to finish the TLS handshake. The driver
+/// gives up sooner (the pool's acquire time-out); this only ends the relay's own attempt.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Upstream {
     async fn connect(&self) -> Result<TcpStream, String> {
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
+        let connecting = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = tokio::time::timeout(SETUP_TIMEOUT, connecting)
             .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")))
             .map_err(|error| format!("cannot connect to {}:{}: {error}", self.host, self.port))?;
         // As sqlx sets it on its own sockets: statements are small and must not wait for more to send.
         stream.set_nodelay(true).map_err(|error| error.to_string())?;
@@ -273,9 +280,10 @@ impl Upstream {
         &self,
         stream: S,
     ) -> Result<tokio_rustls::client::TlsStream<S>, String> {
-        self.connector
-            .connect(self.server_name.clone(), stream)
+        let handshake = self.connector.connect(self.server_name.clone(), stream);
+        tokio::time::timeout(SETUP_TIMEOUT, handshake)
             .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")))
             .map_err(|error| format!("TLS to {}:{} failed: {error}", self.host, self.port))
     }
 }
