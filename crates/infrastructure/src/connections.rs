@@ -139,7 +139,8 @@ impl From<(Pool<Sqlite>, Arc<Turnover>)> for Connections {
 }
 
 /// A pool and the connections parked in front of it, most recently used on top, so that a quiet period leaves the
-/// ones at the bottom to age out; and the statements waiting for one, first come first served.
+/// ones at the bottom to age out; and the statements waiting for one, first come first served on each worker
+/// thread (see [`Parking::hand_on`]).
 #[derive(Debug)]
 pub(crate) struct Parking<DB: sqlx::Database> {
     pool: Pool<DB>,
@@ -156,8 +157,15 @@ struct Shared<DB: sqlx::Database> {
     parked: Vec<Parked<DB>>,
     /// Statements that found nothing parked. Parked connections never go back to the pool on their own, so a
     /// statement waiting only in the pool's queue could wait until a lease ends; each waits here as well, and a
-    /// finished connection goes to the first of them instead of onto the stack.
-    waiting: VecDeque<oneshot::Sender<Held<DB>>>,
+    /// finished connection goes to one of them instead of onto the stack.
+    waiting: VecDeque<Waiting<DB>>,
+}
+
+/// A statement waiting for a connection, and the thread it waits on.
+#[derive(Debug)]
+struct Waiting<DB: sqlx::Database> {
+    home: usize,
+    handoff: oneshot::Sender<Held<DB>>,
 }
 
 #[derive(Debug)]
@@ -279,9 +287,9 @@ where
             return Next::Parked(parked);
         }
         // Places left by statements that the pool served first.
-        shared.waiting.retain(|waiting| !waiting.is_closed());
+        shared.waiting.retain(|waiting| !waiting.handoff.is_closed());
         let (sender, receiver) = oneshot::channel();
-        shared.waiting.push_back(sender);
+        shared.waiting.push_back(Waiting { home, handoff: sender });
         Next::Queued(receiver)
     }
 
@@ -369,8 +377,15 @@ where
         }
     }
 
-    /// Gives a connection fit for use to the first statement waiting for one, or parks it; or hands it back to the
-    /// pool when its lease is over or the pool is closing.
+    /// Gives a connection fit for use to the first statement waiting for one on the connection's home thread, else
+    /// to the first waiting at all, or parks it; or hands it back to the pool when its lease is over or the pool is
+    /// closing.
+    ///
+    /// Why home first: a connection's socket stays registered with the runtime of the worker that opened it, so a
+    /// statement on another worker is woken by that one, through the kernel, for every answer from the server; and
+    /// handing the connection over to another worker wakes that worker too. Under load, most of the service's system
+    /// time went into those wake-ups. Every worker has statements waiting when the pool is short, so each keeps its
+    /// own connections busy; a connection whose worker has none waiting goes to the first statement of any.
     fn hand_on(&self, mut held: Held<DB>) {
         if self.turnover.eviction.is_before_failover(held.leased_at) {
             discard(held.connection);
@@ -381,8 +396,16 @@ where
             return;
         }
         let mut shared = self.shared();
-        while let Some(waiting) = shared.waiting.pop_front() {
-            match waiting.send(held) {
+        loop {
+            let next = shared
+                .waiting
+                .iter()
+                .position(|waiting| waiting.home == held.home)
+                .or_else(|| (!shared.waiting.is_empty()).then_some(0));
+            let Some(waiting) = next.and_then(|index| shared.waiting.remove(index)) else {
+                break;
+            };
+            match waiting.handoff.send(held) {
                 Ok(()) => return,
                 // That statement was served by the pool meanwhile, or gave up.
                 Err(unwanted) => held = unwanted,
@@ -408,7 +431,11 @@ where
         let (parked, waiting) = {
             let shared = self.shared();
             // Senders whose statement the pool served first, or that gave up, stay queued until the next hand-over.
-            let waiting = shared.waiting.iter().filter(|waiting| !waiting.is_closed()).count();
+            let waiting = shared
+                .waiting
+                .iter()
+                .filter(|waiting| !waiting.handoff.is_closed())
+                .count();
             (shared.parked.len(), waiting)
         };
         let to_u32 = |count: usize| u32::try_from(count).unwrap_or(u32::MAX);
