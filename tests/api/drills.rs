@@ -101,11 +101,16 @@ async fn an_aurora_failover_with_stale_dns_fails_no_request(backend: Backend) {
     assert_eq!(app.readiness().await.role, "writer");
 }
 
-/// Every connection of a pool of 50 dropped at once under 64 clients, with `max_new_connections_per_sec` at 10: the
-/// pool reconnects at that pace (the emulator counts every TCP connection it accepts, in any one-second window),
-/// and requests wait in its queue meanwhile instead of failing.
+/// Every connection of a pool of 50 dropped at once under 64 clients, with `max_new_connections_per_sec` at 8: the
+/// pool reconnects at that pace, and requests wait in its queue meanwhile instead of failing. The emulator counts
+/// every TCP connection it accepts, in any one-second window, and must see at most 10: it stamps each when its
+/// accept loop runs, which on a loaded machine can come late for one and on time for the next, so the bound at the
+/// server leaves a quarter more than the pace. An unpaced pool opens its 50 within a fraction of a second, and one
+/// whose queued acquisitions all opened at once when slots freed (fixed since) could go as many over as it had
+/// queued: up to 14 here.
 async fn a_connection_storm_keeps_to_the_opening_pace(backend: Backend) {
-    const PACE: u64 = 10;
+    const PACE: u64 = 8;
+    const SEEN_AT_MOST: u64 = 10;
     let stack = Stack::new(backend).await;
     let pace = PACE.to_string();
     let app = stack
@@ -132,8 +137,8 @@ async fn a_connection_storm_keeps_to_the_opening_pace(backend: Backend) {
         "the pool reconnected after the storm: {before:?} then {after:?}"
     );
     assert!(
-        after.peak_new_connections_per_sec <= PACE,
-        "at most {PACE} new connections in any second: {after:?}"
+        after.peak_new_connections_per_sec <= SEEN_AT_MOST,
+        "at most {SEEN_AT_MOST} new connections in any second at the server: {after:?}"
     );
 }
 

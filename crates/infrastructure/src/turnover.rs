@@ -31,9 +31,10 @@ impl Turnover {
     }
 }
 
-/// Spaces the openings of new connections at least `1 / rate` apart, plus a random share of that, so that two
-/// processes started together drift apart instead of opening in step, and so that no one-second interval can hold
-/// more than `rate` of them even if the network delivers some a little late.
+/// Spaces the openings of new connections at least 1.1 × `1 / rate` apart, plus a random share of that, so that two
+/// processes started together drift apart instead of opening in step. Spaced exactly `1 / rate` apart, `rate + 1`
+/// openings would span exactly one second, and a server would see them all within one if the first reached it a
+/// little late: the tenth kept back is the margin for that.
 ///
 /// The pool opens a connection in two cases, and a turn is taken before each: when it has no idle connection to give
 /// (see [`OpeningPace::claim_idle`]), and when it gives up an idle one that fails its check before use (the pool's
@@ -101,7 +102,7 @@ impl OpeningPace {
                 let now = tokio::time::Instant::now();
                 if *next <= now {
                     // The jitter goes into the spacing itself, so that it can only widen the gaps between openings.
-                    *next = now + self.interval + self.interval.mul_f64(fastrand::f64() / 2.0);
+                    *next = now + self.interval.mul_f64(1.1 + fastrand::f64() * 0.4);
                     return true;
                 }
                 *next
@@ -186,12 +187,12 @@ mod tests {
         while pace.wait_turn(deadline).await {
             turns.push(tokio::time::Instant::now());
         }
-        // The first turn comes after the start's own connection's; the jitter widens each gap by up to half the
-        // interval: between 6 and 9 more turns fit in the second.
+        // The first turn comes after the start's own connection's; each gap is 110 to 150 ms: between 6 and 9 more
+        // turns fit in the second.
         assert!((6..=9).contains(&turns.len()), "{} turns", turns.len());
         assert!(turns[0] - start >= Duration::from_millis(100));
         for pair in turns.windows(2) {
-            assert!(pair[1] - pair[0] >= Duration::from_millis(100), "{pair:?}");
+            assert!(pair[1] - pair[0] >= Duration::from_millis(110), "{pair:?}");
         }
         assert!(turns.iter().all(|turn| *turn <= deadline));
     }
