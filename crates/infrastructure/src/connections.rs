@@ -505,18 +505,24 @@ async fn acquire<DB: sqlx::Database>(
     asked: Arc<AtomicBool>,
 ) -> Result<PoolConnection<DB>, DbErr> {
     let mut pause = Duration::from_millis(20);
+    // Whether the pool has nothing idle and no room to open a connection: asked then, it would queue this for a slot
+    // and open a connection whenever one frees, however long after any turn taken for it; when a failover closes many
+    // connections at once, every acquisition queued so would open at once. So with the pool full, this takes no turn
+    // (turns are for openings that can happen) and looks again every RECHECK.
+    let full = || pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0;
     loop {
-        let Some(claim) = turnover.pace.claim_idle(pool.num_idle(), deadline).await else {
-            return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
-        };
-        // Others may have filled the pool while this waited for its turn. Asked now, the pool would queue this for a
-        // slot and open a connection whenever one frees, however long after the turn: when a failover then closes many
-        // connections at once, every acquisition queued so opens at once. So the turn is let go, and the wait goes on.
-        if claim.took_turn() && pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0 {
+        if full() {
             if tokio::time::Instant::now() + RECHECK >= deadline {
                 return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
             }
             tokio::time::sleep(RECHECK).await;
+            continue;
+        }
+        let Some(claim) = turnover.pace.claim_idle(pool.num_idle(), deadline).await else {
+            return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        };
+        // Others may have filled the pool while this waited for its turn: the turn is let go.
+        if claim.took_turn() && full() {
             continue;
         }
         asked.store(true, Ordering::Release);
