@@ -241,12 +241,7 @@ async fn through_a_tunnel_the_certificate_is_verified_for_the_endpoints_name_not
             ("APP__DATABASE__IAM__ALLOW_WEAKER_TLS", "true"),
         ];
         if verified {
-            let settings = stack.settings(&overrides);
-            let app = stack
-                .start(settings, None)
-                .await
-                .map_err(|(error, _)| error)
-                .expect("starts, verifying the endpoint's certificate through the tunnel");
+            let app = stack.launch(&overrides).await;
             let id = app.create_task("verified through the tunnel").await;
             assert_eq!(app.read_task(id).await.name, "verified through the tunnel");
         } else {

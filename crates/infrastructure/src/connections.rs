@@ -308,8 +308,7 @@ where
         home: usize,
         deadline: tokio::time::Instant,
     ) -> Result<Held<DB>, DbErr> {
-        let max = self.pool.options().get_max_connections();
-        while self.pool.size() >= max && self.pool.num_idle() == 0 {
+        while is_full(&self.pool) {
             match tokio::time::timeout(RECHECK, &mut handoff).await {
                 Ok(Ok(held)) => return Ok(held),
                 // The pool is closing: its own answer says so.
@@ -505,13 +504,12 @@ async fn acquire<DB: sqlx::Database>(
     asked: Arc<AtomicBool>,
 ) -> Result<PoolConnection<DB>, DbErr> {
     let mut pause = Duration::from_millis(20);
-    // Whether the pool has nothing idle and no room to open a connection: asked then, it would queue this for a slot
-    // and open a connection whenever one frees, however long after any turn taken for it; when a failover closes many
-    // connections at once, every acquisition queued so would open at once. So with the pool full, this takes no turn
-    // (turns are for openings that can happen) and looks again every RECHECK.
-    let full = || pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0;
     loop {
-        if full() {
+        // Asked while full, the pool would queue this for a slot and open a connection whenever one frees, however
+        // long after any turn taken for it; when a failover closes many connections at once, every acquisition queued
+        // so would open at once. So with the pool full, this takes no turn (turns are for openings that can happen)
+        // and looks again every RECHECK.
+        if is_full(&pool) {
             if tokio::time::Instant::now() + RECHECK >= deadline {
                 return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
             }
@@ -522,7 +520,7 @@ async fn acquire<DB: sqlx::Database>(
             return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
         };
         // Others may have filled the pool while this waited for its turn: the turn is let go.
-        if claim.took_turn() && full() {
+        if claim.took_turn() && is_full(&pool) {
             continue;
         }
         asked.store(true, Ordering::Release);
@@ -560,6 +558,11 @@ where
 {
     let values = statement.values.clone().unwrap_or_else(|| Values(Vec::new()));
     sqlx::query_with(AssertSqlSafe(statement.sql.as_str()), SqlxValues(values))
+}
+
+/// Whether `pool` has nothing idle and no room to open a connection: every connection is out.
+fn is_full<DB: sqlx::Database>(pool: &Pool<DB>) -> bool {
+    pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0
 }
 
 /// The same errors SeaORM's own drivers give, so callers classify them alike.

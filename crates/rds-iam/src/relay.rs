@@ -15,6 +15,7 @@
 //! 08001, "unable to establish a connection"), so the failure reads like one from the server, with its cause.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -264,12 +265,17 @@ async fn accept(listener: UnixListener, upstream: Arc<Upstream>) {
 /// gives up sooner (the pool's acquire time-out); this only ends the relay's own attempt.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `step` of setting up the connection to the server, given up after [`SETUP_TIMEOUT`].
+async fn in_time<T>(step: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(SETUP_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")))
+}
+
 impl Upstream {
     async fn connect(&self) -> Result<TcpStream, String> {
-        let connecting = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(SETUP_TIMEOUT, connecting)
+        let stream = in_time(TcpStream::connect((self.host.as_str(), self.port)))
             .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")))
             .map_err(|error| format!("cannot connect to {}:{}: {error}", self.host, self.port))?;
         // As sqlx sets it on its own sockets: statements are small and must not wait for more to send.
         stream.set_nodelay(true).map_err(|error| error.to_string())?;
@@ -280,10 +286,8 @@ impl Upstream {
         &self,
         stream: S,
     ) -> Result<tokio_rustls::client::TlsStream<S>, String> {
-        let handshake = self.connector.connect(self.server_name.clone(), stream);
-        tokio::time::timeout(SETUP_TIMEOUT, handshake)
+        in_time(self.connector.connect(self.server_name.clone(), stream))
             .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")))
             .map_err(|error| format!("TLS to {}:{} failed: {error}", self.host, self.port))
     }
 }
@@ -313,10 +317,12 @@ async fn postgres(mut client: UnixStream, upstream: &Upstream) -> io::Result<()>
 async fn postgres_tls(upstream: &Upstream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut server = upstream.connect().await?;
     let mut answer = [0];
-    server
-        .write_all(&PG_SSL_REQUEST)
+    let asked = async {
+        server.write_all(&PG_SSL_REQUEST).await?;
+        server.read_exact(&mut answer).await
+    };
+    asked
         .await
-        .and(server.read_exact(&mut answer).await.map(drop))
         .map_err(|error| format!("cannot ask {}:{} for TLS: {error}", upstream.host, upstream.port))?;
     if answer[0] != b'S' {
         return Err(format!("{}:{} does not accept TLS", upstream.host, upstream.port));
