@@ -2,7 +2,8 @@
 
 use std::future::{Ready, ready};
 
-use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::error::JsonPayloadError;
+use actix_web::http::header::{self, ContentType, HeaderMap, HeaderName};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{Consistency, PageLimit, PageRequest, Task, TaskId, TaskName, TaskRepository};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,11 @@ fn task_name_schema() -> Object {
         )))
         .examples(["Write the migration"])
         .build()
+}
+
+impl TaskResource {
+    /// The bytes of one task in a JSON array besides its name: `{"id":"<36>","name":""}` and a comma.
+    const JSON_OVERHEAD: usize = r#"{"id":"","name":""},"#.len() + 36;
 }
 
 impl From<Task> for TaskResource {
@@ -211,7 +217,18 @@ pub(crate) async fn list_tasks<R: TaskRepository>(
         ));
     }
     let tasks: Vec<TaskResource> = page.tasks.into_iter().map(TaskResource::from).collect();
-    Ok(response.json(tasks))
+    // Written into one buffer of the page's size, which is exact unless a name needs escaping, instead of one that
+    // grows by doubling from 128 bytes: a page of 50 tasks is about 3 KiB.
+    let size = 2 + tasks
+        .iter()
+        .map(|task| TaskResource::JSON_OVERHEAD + task.name.len())
+        .sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut body, &tasks) {
+        Ok(()) => Ok(response.content_type(ContentType::json()).body(body)),
+        // Cannot happen (memory takes every write, and these types always serialise): answered as actix's `json` would.
+        Err(error) => Ok(HttpResponse::from_error(JsonPayloadError::Serialize(error))),
+    }
 }
 
 /// The request header of RFC 7240.
