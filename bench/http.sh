@@ -33,6 +33,9 @@
 # must create a task and find it by the id its POST answered (the service answers an object, the peer a bare JSON
 # string) and find a seeded task; then it gets a second of each workload, unmeasured, as a warm-up.
 #
+# BENCH_WORKERS sets the service's actix-web worker threads (APP__SERVER__WORKERS; unset: the service's default, one
+# per core). The peer is one event loop on one thread: BENCH_WORKERS=1 compares the service with it loop for loop.
+#
 # BENCH_RESULTS=1 also writes the output to bench/results/DATE-ENGINE[-peer].txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +62,7 @@ server_options=(-h "${server_host_port%:*}" -P "${server_host_port##*:}" -u "${s
 seconds=${BENCH_SECONDS:-10}
 connections=${BENCH_CONNECTIONS:-64}
 pool=${BENCH_POOL:-16}
+workers=${BENCH_WORKERS:-}
 port=${BENCH_PORT:-18080}
 emulator_port=${BENCH_EMULATOR_PORT:-15433}
 peer_port=${BENCH_PEER_PORT:-18081}
@@ -125,7 +129,7 @@ if [[ ${BENCH_RESULTS:-} == 1 ]]; then
   exec > >(tee "bench/results/$(date +%F)-$engine${peer_source:+-peer}.txt")
 fi
 echo "# $(date -u '+%F %H:%M') UTC, commit $(git describe --always --dirty 2>/dev/null || echo unknown)," \
-  "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), service workers ${workers:-default}"
 
 cargo build --release --quiet -p tasks-api -p rds-iam-emulator
 drop_database
@@ -152,7 +156,8 @@ provision_iam_user() {
 # Starts the service in mode $1 (password, iam-direct, or iam through a fresh emulator) and waits until it is ready.
 start_service() {
   local mode=$1
-  local -a environment=(APP__DATABASE__MAX_CONNECTIONS="$pool" APP__SERVER__PORT="$port" APP__LOG__LEVEL=warn)
+  local -a environment=(APP__DATABASE__MAX_CONNECTIONS="$pool" APP__SERVER__PORT="$port" APP__LOG__LEVEL=warn
+    ${workers:+APP__SERVER__WORKERS="$workers"})
   if [[ $mode == iam || $mode == iam-reader ]]; then
     printf '[default]\naws_access_key_id = AKIABENCHMARK0000001\naws_secret_access_key = bench/secret\n' \
       >"$work/credentials"
