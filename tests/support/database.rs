@@ -268,8 +268,11 @@ impl TestDatabase {
                 usize::try_from(ended).expect("a count")
             }
             Backend::MariaDb | Backend::MariaDbIam | Backend::MariaDbSecrets => {
+                // Sessions waiting for a lock are ended first: ended after the lock's holder, they could get the
+                // lock and finish their statement before their own end came.
                 let sessions: Vec<i64> = sqlx::query_scalar(
-                    "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+                    "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID() \
+                     ORDER BY state LIKE 'Waiting for%lock%' DESC",
                 )
                 .bind(&self.name)
                 .fetch_all(&mut *admin)
