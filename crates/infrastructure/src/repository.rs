@@ -113,9 +113,9 @@ impl TaskRepository for SeaOrmTaskRepository {
                     // The first attempt's connection was lost, but its INSERT may have been committed before it
                     // was: the id is this service's own, so finding it stored with this name means it was.
                     Err(error) if lease.fresh() && is_unique_violation(&error) => {
-                        let select = tasks::Entity::find().from_raw_sql(templates.select_by_id(id));
-                        match select.one(&lease).await? {
-                            Some(stored) if stored.name == task.name.as_str() => Ok(()),
+                        let stored = lease.query_one_raw(templates.select_by_id(id)).await?;
+                        match stored.as_ref().map(columns).transpose()? {
+                            Some((_, stored)) if stored == name => Ok(()),
                             _ => Err(error),
                         }
                     }
@@ -136,11 +136,11 @@ impl TaskRepository for SeaOrmTaskRepository {
     async fn get(&self, id: TaskId, consistency: Consistency) -> Result<Task, DomainError> {
         self.read(consistency, |lease| async move {
             let statement = Templates::of(lease.get_database_backend()).select_by_id(*id.as_uuid());
-            tasks::Entity::find().from_raw_sql(statement).one(&lease).await
+            lease.query_one_raw(statement).await?.as_ref().map(columns).transpose()
         })
         .await
         .map_err(storage_error)?
-        .map(task_from_row)
+        .map(task_from_columns)
         .ok_or(DomainError::NotFound(id))
     }
 
@@ -153,13 +153,11 @@ impl TaskRepository for SeaOrmTaskRepository {
                 let limit = u64::from(request.limit.get()) + 1;
                 let after = request.after.map(|after| *after.as_uuid());
                 let statement = Templates::of(lease.get_database_backend()).page(after, limit);
-                // Columns are read by position, in the order selected: a page is up to a thousand rows, and
-                // reading a `Model` looks every column up by name in every row.
                 lease
                     .query_all_raw(statement)
                     .await?
                     .iter()
-                    .map(QueryResult::try_get_many_by_index::<(Uuid, String)>)
+                    .map(columns)
                     .collect::<Result<Vec<_>, DbErr>>()
             })
             .await
@@ -171,10 +169,7 @@ impl TaskRepository for SeaOrmTaskRepository {
             None
         };
         Ok(Page {
-            tasks: rows
-                .into_iter()
-                .map(|(id, name)| task_from_row(tasks::Model { id, name }))
-                .collect(),
+            tasks: rows.into_iter().map(task_from_columns).collect(),
             next_after,
         })
     }
@@ -288,27 +283,40 @@ fn build_insert(backend: DbBackend, id: Uuid, name: &str) -> Statement {
     tasks::Entity::insert(row).build(backend)
 }
 
-/// What `find_by_id(id).one()` runs.
+/// The task with this id, selected as [`columns`] reads it.
 fn build_select_by_id(backend: DbBackend, id: Uuid) -> Statement {
-    tasks::Entity::find_by_id(id).limit(1).build(backend)
+    select_columns()
+        .filter(tasks::Column::Id.eq(id))
+        .limit(1)
+        .build(backend)
 }
 
-/// A page in id order, of the columns in the order [`SeaOrmTaskRepository::list`] reads them.
+/// A page in id order, selected as [`columns`] reads it.
 fn build_page(backend: DbBackend, after: Option<Uuid>, limit: u64) -> Statement {
-    let mut query = tasks::Entity::find()
-        .select_only()
-        .columns([tasks::Column::Id, tasks::Column::Name])
-        .order_by_asc(tasks::Column::Id);
+    let mut query = select_columns().order_by_asc(tasks::Column::Id);
     if let Some(after) = after {
         query = query.filter(tasks::Column::Id.gt(after));
     }
     query.limit(limit).build(backend)
 }
 
-fn task_from_row(row: tasks::Model) -> Task {
+/// A task's columns in the order [`columns`] reads them back.
+fn select_columns() -> sea_orm::Select<tasks::Entity> {
+    tasks::Entity::find()
+        .select_only()
+        .columns([tasks::Column::Id, tasks::Column::Name])
+}
+
+/// A row's id and name, read by position: a page is up to a thousand rows, and reading a `Model` looks every column
+/// up by name in every row.
+fn columns(row: &QueryResult) -> Result<(Uuid, String), DbErr> {
+    row.try_get_many_by_index()
+}
+
+fn task_from_columns((id, name): (Uuid, String)) -> Task {
     Task {
-        id: TaskId::from_uuid(row.id),
-        name: TaskName::lossy(row.name),
+        id: TaskId::from_uuid(id),
+        name: TaskName::lossy(name),
     }
 }
 
