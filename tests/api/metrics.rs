@@ -1,5 +1,6 @@
 //! `GET /metrics`: scraped before and after requests, a lock, a killed session and a credential outage, to see each
-//! figure move as its cause happens. Waits are for a figure to reach a value, never for a time.
+//! figure move as its cause happens. Waits are for a figure to reach a value, never for a time, except to outlast a
+//! configured limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +12,18 @@ use test_support::{Backend, STATIC_PASSWORD, Scrape, Stack, TestApp, spawn_app};
 use uuid::Uuid;
 
 // Every test on every backend it applies to: SQLite has no sessions to end, and only IAM has a token.
-backend_tests!(sqlite, Sqlite; requests_move_their_counters_and_every_pool_figure_is_served);
+backend_tests!(sqlite, Sqlite;
+    requests_move_their_counters_and_every_pool_figure_is_served,
+    a_connection_idle_or_old_enough_is_closed_and_the_next_request_opens_another
+);
 backend_tests!(postgres, Postgres;
     requests_move_their_counters_and_every_pool_figure_is_served,
+    a_connection_idle_or_old_enough_is_closed_and_the_next_request_opens_another,
     a_locked_statement_is_in_use_the_next_waits_and_a_killed_session_is_retried_once
 );
 backend_tests!(mariadb, MariaDb;
     requests_move_their_counters_and_every_pool_figure_is_served,
+    a_connection_idle_or_old_enough_is_closed_and_the_next_request_opens_another,
     a_locked_statement_is_in_use_the_next_waits_and_a_killed_session_is_retried_once
 );
 on_iam_backends!(
@@ -109,6 +115,35 @@ async fn requests_move_their_counters_and_every_pool_figure_is_served(backend: B
     }
     for secret in [STATIC_PASSWORD, SECRET_ACCESS_KEY, "X-Amz"] {
         assert!(!after.text.contains(secret), "{}", after.text);
+    }
+}
+
+/// With one connection, kept out of the pool between statements: once it has been parked for the idle time-out, or
+/// has lived for the maximum lifetime, the next request closes it and opens another, exactly one.
+async fn a_connection_idle_or_old_enough_is_closed_and_the_next_request_opens_another(backend: Backend) {
+    for limit in ["APP__DATABASE__IDLE_TIMEOUT_SECS", "APP__DATABASE__MAX_LIFETIME_SECS"] {
+        let stack = Stack::new(backend).await;
+        let settings = stack.settings(&[(limit, "2"), ("APP__DATABASE__MAX_CONNECTIONS", "1")]);
+        let app = stack
+            .start(settings, None)
+            .await
+            .map_err(|(error, _)| error)
+            .expect("starts");
+        let id = app.create_task("outlasted").await;
+        app.read_task(id).await;
+        let before = Scrape::of(&app).await;
+
+        // Whichever the limit, the parked connection is past it: idle for longer, and older.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        app.read_task(id).await;
+        let after = Scrape::of(&app).await;
+
+        assert_eq!(
+            after.value(OPENED) - before.value(OPENED),
+            1.0,
+            "{limit}:\n{}",
+            after.text
+        );
     }
 }
 

@@ -11,22 +11,23 @@
 //!   closed instead of parked;
 //! - a parked connection idle for longer than [`RECENTLY_USED`] is pinged before use, as the pool does at checkout,
 //!   within the pool's acquire time-out;
+//! - the pool's lifetime rules are kept here, for the connections out of it: one as old as the pool's maximum
+//!   lifetime, or opened before a failover was noticed, is closed when next taken or when its statement finishes;
+//!   one parked for the pool's idle time-out is closed when the next statement is taken;
 //! - one that the server closed while it was parked is found when next used: its statement fails as
 //!   [`ErrorClass::ConnectionLost`], and `Database::run` runs the operation again on [fresh](Lease::fresh)
 //!   connections, after dropping every parked one (they may have been closed by the same restart).
 //!
 //! Each connection's socket is registered with the Tokio runtime of the thread that opened it, and actix-web runs one
 //! runtime per worker thread. A statement that runs on another worker's connection is woken by that worker's reactor,
-//! a cross-thread wake-up on every read. So a statement prefers a connection its own thread took from the pool (the
-//! thread that opened it, as a rule), and takes any other parked one otherwise: every parked connection is open to
-//! every worker, so none can be starved.
-//!
-//! A connection goes back to the pool once it has been out of it for its lease, [`MAX_LEASE`] or half the pool's
-//! maximum lifetime if that is shorter (when it is next taken or finishes, or, at the bottom of the stack, when any
-//! statement is taken), which costs one ping per connection per lease
-//! under load and keeps the pool's own rules (maximum lifetime, idle time-out at checkout) in force. Migrations,
-//! which use the pool directly, and closing the pool hand every parked connection back first.
+//! a cross-thread wake-up on every read. So a statement prefers a connection its own thread opened, and takes any
+//! other parked one otherwise: every parked connection is open to every worker, so none can be starved. That is why
+//! a connection, once out of the pool, stays out until it is closed: handed back and out again, it would be counted
+//! as the next taker's, whichever thread drives its socket (handing parked connections back every 5 s cost 4 % more
+//! CPU a request, `bench/results/`). Migrations, which use the pool directly, and closing the pool hand every parked
+//! connection back first.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,15 +41,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor, MySql, Pool, Postgres, Sqlite};
 use tokio::sync::oneshot;
 
+use crate::settings::PoolSettings;
 use crate::turnover::Turnover;
 
 /// A connection used this recently is known to be alive; older idle ones are pinged before they are handed out.
 /// HikariCP makes the same trade (its `aliveBypassWindowMs`): a ping on every checkout would double the round trips
 /// of a busy service, and no ping at all would hand out connections the server closed while they sat idle.
 pub(crate) const RECENTLY_USED: Duration = Duration::from_millis(500);
-
-/// How long a connection stays out of the pool before it is handed back to it.
-const MAX_LEASE: Duration = Duration::from_secs(5);
 
 /// How long a statement waits for a connection of its own worker before the next one to finish, whichever worker's,
 /// goes to it. A worker whose statements hold fewer connections than the other's would otherwise wait whenever the
@@ -95,13 +94,6 @@ impl Connections {
         on_backend!(self, parking => parking.take_parked().for_each(drop));
     }
 
-    /// Leases of at most half of `max_lifetime`, so that no connection outlives that by more than half: the pool
-    /// checks the lifetime only when a connection comes back to it.
-    pub(crate) fn within_lifetime(mut self, max_lifetime: Duration) -> Self {
-        on_backend!(&mut self, parking => parking.lease = parking.lease.min(max_lifetime / 2));
-        self
-    }
-
     /// Closes the pool, waiting for connections in use; from then on, finished connections are closed, not parked.
     pub(crate) async fn close(&self) {
         on_backend!(self, parking => parking.close().await);
@@ -124,22 +116,22 @@ pub(crate) struct Occupancy {
     pub(crate) waiting: u32,
 }
 
-/// A pool and the rules its `before_acquire` and `after_release` were made with.
-impl From<(Pool<Postgres>, Arc<Turnover>)> for Connections {
-    fn from((pool, turnover): (Pool<Postgres>, Arc<Turnover>)) -> Self {
-        Self::Postgres(Parking::new(pool, DbBackend::Postgres, turnover))
+/// A pool, and the rules its `before_acquire` and `after_release` were made with, which are kept here too.
+impl From<(Pool<Postgres>, Arc<Turnover>, PoolSettings)> for Connections {
+    fn from((pool, turnover, settings): (Pool<Postgres>, Arc<Turnover>, PoolSettings)) -> Self {
+        Self::Postgres(Parking::new(pool, DbBackend::Postgres, turnover, settings))
     }
 }
 
-impl From<(Pool<MySql>, Arc<Turnover>)> for Connections {
-    fn from((pool, turnover): (Pool<MySql>, Arc<Turnover>)) -> Self {
-        Self::MySql(Parking::new(pool, DbBackend::MySql, turnover))
+impl From<(Pool<MySql>, Arc<Turnover>, PoolSettings)> for Connections {
+    fn from((pool, turnover, settings): (Pool<MySql>, Arc<Turnover>, PoolSettings)) -> Self {
+        Self::MySql(Parking::new(pool, DbBackend::MySql, turnover, settings))
     }
 }
 
-impl From<(Pool<Sqlite>, Arc<Turnover>)> for Connections {
-    fn from((pool, turnover): (Pool<Sqlite>, Arc<Turnover>)) -> Self {
-        Self::Sqlite(Parking::new(pool, DbBackend::Sqlite, turnover))
+impl From<(Pool<Sqlite>, Arc<Turnover>, PoolSettings)> for Connections {
+    fn from((pool, turnover, settings): (Pool<Sqlite>, Arc<Turnover>, PoolSettings)) -> Self {
+        Self::Sqlite(Parking::new(pool, DbBackend::Sqlite, turnover, settings))
     }
 }
 
@@ -151,8 +143,9 @@ pub(crate) struct Parking<DB: sqlx::Database> {
     pool: Pool<DB>,
     shared: Mutex<Shared<DB>>,
     backend: DbBackend,
-    /// How long a connection stays out of the pool.
-    lease: Duration,
+    /// The pool's `max_lifetime` and `idle_timeout`, for the connections out of it.
+    max_lifetime: Duration,
+    idle_timeout: Duration,
     /// When new connections may be opened, and which old ones a failover condemned.
     turnover: Arc<Turnover>,
 }
@@ -160,9 +153,9 @@ pub(crate) struct Parking<DB: sqlx::Database> {
 #[derive(Debug)]
 struct Shared<DB: sqlx::Database> {
     parked: Vec<Parked<DB>>,
-    /// Statements that found nothing parked. Parked connections never go back to the pool on their own, so a
-    /// statement waiting only in the pool's queue could wait until a lease ends; each waits here as well, and a
-    /// finished connection goes to one of them instead of onto the stack.
+    /// Statements that found nothing parked. Parked connections do not go back to the pool, so a statement waiting
+    /// only in the pool's queue could wait until one is closed; each waits here as well, and a finished connection
+    /// goes to one of them instead of onto the stack.
     waiting: VecDeque<Waiting<DB>>,
 }
 
@@ -184,8 +177,10 @@ struct Parked<DB: sqlx::Database> {
 #[derive(Debug)]
 struct Held<DB: sqlx::Database> {
     connection: PoolConnection<DB>,
-    leased_at: Instant,
-    /// The thread that took it from the pool, whose runtime its socket is (almost always) registered with.
+    /// When it was opened, as the pool's hooks said when it was handed out.
+    opened_at: Instant,
+    /// The thread that took it from the pool: the one that opened it, whose runtime its socket is registered with,
+    /// unless the pool had it idle (from a statement cut off half-way, or from before the service started serving).
     home: usize,
 }
 
@@ -215,7 +210,7 @@ where
     QueryResult: From<DB::Row>,
     ExecResult: From<DB::QueryResult>,
 {
-    fn new(pool: Pool<DB>, backend: DbBackend, turnover: Arc<Turnover>) -> Self {
+    fn new(pool: Pool<DB>, backend: DbBackend, turnover: Arc<Turnover>, settings: PoolSettings) -> Self {
         Self {
             pool,
             shared: Mutex::new(Shared {
@@ -223,7 +218,8 @@ where
                 waiting: VecDeque::new(),
             }),
             backend,
-            lease: MAX_LEASE,
+            max_lifetime: settings.max_lifetime,
+            idle_timeout: settings.idle_timeout,
             turnover,
         }
     }
@@ -244,15 +240,9 @@ where
         loop {
             let (mut held, idle_for) = match self.unpark_or_queue(home) {
                 Next::Parked(Parked { held, parked_at }) => (held, parked_at.elapsed()),
-                Next::Queued(handoff) => (self.wait(handoff, home, deadline).await?, Duration::ZERO),
+                Next::Queued(handoff) => (self.wait(handoff, deadline).await?, Duration::ZERO),
             };
-            if held.leased_at.elapsed() >= self.lease {
-                // Back through the pool, which closes it if it is past its lifetime.
-                drop(held);
-                continue;
-            }
-            if self.turnover.eviction.is_before_failover(held.leased_at) {
-                // Parked just as a failover was noticed: it may be on the old writer.
+            if self.is_spent(&held) {
                 discard(held.connection);
                 continue;
             }
@@ -274,18 +264,27 @@ where
         }
     }
 
+    /// Whether a connection must be closed rather than used again: it has reached the pool's maximum lifetime, or it
+    /// was opened before a failover was noticed and may be on the old writer.
+    fn is_spent(&self, held: &Held<DB>) -> bool {
+        held.opened_at.elapsed() >= self.max_lifetime || self.turnover.eviction.is_before_failover(held.opened_at)
+    }
+
     /// The most recently parked connection of thread `home`, or else the most recently parked one; with none parked,
-    /// a place in the queue. Connections at the bottom of the stack that have been out of the pool for a lease
-    /// go back to it first, so that a burst's extra connections do not stay out of it for good.
+    /// a place in the queue. Connections at the bottom of the stack parked for the pool's idle time-out are closed
+    /// first, so that a burst's extra connections do not stay open for good.
     fn unpark_or_queue(&self, home: usize) -> Next<DB> {
         let mut shared = self.shared();
-        let expired = shared
+        let idle = shared
             .parked
             .iter()
-            .take_while(|parked| parked.held.leased_at.elapsed() >= self.lease)
+            .take_while(|parked| parked.parked_at.elapsed() >= self.idle_timeout)
             .count();
-        // Dropping a pooled connection only schedules its return.
-        shared.parked.drain(..expired).for_each(drop);
+        // Dropping a pooled connection only schedules its closing.
+        shared
+            .parked
+            .drain(..idle)
+            .for_each(|parked| discard(parked.held.connection));
         if let Some(index) = shared.parked.iter().rposition(|parked| parked.held.home == home) {
             return Next::Parked(shared.parked.remove(index));
         }
@@ -315,7 +314,6 @@ where
     async fn wait(
         &self,
         mut handoff: oneshot::Receiver<Held<DB>>,
-        home: usize,
         deadline: tokio::time::Instant,
     ) -> Result<Held<DB>, DbErr> {
         while is_full(&self.pool) {
@@ -350,11 +348,7 @@ where
                 if let Ok(held) = handoff.try_recv() {
                     self.hand_on(held);
                 }
-                acquired.map(|connection| Held {
-                    connection,
-                    leased_at: Instant::now(),
-                    home,
-                })
+                acquired
             }
         }
     }
@@ -387,8 +381,8 @@ where
     }
 
     /// Gives a connection fit for use to the first statement waiting for one on the connection's home thread, else
-    /// to the first waiting at all, or parks it; or hands it back to the pool when its lease is over or the pool is
-    /// closing.
+    /// to the first waiting at all, or parks it; or closes it when it is spent, or hands it back to the pool when the
+    /// pool is closing.
     ///
     /// Why home first: a connection's socket stays registered with the runtime of the worker that opened it, so a
     /// statement on another worker is woken by that one, through the kernel, for every answer from the server; and
@@ -398,11 +392,11 @@ where
     /// does every connection once that statement has waited [`HOME_PREFERENCE`], so that a worker holding few
     /// connections is not left waiting behind one that holds many.
     fn hand_on(&self, mut held: Held<DB>) {
-        if self.turnover.eviction.is_before_failover(held.leased_at) {
+        if self.is_spent(&held) {
             discard(held.connection);
             return;
         }
-        if held.leased_at.elapsed() >= self.lease || self.pool.is_closed() {
+        if self.pool.is_closed() {
             drop(held);
             return;
         }
@@ -513,6 +507,19 @@ where
     }
 }
 
+tokio::task_local! {
+    /// While [`acquire`] waits for the pool: the age of the connection being handed out, which the pool's hooks
+    /// report ([`note_age`]) and nothing else gives.
+    static HANDED_OUT_AGE: Cell<Duration>;
+}
+
+/// For the pool's `after_connect` and `before_acquire` hooks: the age of the connection the pool is about to hand
+/// out, or has just opened. Outside [`acquire`] (migrations, the pool's own upkeep) there is nobody to tell.
+pub(crate) fn note_age(age: Duration) {
+    // Not set only outside `acquire`, where the age is of no use.
+    let _ = HANDED_OUT_AGE.try_with(|handed_out| handed_out.set(age));
+}
+
 /// A connection from `pool` by `deadline`, opened in its turn if the pool has to open one; `asked` is set once the
 /// pool has been asked (it may be opening a connection from then on). The pool itself waits out a server that
 /// refuses connections while it starts; one that is shutting down or restarting may also accept and then reset them,
@@ -522,7 +529,7 @@ async fn acquire<DB: sqlx::Database>(
     turnover: Arc<Turnover>,
     deadline: tokio::time::Instant,
     asked: Arc<AtomicBool>,
-) -> Result<PoolConnection<DB>, DbErr> {
+) -> Result<Held<DB>, DbErr> {
     let mut pause = Duration::from_millis(20);
     loop {
         // Asked while full, the pool would queue this for a slot and open a connection whenever one frees, however
@@ -544,15 +551,26 @@ async fn acquire<DB: sqlx::Database>(
             continue;
         }
         asked.store(true, Ordering::Release);
-        match tokio::time::timeout_at(deadline, pool.acquire()).await {
-            Ok(Ok(connection)) => return Ok(connection),
+        let acquired = HANDED_OUT_AGE.scope(Cell::new(Duration::ZERO), async {
+            let acquired = tokio::time::timeout_at(deadline, pool.acquire()).await;
+            (acquired, HANDED_OUT_AGE.with(Cell::get))
+        });
+        match acquired.await {
+            (Ok(Ok(connection)), age) => {
+                let now = Instant::now();
+                return Ok(Held {
+                    connection,
+                    opened_at: now.checked_sub(age).unwrap_or(now),
+                    home: this_thread(),
+                });
+            }
             // Not TLS errors: a certificate that does not verify will not verify on the next attempt either.
-            Ok(Err(sqlx::Error::Io(_))) if tokio::time::Instant::now() + pause < deadline => {
+            (Ok(Err(sqlx::Error::Io(_))), _) if tokio::time::Instant::now() + pause < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
-            Ok(Err(error)) => return Err(acquire_error(error)),
-            Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            (Ok(Err(error)), _) => return Err(acquire_error(error)),
+            (Err(_), _) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
         }
     }
 }

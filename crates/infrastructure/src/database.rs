@@ -21,7 +21,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use crate::connections::{Connections, Lease, Occupancy, RECENTLY_USED, ServerRole};
+use crate::connections::{self, Connections, Lease, Occupancy, RECENTLY_USED, ServerRole};
 use crate::settings::{
     Auth, DatabaseBackend, DatabaseSettings, DatabaseUrl, DsqlSettings, PoolSettings, SecretsManagerSettings,
     TlsSettings, key_and_variable,
@@ -296,11 +296,11 @@ impl Database {
     ) -> Self
     where
         DatabaseConnection: From<sqlx::Pool<DB>>,
-        Connections: From<(sqlx::Pool<DB>, Arc<Turnover>)>,
+        Connections: From<(sqlx::Pool<DB>, Arc<Turnover>, PoolSettings)>,
     {
         Self {
             migrations: DatabaseConnection::from(pool.clone()),
-            connections: Arc::new(Connections::from((pool, turnover)).within_lifetime(settings.pool.max_lifetime)),
+            connections: Arc::new(Connections::from((pool, turnover, settings.pool))),
             refresher,
             counters,
             tokens: matches!(settings.auth, Auth::Iam(_) | Auth::Dsql(_)),
@@ -527,7 +527,8 @@ impl Database {
 /// checked out rather than on a timer.
 ///
 /// Every connection the pool opens, whatever the backend or authentication, goes through `after_connect`, where it
-/// is counted.
+/// is counted. Both hooks tell [`connections::note_age`] how old the connection they pass is: the connections kept
+/// out of the pool between statements keep the same limits themselves.
 ///
 /// A connection opened before a failover was noticed is closed when handed out or returned (see [`Turnover`]). The
 /// pool opens a replacement at once for a connection `before_acquire` turns down, so that waits for a turn to open
@@ -547,14 +548,16 @@ fn pool_options<DB: sqlx::Database>(
     let counters = Arc::clone(counters);
     let (checking, releasing) = (Arc::clone(turnover), Arc::clone(turnover));
     PoolOptions::new()
-        .after_connect(move |_, _| {
+        .after_connect(move |_, metadata| {
             counters.opened.fetch_add(1, Ordering::Relaxed);
+            connections::note_age(metadata.age);
             Box::pin(std::future::ready(Ok(())))
         })
         .max_lifetime(None)
         .idle_timeout(None)
         .test_before_acquire(false)
         .before_acquire(move |connection: &mut DB::Connection, metadata| {
+            connections::note_age(metadata.age);
             let turnover = Arc::clone(&checking);
             Box::pin(async move {
                 let outcome = if metadata.age >= max_lifetime
