@@ -180,7 +180,9 @@ struct Held<DB: sqlx::Database> {
     /// When it was opened, as the pool's hooks said when it was handed out.
     opened_at: Instant,
     /// The thread that took it from the pool: the one that opened it, whose runtime its socket is registered with,
-    /// unless the pool had it idle (from a statement cut off half-way, or from before the service started serving).
+    /// unless the pool had it idle: from a statement cut off half-way, from an acquisition that a hand-over beat
+    /// (see [`Parking::wait`]), or from before the service started serving. Such a one keeps the wrong home for its
+    /// life, which costs wake-ups, not correctness.
     home: usize,
 }
 
@@ -508,16 +510,18 @@ where
 }
 
 tokio::task_local! {
-    /// While [`acquire`] waits for the pool: the age of the connection being handed out, which the pool's hooks
+    /// While [`acquire`] waits for the pool: when the connection being handed out was opened, which the pool's hooks
     /// report ([`note_age`]) and nothing else gives.
-    static HANDED_OUT_AGE: Cell<Duration>;
+    static HANDED_OUT_OPENED_AT: Cell<Option<Instant>>;
 }
 
 /// For the pool's `after_connect` and `before_acquire` hooks: the age of the connection the pool is about to hand
-/// out, or has just opened. Outside [`acquire`] (migrations, the pool's own upkeep) there is nobody to tell.
+/// out, or has just opened, turned at once into the moment it was opened (`before_acquire` may ping it afterwards).
+/// Outside [`acquire`] (migrations, the pool's own upkeep) there is nobody to tell.
 pub(crate) fn note_age(age: Duration) {
+    let now = Instant::now();
     // Not set only outside `acquire`, where the age is of no use.
-    let _ = HANDED_OUT_AGE.try_with(|handed_out| handed_out.set(age));
+    let _ = HANDED_OUT_OPENED_AT.try_with(|opened_at| opened_at.set(Some(now.checked_sub(age).unwrap_or(now))));
 }
 
 /// A connection from `pool` by `deadline`, opened in its turn if the pool has to open one; `asked` is set once the
@@ -551,16 +555,16 @@ async fn acquire<DB: sqlx::Database>(
             continue;
         }
         asked.store(true, Ordering::Release);
-        let acquired = HANDED_OUT_AGE.scope(Cell::new(Duration::ZERO), async {
+        let acquired = HANDED_OUT_OPENED_AT.scope(Cell::new(None), async {
             let acquired = tokio::time::timeout_at(deadline, pool.acquire()).await;
-            (acquired, HANDED_OUT_AGE.with(Cell::get))
+            (acquired, HANDED_OUT_OPENED_AT.with(Cell::get))
         });
         match acquired.await {
-            (Ok(Ok(connection)), age) => {
-                let now = Instant::now();
+            (Ok(Ok(connection)), opened_at) => {
                 return Ok(Held {
                     connection,
-                    opened_at: now.checked_sub(age).unwrap_or(now),
+                    // Both hooks always run, one or the other; without them, it was opened just now.
+                    opened_at: opened_at.unwrap_or_else(Instant::now),
                     home: this_thread(),
                 });
             }
@@ -729,5 +733,51 @@ impl ConnectionTrait for Lease<'_> {
 
     async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
         on_backend!(self.connections, parking => parking.query_all(self.prove_alive, &statement).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::*;
+    use crate::database::pool_options;
+
+    /// A connection the pool had idle keeps its age, which only the pool's hooks know; one opened for the
+    /// acquisition is new. Without the hooks' word both would look opened when taken, and the first would outlive
+    /// the maximum lifetime by as long as it sat in the pool.
+    #[tokio::test]
+    async fn a_connection_is_as_old_as_the_pool_says() {
+        let settings = PoolSettings {
+            max_connections: 2,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+            max_new_per_sec: NonZeroU32::new(100).expect("non-zero"),
+        };
+        let turnover = Arc::new(Turnover::new(settings.max_new_per_sec));
+        let pool: Pool<Sqlite> = pool_options(&settings, &Arc::default(), &turnover)
+            .connect_lazy_with(SqliteConnectOptions::from_str("sqlite::memory:").expect("a SQLite URL"));
+        let deadline = || tokio::time::Instant::now() + settings.acquire_timeout;
+
+        let before_opening = Instant::now();
+        drop(pool.acquire().await.expect("opened"));
+        let opened = Instant::now();
+        // Long enough for the dropped connection to be back in the pool, idle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = acquire(pool.clone(), Arc::clone(&turnover), deadline(), Arc::default())
+            .await
+            .expect("taken");
+        assert!(idle.opened_at >= before_opening && idle.opened_at <= opened);
+
+        let asked = Instant::now();
+        let new = acquire(pool.clone(), turnover, deadline(), Arc::default())
+            .await
+            .expect("opened");
+        assert!(new.opened_at >= asked);
     }
 }

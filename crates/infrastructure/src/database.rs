@@ -170,7 +170,7 @@ pub struct Retries {
 /// What the pool and [`Database::run`] count as they work, read by [`Database::pool_status`] and
 /// [`Database::retries`].
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     opened: AtomicU64,
     operations: AtomicU64,
     connection_lost_retries: AtomicU64,
@@ -534,7 +534,7 @@ impl Database {
 /// pool opens a replacement at once for a connection `before_acquire` turns down, so that waits for a turn to open
 /// one first; when the turn would come too late, the pool's own acquire time-out ends the wait, and no connection is
 /// opened out of turn.
-fn pool_options<DB: sqlx::Database>(
+pub(crate) fn pool_options<DB: sqlx::Database>(
     settings: &PoolSettings,
     counters: &Arc<Counters>,
     turnover: &Arc<Turnover>,

@@ -133,7 +133,7 @@ impl Default for Eviction {
 }
 
 impl Eviction {
-    /// From now on, every connection opened (or taken from the pool) before this moment is to be given up.
+    /// From now on, every connection opened before this moment is to be given up.
     pub(crate) fn evict_older(&self) {
         let nanos = u64::try_from(self.anchor.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
@@ -141,8 +141,7 @@ impl Eviction {
         self.since.fetch_max(nanos, Ordering::AcqRel);
     }
 
-    /// Whether something that happened at `moment` (a connection opened, or taken from the pool) came before the
-    /// last failover noticed.
+    /// Whether something that happened at `moment` (a connection opened) came before the last failover noticed.
     pub(crate) fn is_before_failover(&self, moment: Instant) -> bool {
         let since = self.since.load(Ordering::Acquire);
         since != 0
