@@ -143,8 +143,7 @@ pub(crate) struct Parking<DB: sqlx::Database> {
     pool: Pool<DB>,
     shared: Mutex<Shared<DB>>,
     backend: DbBackend,
-    /// The pool's `max_lifetime` and `idle_timeout`, for the connections out of it.
-    max_lifetime: Duration,
+    /// The pool's `idle_timeout`, for the connections out of it.
     idle_timeout: Duration,
     /// When new connections may be opened, and which old ones a failover condemned.
     turnover: Arc<Turnover>,
@@ -220,7 +219,6 @@ where
                 waiting: VecDeque::new(),
             }),
             backend,
-            max_lifetime: settings.max_lifetime,
             idle_timeout: settings.idle_timeout,
             turnover,
         }
@@ -244,7 +242,7 @@ where
                 Next::Parked(Parked { held, parked_at }) => (held, parked_at.elapsed()),
                 Next::Queued(handoff) => (self.wait(handoff, deadline).await?, Duration::ZERO),
             };
-            if self.is_spent(&held) {
+            if self.turnover.is_spent(held.opened_at.elapsed()) {
                 discard(held.connection);
                 continue;
             }
@@ -264,12 +262,6 @@ where
             }
             return Ok(held);
         }
-    }
-
-    /// Whether a connection must be closed rather than used again: it has reached the pool's maximum lifetime, or it
-    /// was opened before a failover was noticed and may be on the old writer.
-    fn is_spent(&self, held: &Held<DB>) -> bool {
-        held.opened_at.elapsed() >= self.max_lifetime || self.turnover.eviction.is_before_failover(held.opened_at)
     }
 
     /// The most recently parked connection of thread `home`, or else the most recently parked one; with none parked,
@@ -394,7 +386,7 @@ where
     /// does every connection once that statement has waited [`HOME_PREFERENCE`], so that a worker holding few
     /// connections is not left waiting behind one that holds many.
     fn hand_on(&self, mut held: Held<DB>) {
-        if self.is_spent(&held) {
+        if self.turnover.is_spent(held.opened_at.elapsed()) {
             discard(held.connection);
             return;
         }
@@ -759,7 +751,7 @@ mod tests {
             max_lifetime: Duration::from_secs(1800),
             max_new_per_sec: NonZeroU32::new(100).expect("non-zero"),
         };
-        let turnover = Arc::new(Turnover::new(settings.max_new_per_sec));
+        let turnover = Arc::new(Turnover::new(&settings));
         let pool: Pool<Sqlite> = pool_options(&settings, &Arc::default(), &turnover)
             .connect_lazy_with(SqliteConnectOptions::from_str("sqlite::memory:").expect("a SQLite URL"));
         let deadline = || tokio::time::Instant::now() + settings.acquire_timeout;

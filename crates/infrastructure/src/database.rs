@@ -210,7 +210,7 @@ impl Database {
     #[tracing::instrument(name = "connect to database", skip_all, fields(url = %settings.url, backend = ?settings.backend()))]
     pub async fn connect_with_aws(settings: &DatabaseSettings, aws: Option<SdkConfig>) -> Result<Self, DatabaseError> {
         let counters = Arc::new(Counters::default());
-        let turnover = Arc::new(Turnover::new(settings.pool.max_new_per_sec));
+        let turnover = Arc::new(Turnover::new(&settings.pool));
         let database = match (settings.backend(), &settings.auth) {
             (DatabaseBackend::Postgres, Auth::Password(password)) => {
                 let pool = connect_with_password::<sqlx::Postgres>(
@@ -540,7 +540,6 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
     turnover: &Arc<Turnover>,
 ) -> PoolOptions<DB> {
     let PoolSettings {
-        max_lifetime,
         idle_timeout,
         acquire_timeout,
         ..
@@ -560,10 +559,7 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
             connections::note_age(metadata.age);
             let turnover = Arc::clone(&checking);
             Box::pin(async move {
-                let outcome = if metadata.age >= max_lifetime
-                    || metadata.idle_for >= idle_timeout
-                    || turnover.eviction.opened_before_failover(metadata.age)
-                {
+                let outcome = if turnover.is_spent(metadata.age) || metadata.idle_for >= idle_timeout {
                     // `false` makes the pool close this connection and hand out another one.
                     Ok(false)
                 } else if metadata.idle_for > RECENTLY_USED {
@@ -581,7 +577,7 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
             })
         })
         .after_release(move |_, metadata| {
-            let keep = metadata.age < max_lifetime && !releasing.eviction.opened_before_failover(metadata.age);
+            let keep = !releasing.is_spent(metadata.age);
             Box::pin(std::future::ready(Ok(keep)))
         })
         .max_connections(settings.max_connections)

@@ -1,5 +1,5 @@
 //! When the pool may open a connection, and which open connections it must give up: the two rules that keep a fleet
-//! of services from hurting an Aurora cluster after a failover.
+//! of services from hurting an Aurora cluster after a failover, and the pool's maximum lifetime beside them.
 //!
 //! - [`OpeningPace`] spaces new connections out. Each one costs the server a TLS handshake and, with IAM, a token
 //!   check that RDS throttles ("too many competing requests"; AWS advises staying under about 200 new IAM
@@ -15,19 +15,30 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Both rules, for one pool.
+use crate::settings::PoolSettings;
+
+/// Both rules, for one pool, with its maximum lifetime.
 #[derive(Debug)]
 pub(crate) struct Turnover {
     pub(crate) pace: OpeningPace,
     pub(crate) eviction: Eviction,
+    max_lifetime: Duration,
 }
 
 impl Turnover {
-    pub(crate) fn new(max_new_per_sec: NonZeroU32) -> Self {
+    pub(crate) fn new(settings: &PoolSettings) -> Self {
         Self {
-            pace: OpeningPace::per_second(max_new_per_sec),
+            pace: OpeningPace::per_second(settings.max_new_per_sec),
             eviction: Eviction::default(),
+            max_lifetime: settings.max_lifetime,
         }
+    }
+
+    /// Whether a connection of this `age` is to be closed rather than used again, wherever it is (idle in the pool,
+    /// parked, or just done with a statement): it has lived the pool's maximum lifetime, or it was opened before the
+    /// last failover noticed.
+    pub(crate) fn is_spent(&self, age: Duration) -> bool {
+        age >= self.max_lifetime || self.eviction.opened_before_failover(age)
     }
 }
 
