@@ -74,6 +74,10 @@ impl Application {
             ),
             None => None,
         };
+        database.close_idle().await;
+        if let Some(reader) = &reader {
+            reader.close_idle().await;
+        }
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let bind_error = |source| StartupError::Bind {
             address: address.clone(),

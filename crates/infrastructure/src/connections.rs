@@ -94,6 +94,17 @@ impl Connections {
         on_backend!(self, parking => parking.take_parked().for_each(drop));
     }
 
+    /// Closes every connection as soon as it is idle; see [`crate::Database::close_idle`]. Not SQLite's: each of its
+    /// connections runs on a thread of its own, whichever thread opened it, and closing the last one to an in-memory
+    /// database would lose the database.
+    pub(crate) async fn close_idle(&self) {
+        match self {
+            Self::Postgres(parking) => parking.close_idle().await,
+            Self::MySql(parking) => parking.close_idle().await,
+            Self::Sqlite(_) => {}
+        }
+    }
+
     /// Closes the pool, waiting for connections in use; from then on, finished connections are closed, not parked.
     pub(crate) async fn close(&self) {
         on_backend!(self, parking => parking.close().await);
@@ -452,6 +463,28 @@ where
             in_use: size - idle,
             idle,
             waiting: to_u32(waiting),
+        }
+    }
+
+    /// Closes the parked connections and the pool's idle ones, and those on their way back to the pool (the release
+    /// ping runs in a task of its own) once they are there, for up to the acquire time-out.
+    async fn close_idle(&self) {
+        if self.pool.options().get_min_connections() > 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
+        for held in self.take_parked() {
+            // A connection that cannot say goodbye is gone all the same.
+            let _ = held.connection.close().await;
+        }
+        loop {
+            while let Some(connection) = self.pool.try_acquire() {
+                let _ = connection.close().await;
+            }
+            if self.pool.size() == 0 || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

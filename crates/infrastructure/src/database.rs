@@ -514,6 +514,18 @@ impl Database {
             .collect())
     }
 
+    /// Closes the connections opened so far, once they are idle: for the end of start-up, before serving.
+    ///
+    /// A connection's socket stays with the Tokio runtime of the thread that opened it, for the connection's life.
+    /// Start-up runs on the main thread, which serves no requests: a worker using a connection opened there would be
+    /// woken through the main thread on every answer from the server. (The first check and the migrations opened
+    /// three, and under load the main thread woke for a fifth of all statements.) Closed now, the connections the
+    /// workers need are opened by the workers themselves. With `database.min_connections` above 0 the pool keeps that many open
+    /// from its own task on the main thread, whatever is closed here, so nothing is closed.
+    pub async fn close_idle(&self) {
+        self.connections.close_idle().await;
+    }
+
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(self) {
         self.connections.close().await;
