@@ -49,9 +49,10 @@ use crate::turnover::Turnover;
 /// of a busy service, and no ping at all would hand out connections the server closed while they sat idle.
 pub(crate) const RECENTLY_USED: Duration = Duration::from_millis(500);
 
-/// How long a statement waits for a connection of its own worker before the next one to finish, whichever worker's,
-/// goes to it. A worker whose statements hold fewer connections than the other's would otherwise wait whenever the
-/// other has statements waiting, which under load is always: benchmarked requests stalled for up to 1.9 s.
+/// How much longer than a worker's oldest waiting statement another worker's may wait before the first connection of
+/// that worker to finish goes to the other's (see [`next_served`]). Without it, a worker whose statements hold fewer
+/// connections than the other's would wait whenever the other has statements waiting, which under load is always:
+/// benchmarked requests stalled for up to 1.9 s.
 const HOME_PREFERENCE: Duration = Duration::from_millis(2);
 
 /// How often a statement waiting for a hand-over, with every connection out, looks at the pool again.
@@ -394,8 +395,8 @@ where
     /// handing the connection over to another worker wakes that worker too. Under load, most of the service's system
     /// time went into those wake-ups. Every worker has statements waiting when the pool is short, so each keeps its
     /// own connections busy; a connection whose worker has none waiting goes to the first statement of any, and so
-    /// does every connection once that statement has waited [`HOME_PREFERENCE`], so that a worker holding few
-    /// connections is not left waiting behind one that holds many.
+    /// does one whose worker's statements have waited much less than another's (see [`next_served`]), so that a
+    /// worker holding few connections is not left waiting behind one that holds many.
     fn hand_on(&self, mut held: Held<DB>) {
         if self.turnover.is_spent(held.opened_at.elapsed()) {
             discard(held.connection);
@@ -407,20 +408,8 @@ where
         }
         let mut shared = self.shared();
         loop {
-            let first_waited_long = shared
-                .waiting
-                .front()
-                .is_some_and(|first| first.since.elapsed() >= HOME_PREFERENCE);
-            let next = if first_waited_long {
-                Some(0)
-            } else {
-                shared
-                    .waiting
-                    .iter()
-                    .position(|waiting| waiting.home == held.home)
-                    .or_else(|| (!shared.waiting.is_empty()).then_some(0))
-            };
-            let Some(waiting) = next.and_then(|index| shared.waiting.remove(index)) else {
+            let Some(waiting) = next_served(&shared.waiting, held.home).and_then(|index| shared.waiting.remove(index))
+            else {
                 break;
             };
             match waiting.handoff.send(held) {
@@ -604,6 +593,23 @@ async fn acquire<DB: sqlx::Database>(
     }
 }
 
+/// Which of the statements `waiting` (oldest first) a connection of thread `home` goes to: the oldest of its own
+/// thread, unless the oldest of all started waiting [`HOME_PREFERENCE`] or more before it; the oldest of all when its
+/// thread has none waiting.
+///
+/// Why the gap between the two, not the wait alone: with the pool short, every statement waits, for about as long as
+/// the pool takes to go round, often longer than [`HOME_PREFERENCE`]. A bound on the wait alone then sent every
+/// connection to the oldest statement of any thread, half the time another one, and cost a cross-thread wake-up on
+/// half the requests. Threads that hold their fair share of connections see their oldest statements wait about as
+/// long, and keep their own; a thread holding few sees its own wait grow, and gets the others' connections.
+fn next_served<DB: sqlx::Database>(waiting: &VecDeque<Waiting<DB>>, home: usize) -> Option<usize> {
+    let oldest = waiting.front()?;
+    match waiting.iter().position(|waiting| waiting.home == home) {
+        Some(own) if waiting[own].since.duration_since(oldest.since) < HOME_PREFERENCE => Some(own),
+        _ => Some(0),
+    }
+}
+
 /// Whether the server ended the session with this error: PostgreSQL's FATAL and PANIC severities.
 fn ends_session(error: &dyn sqlx::error::DatabaseError) -> bool {
     use sqlx::postgres::{PgDatabaseError, PgSeverity};
@@ -770,6 +776,29 @@ mod tests {
 
     use super::*;
     use crate::database::pool_options;
+
+    /// A connection goes to the oldest statement of its own thread, unless another thread's oldest has waited
+    /// [`HOME_PREFERENCE`] longer; to the oldest of any when its thread has none waiting.
+    #[test]
+    fn a_connection_stays_on_its_thread_unless_another_waited_much_longer() {
+        let start = Instant::now();
+        let queue = |waits: &[(usize, u64)]| -> VecDeque<Waiting<Sqlite>> {
+            waits
+                .iter()
+                .map(|&(home, after_ms)| Waiting {
+                    home,
+                    since: start + Duration::from_millis(after_ms),
+                    handoff: oneshot::channel().0,
+                })
+                .collect()
+        };
+        let gap = u64::try_from(HOME_PREFERENCE.as_millis()).expect("a few milliseconds");
+        assert_eq!(next_served(&queue(&[]), 1), None);
+        assert_eq!(next_served(&queue(&[(2, 0), (1, gap - 1), (1, gap)]), 1), Some(1));
+        assert_eq!(next_served(&queue(&[(2, 0), (1, gap), (2, gap)]), 1), Some(0));
+        assert_eq!(next_served(&queue(&[(2, 0), (2, 1)]), 1), Some(0));
+        assert_eq!(next_served(&queue(&[(1, 0), (2, 1)]), 1), Some(0));
+    }
 
     /// A connection the pool had idle keeps its age, which only the pool's hooks know; one opened for the
     /// acquisition is new. Without the hooks' word both would look opened when taken, and the first would outlive
