@@ -30,7 +30,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use rds_iam::{Classify, ErrorClass};
@@ -39,7 +39,7 @@ use sea_orm::{ConnAcquireErr, ConnectionTrait, DbBackend, DbErr, ExecResult, Que
 use sea_query_sqlx::SqlxValues;
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor, MySql, Pool, Postgres, Sqlite};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::settings::PoolSettings;
 use crate::turnover::Turnover;
@@ -55,7 +55,8 @@ pub(crate) const RECENTLY_USED: Duration = Duration::from_millis(500);
 /// benchmarked requests stalled for up to 1.9 s.
 const HOME_PREFERENCE: Duration = Duration::from_millis(2);
 
-/// How often a statement waiting for a hand-over, with every connection out, looks at the pool again.
+/// How often the pool and the waiting statements' deadlines are looked at again while statements wait with every
+/// connection out: by one task for the whole pool, see [`watch`].
 const RECHECK: Duration = Duration::from_millis(20);
 
 /// The service's connections: one sqlx pool with a stack of parked connections in front of it.
@@ -153,7 +154,13 @@ impl From<(Pool<Sqlite>, Arc<Turnover>, PoolSettings)> for Connections {
 #[derive(Debug)]
 pub(crate) struct Parking<DB: sqlx::Database> {
     pool: Pool<DB>,
-    shared: Mutex<Shared<DB>>,
+    shared: Arc<Mutex<Shared<DB>>>,
+    /// Wakes the statements waiting with every connection out, to look at the pool and their deadlines again.
+    recheck: Arc<Notify>,
+    /// Wakes the [`watch`] task when a statement starts waiting while it sleeps, or when the pool closes.
+    watchdog: Arc<Notify>,
+    /// Dropped with the parking, which ends the [`watch`] task and its handle to the pool.
+    _ends_watch: oneshot::Sender<()>,
     backend: DbBackend,
     /// The pool's `idle_timeout`, for the connections out of it.
     idle_timeout: Duration,
@@ -168,6 +175,8 @@ struct Shared<DB: sqlx::Database> {
     /// only in the pool's queue could wait until one is closed; each waits here as well, and a finished connection
     /// goes to one of them instead of onto the stack.
     waiting: VecDeque<Waiting<DB>>,
+    /// Whether the [`watch`] task sleeps until a statement waits.
+    watchdog_asleep: bool,
 }
 
 /// A statement waiting for a connection, and the thread it waits on.
@@ -175,6 +184,7 @@ struct Shared<DB: sqlx::Database> {
 struct Waiting<DB: sqlx::Database> {
     home: usize,
     since: Instant,
+    deadline: tokio::time::Instant,
     handoff: oneshot::Sender<Held<DB>>,
 }
 
@@ -223,13 +233,29 @@ where
     QueryResult: From<DB::Row>,
     ExecResult: From<DB::QueryResult>,
 {
+    /// Starts the pool's [`watch`] task on the current Tokio runtime: statements waiting with every connection out
+    /// rely on it, so that runtime must run as long as the pool is used (the service's main runtime does).
     fn new(pool: Pool<DB>, backend: DbBackend, turnover: Arc<Turnover>, settings: PoolSettings) -> Self {
+        let shared = Arc::new(Mutex::new(Shared {
+            parked: Vec::new(),
+            waiting: VecDeque::new(),
+            watchdog_asleep: false,
+        }));
+        let (recheck, watchdog) = (Arc::default(), Arc::default());
+        let (ends_watch, parking_gone) = oneshot::channel();
+        tokio::spawn(watch(
+            Arc::downgrade(&shared),
+            pool.clone(),
+            Arc::clone(&recheck),
+            Arc::clone(&watchdog),
+            parking_gone,
+        ));
         Self {
             pool,
-            shared: Mutex::new(Shared {
-                parked: Vec::new(),
-                waiting: VecDeque::new(),
-            }),
+            shared,
+            recheck,
+            watchdog,
+            _ends_watch: ends_watch,
             backend,
             idle_timeout: settings.idle_timeout,
             turnover,
@@ -237,8 +263,7 @@ where
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared<DB>> {
-        // Only pushes and pops happen under the lock; a panic elsewhere cannot leave the state half-changed.
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared)
     }
 
     /// A connection for the next statement: the most recently parked one that is still fit, or the next one to
@@ -250,7 +275,7 @@ where
         // A restart ends every connection, parked or idle in the pool: each may have to be tried and dropped.
         let mut dead = 0;
         loop {
-            let (mut held, idle_for) = match self.unpark_or_queue(home) {
+            let (mut held, idle_for) = match self.unpark_or_queue(home, deadline) {
                 Next::Parked(Parked { held, parked_at }) => (held, parked_at.elapsed()),
                 Next::Queued(handoff) => (self.wait(handoff, deadline).await?, Duration::ZERO),
             };
@@ -279,7 +304,7 @@ where
     /// The most recently parked connection of thread `home`, or else the most recently parked one; with none parked,
     /// a place in the queue. Connections at the bottom of the stack parked for the pool's idle time-out are closed
     /// first, so that a burst's extra connections do not stay open for good.
-    fn unpark_or_queue(&self, home: usize) -> Next<DB> {
+    fn unpark_or_queue(&self, home: usize, deadline: tokio::time::Instant) -> Next<DB> {
         let mut shared = self.shared();
         let idle = shared
             .parked
@@ -303,8 +328,12 @@ where
         shared.waiting.push_back(Waiting {
             home,
             since: Instant::now(),
+            deadline,
             handoff: sender,
         });
+        if std::mem::take(&mut shared.watchdog_asleep) {
+            self.watchdog.notify_one();
+        }
         Next::Queued(receiver)
     }
 
@@ -315,22 +344,31 @@ where
     ///   connection, and a server would see an aborted log-in (under load, a stream of them). It finishes on its own
     ///   and its connection goes back to the pool. There are at most as many as the pool has room for.
     /// - When every connection is out, only a hand-over can come soon, so the pool's queue is left alone (each
-    ///   place in it would be one more acquisition to finish); the pool is looked at again every [`RECHECK`], for
-    ///   connections that went back to it or were closed.
+    ///   place in it would be one more acquisition to finish). The pool's [`watch`] task has the waiting statements
+    ///   look at the pool again when it has room or an idle connection (one went back to it, or was closed), and
+    ///   when one of them is past its deadline.
     async fn wait(
         &self,
         mut handoff: oneshot::Receiver<Held<DB>>,
         deadline: tokio::time::Instant,
     ) -> Result<Held<DB>, DbErr> {
-        while is_full(&self.pool) {
-            match tokio::time::timeout(RECHECK, &mut handoff).await {
-                Ok(Ok(held)) => return Ok(held),
-                // The pool is closing: its own answer says so.
-                Ok(Err(_)) => break,
-                Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
-                }
-                Err(_) => {}
+        loop {
+            // Asked for before the pool is looked at, so that a recheck in between is not missed.
+            let recheck = self.recheck.notified();
+            if !is_full(&self.pool) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+            }
+            tokio::select! {
+                biased;
+                handed = &mut handoff => match handed {
+                    Ok(held) => return Ok(held),
+                    // The pool is closing: its own answer says so.
+                    Err(_) => break,
+                },
+                () = recheck => {}
             }
         }
         let asked = Arc::new(AtomicBool::new(false));
@@ -482,6 +520,7 @@ where
         let closing = self.pool.close();
         self.take_parked().for_each(drop);
         self.shared().waiting.clear();
+        self.watchdog.notify_one();
         closing.await;
     }
 
@@ -520,6 +559,53 @@ where
         outcome
             .map(|rows| rows.into_iter().map(QueryResult::from).collect())
             .map_err(query_error)
+    }
+}
+
+fn lock<DB: sqlx::Database>(shared: &Mutex<Shared<DB>>) -> std::sync::MutexGuard<'_, Shared<DB>> {
+    // Only pushes and pops happen under the lock; a panic elsewhere cannot leave the state half-changed.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One task for the whole pool, instead of a timer for each waiting statement: every [`RECHECK`] while statements
+/// wait with every connection out, it wakes them to look at the pool when it has room or an idle connection, and
+/// when one is past its deadline; it sleeps while none waits. A timer for each statement cost a system call for most
+/// of them, under load most statements wait, and Tokio's timer wakes its runtime's thread up (an `eventfd` write)
+/// whenever a timer is set and none was due when the thread last slept: 0.3 system calls a request.
+async fn watch<DB: sqlx::Database>(
+    shared: Weak<Mutex<Shared<DB>>>,
+    pool: Pool<DB>,
+    recheck: Arc<Notify>,
+    watchdog: Arc<Notify>,
+    mut parking_gone: oneshot::Receiver<()>,
+) {
+    loop {
+        if pool.is_closed() {
+            return;
+        }
+        let Some(held) = shared.upgrade() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let (waiting, due) = {
+            let mut shared = lock(&held);
+            // Places left by statements that the pool or a hand-over served, or that gave up.
+            shared.waiting.retain(|waiting| !waiting.handoff.is_closed());
+            shared.watchdog_asleep = shared.waiting.is_empty();
+            let due = shared.waiting.iter().any(|waiting| waiting.deadline <= now);
+            (!shared.waiting.is_empty(), due)
+        };
+        drop(held);
+        if !waiting {
+            tokio::select! {
+                () = watchdog.notified() => continue,
+                _ = &mut parking_gone => return,
+            }
+        }
+        if due || !is_full(&pool) {
+            recheck.notify_waiters();
+        }
+        tokio::time::sleep(RECHECK).await;
     }
 }
 
@@ -788,6 +874,7 @@ mod tests {
                 .map(|&(home, after_ms)| Waiting {
                     home,
                     since: start + Duration::from_millis(after_ms),
+                    deadline: tokio::time::Instant::now(),
                     handoff: oneshot::channel().0,
                 })
                 .collect()
