@@ -120,8 +120,6 @@ async fn requests_move_their_counters_and_every_pool_figure_is_served(backend: B
     }
 }
 
-/// With one connection, kept out of the pool between statements: once it has been parked for the idle time-out, or
-/// has lived for the maximum lifetime, the next request closes it and opens another, exactly one.
 /// The connections start-up opened (the first check, the migrations) are driven by the main thread's runtime, which
 /// serves no requests: none is left open when the service starts serving, and the first request opens one of its own.
 async fn start_up_connections_are_closed_before_serving_and_the_first_request_opens_its_own(backend: Backend) {
@@ -141,6 +139,8 @@ async fn start_up_connections_are_closed_before_serving_and_the_first_request_op
     assert_eq!((after.value(IN_USE), after.value(IDLE)), (0.0, 1.0), "{}", after.text);
 }
 
+/// With one connection, kept out of the pool between statements: once it has been parked for the idle time-out, or
+/// has lived for the maximum lifetime, the next request closes it and opens another, exactly one.
 async fn a_connection_idle_or_old_enough_is_closed_and_the_next_request_opens_another(backend: Backend) {
     for limit in ["APP__DATABASE__IDLE_TIMEOUT_SECS", "APP__DATABASE__MAX_LIFETIME_SECS"] {
         let stack = Stack::new(backend).await;

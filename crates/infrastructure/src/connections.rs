@@ -96,7 +96,8 @@ impl Connections {
         on_backend!(self, parking => parking.take_parked().for_each(drop));
     }
 
-    /// Closes every connection as soon as it is idle; see [`crate::Database::close_idle`]. Not SQLite's: each of its
+    /// Closes every connection once it is idle, within the acquire time-out; see [`crate::Database::close_idle`].
+    /// Not SQLite's: each of its
     /// connections runs on a thread of its own, whichever thread opened it, and closing the last one to an in-memory
     /// database would lose the database.
     pub(crate) async fn close_idle(&self) {
@@ -202,9 +203,23 @@ struct Held<DB: sqlx::Database> {
     opened_at: Instant,
     /// The thread that took it from the pool: the one that opened it, whose runtime its socket is registered with,
     /// unless the pool had it idle: from a statement cut off half-way, from an acquisition that a hand-over beat
-    /// (see [`Parking::wait`]), or from before the service started serving. Such a one keeps the wrong home for its
-    /// life, which costs wake-ups, not correctness.
+    /// (see [`Parking::wait`]), or, with `database.min_connections` above 0, from before the service started
+    /// serving. Such a one keeps the wrong home for its life, which costs wake-ups, not correctness.
     home: usize,
+}
+
+impl<DB: sqlx::Database> Shared<DB> {
+    /// Drops the places of statements that the pool served first, or that gave up.
+    fn drop_served(&mut self) {
+        self.waiting.retain(Waiting::is_live);
+    }
+}
+
+impl<DB: sqlx::Database> Waiting<DB> {
+    /// Whether its statement still waits.
+    fn is_live(&self) -> bool {
+        !self.handoff.is_closed()
+    }
 }
 
 /// Where the next statement's connection comes from.
@@ -322,8 +337,7 @@ where
         if let Some(parked) = shared.parked.pop() {
             return Next::Parked(parked);
         }
-        // Places left by statements that the pool served first.
-        shared.waiting.retain(|waiting| !waiting.handoff.is_closed());
+        shared.drop_served();
         let (sender, receiver) = oneshot::channel();
         shared.waiting.push_back(Waiting {
             home,
@@ -352,47 +366,59 @@ where
         mut handoff: oneshot::Receiver<Held<DB>>,
         deadline: tokio::time::Instant,
     ) -> Result<Held<DB>, DbErr> {
+        let closed = || DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed);
         loop {
             // Asked for before the pool is looked at, so that a recheck in between is not missed.
             let recheck = self.recheck.notified();
-            if !is_full(&self.pool) {
-                break;
+            // Closing drops every waiting statement's sender: the receiver is not polled again after that.
+            if self.pool.is_closed() {
+                return Err(closed());
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+            if is_full(&self.pool) {
+                if tokio::time::Instant::now() >= deadline {
+                    // A connection handed over at the last moment is used, not dropped back to the pool.
+                    handoff.close();
+                    return handoff
+                        .try_recv()
+                        .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+                }
+                tokio::select! {
+                    biased;
+                    // Without a hand-over, the sender was dropped by the pool's closing.
+                    handed = &mut handoff => return handed.map_err(|_| closed()),
+                    () = recheck => continue,
+                }
             }
+            let asked = Arc::new(AtomicBool::new(false));
+            let mut acquiring = Box::pin(acquire(
+                self.pool.clone(),
+                Arc::clone(&self.turnover),
+                deadline,
+                Arc::clone(&asked),
+            ));
             tokio::select! {
                 biased;
-                handed = &mut handoff => match handed {
-                    Ok(held) => return Ok(held),
-                    // The pool is closing: its own answer says so.
-                    Err(_) => break,
-                },
-                () = recheck => {}
-            }
-        }
-        let asked = Arc::new(AtomicBool::new(false));
-        let mut acquiring = Box::pin(acquire(
-            self.pool.clone(),
-            Arc::clone(&self.turnover),
-            deadline,
-            Arc::clone(&asked),
-        ));
-        tokio::select! {
-            biased;
-            Ok(held) = &mut handoff => {
-                // Still waiting for its turn, it has opened nothing and can simply go.
-                if asked.load(Ordering::Acquire) {
-                    tokio::spawn(async move { drop(acquiring.await) });
+                Ok(held) = &mut handoff => {
+                    // Still waiting for its turn, it has opened nothing and can simply go.
+                    if asked.load(Ordering::Acquire) {
+                        tokio::spawn(async move { drop(acquiring.await) });
+                    }
+                    return Ok(held);
                 }
-                Ok(held)
-            }
-            acquired = &mut acquiring => {
-                handoff.close();
-                if let Ok(held) = handoff.try_recv() {
-                    self.hand_on(held);
+                acquired = &mut acquiring => {
+                    let acquired = match acquired {
+                        // Full again before it was asked (every statement the watch task woke looked at once):
+                        // back to waiting for a hand-over, in the same place.
+                        Ok(None) => continue,
+                        Ok(Some(held)) => Ok(held),
+                        Err(error) => Err(error),
+                    };
+                    handoff.close();
+                    if let Ok(held) = handoff.try_recv() {
+                        self.hand_on(held);
+                    }
+                    return acquired;
                 }
-                acquired
             }
         }
     }
@@ -475,12 +501,8 @@ where
     fn occupancy(&self) -> Occupancy {
         let (parked, waiting) = {
             let shared = self.shared();
-            // Senders whose statement the pool served first, or that gave up, stay queued until the next hand-over.
-            let waiting = shared
-                .waiting
-                .iter()
-                .filter(|waiting| !waiting.handoff.is_closed())
-                .count();
+            // Places of statements served or gone stay queued until the next hand-over or look of the watch task.
+            let waiting = shared.waiting.iter().filter(|waiting| waiting.is_live()).count();
             (shared.parked.len(), waiting)
         };
         let to_u32 = |count: usize| u32::try_from(count).unwrap_or(u32::MAX);
@@ -508,7 +530,14 @@ where
             while let Some(connection) = self.pool.try_acquire() {
                 let _ = connection.close().await;
             }
-            if self.pool.size() == 0 || tokio::time::Instant::now() >= deadline {
+            if self.pool.size() == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    open = self.pool.size(),
+                    "connections opened before serving were still in use at the acquire time-out: left open"
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -581,6 +610,8 @@ async fn watch<DB: sqlx::Database>(
 ) {
     loop {
         if pool.is_closed() {
+            // Each sees the pool closed.
+            recheck.notify_waiters();
             return;
         }
         let Some(held) = shared.upgrade() else {
@@ -589,8 +620,7 @@ async fn watch<DB: sqlx::Database>(
         let now = tokio::time::Instant::now();
         let (waiting, due) = {
             let mut shared = lock(&held);
-            // Places left by statements that the pool or a hand-over served, or that gave up.
-            shared.waiting.retain(|waiting| !waiting.handoff.is_closed());
+            shared.drop_served();
             shared.watchdog_asleep = shared.waiting.is_empty();
             let due = shared.waiting.iter().any(|waiting| waiting.deadline <= now);
             (!shared.waiting.is_empty(), due)
@@ -624,8 +654,9 @@ pub(crate) fn note_age(age: Duration) {
     let _ = HANDED_OUT_OPENED_AT.try_with(|opened_at| opened_at.set(Some(now.checked_sub(age).unwrap_or(now))));
 }
 
-/// A connection from `pool` by `deadline`, opened in its turn if the pool has to open one; `asked` is set once the
-/// pool has been asked (it may be opening a connection from then on). The pool itself waits out a server that
+/// A connection from `pool` by `deadline`, opened in its turn if the pool has to open one, or `None` when the pool is
+/// full: nothing idle, and no room to open one. `asked` is set once the pool has been asked (it may be opening a
+/// connection from then on). The pool itself waits out a server that
 /// refuses connections while it starts; one that is shutting down or restarting may also accept and then reset them,
 /// which is waited out here.
 async fn acquire<DB: sqlx::Database>(
@@ -633,19 +664,18 @@ async fn acquire<DB: sqlx::Database>(
     turnover: Arc<Turnover>,
     deadline: tokio::time::Instant,
     asked: Arc<AtomicBool>,
-) -> Result<Held<DB>, DbErr> {
+) -> Result<Option<Held<DB>>, DbErr> {
     let mut pause = Duration::from_millis(20);
     loop {
+        if pool.is_closed() {
+            return Err(acquire_error(sqlx::Error::PoolClosed));
+        }
         // Asked while full, the pool would queue this for a slot and open a connection whenever one frees, however
         // long after any turn taken for it; when a failover closes many connections at once, every acquisition queued
         // so would open at once. So with the pool full, this takes no turn (turns are for openings that can happen)
-        // and looks again every RECHECK.
+        // and leaves the waiting to the caller.
         if is_full(&pool) {
-            if tokio::time::Instant::now() + RECHECK >= deadline {
-                return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
-            }
-            tokio::time::sleep(RECHECK).await;
-            continue;
+            return Ok(None);
         }
         let Some(claim) = turnover.pace.claim_idle(pool.num_idle(), deadline).await else {
             return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
@@ -661,12 +691,12 @@ async fn acquire<DB: sqlx::Database>(
         });
         match acquired.await {
             (Ok(Ok(connection)), opened_at) => {
-                return Ok(Held {
+                return Ok(Some(Held {
                     connection,
                     // Both hooks always run, one or the other; without them, it was opened just now.
                     opened_at: opened_at.unwrap_or_else(Instant::now),
                     home: this_thread(),
-                });
+                }));
             }
             // Not TLS errors: a certificate that does not verify will not verify on the next attempt either.
             (Ok(Err(sqlx::Error::Io(_))), _) if tokio::time::Instant::now() + pause < deadline => {
@@ -912,13 +942,15 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle = acquire(pool.clone(), Arc::clone(&turnover), deadline(), Arc::default())
             .await
-            .expect("taken");
+            .expect("taken")
+            .expect("idle in the pool");
         assert!(idle.opened_at >= before_opening && idle.opened_at <= opened);
 
         let asked = Instant::now();
         let new = acquire(pool.clone(), turnover, deadline(), Arc::default())
             .await
-            .expect("opened");
+            .expect("opened")
+            .expect("room in the pool");
         assert!(new.opened_at >= asked);
     }
 }

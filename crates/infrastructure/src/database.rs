@@ -520,8 +520,11 @@ impl Database {
     /// Start-up runs on the main thread, which serves no requests: a worker using a connection opened there would be
     /// woken through the main thread on every answer from the server. (The first check and the migrations opened
     /// three, and under load the main thread woke for a fifth of all statements.) Closed now, the connections the
-    /// workers need are opened by the workers themselves. With `database.min_connections` above 0 the pool keeps that many open
-    /// from its own task on the main thread, whatever is closed here, so nothing is closed.
+    /// workers need are opened by the workers themselves. With `database.min_connections` above 0 the pool keeps
+    /// that many open from its own task on the main thread, whatever is closed here, so nothing is closed.
+    ///
+    /// Meant for when nothing uses the database: a connection still in use at the acquire time-out is left open,
+    /// with a warning.
     pub async fn close_idle(&self) {
         self.connections.close_idle().await;
     }
