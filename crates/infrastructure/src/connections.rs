@@ -97,9 +97,8 @@ impl Connections {
     }
 
     /// Closes every connection once it is idle, within the acquire time-out; see [`crate::Database::close_idle`].
-    /// Not SQLite's: each of its
-    /// connections runs on a thread of its own, whichever thread opened it, and closing the last one to an in-memory
-    /// database would lose the database.
+    /// Not SQLite's: each of its connections runs on a thread of its own, whichever thread opened it, and closing the
+    /// last one to an in-memory database would lose the database.
     pub(crate) async fn close_idle(&self) {
         match self {
             Self::Postgres(parking) => parking.close_idle().await,
@@ -185,6 +184,7 @@ struct Shared<DB: sqlx::Database> {
 struct Waiting<DB: sqlx::Database> {
     home: usize,
     since: Instant,
+    /// When it gives up: the pool's acquire time-out from when it asked.
     deadline: tokio::time::Instant,
     handoff: oneshot::Sender<Held<DB>>,
 }
