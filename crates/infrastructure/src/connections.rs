@@ -157,7 +157,7 @@ pub(crate) struct Parking<DB: sqlx::Database> {
     shared: Arc<Mutex<Shared<DB>>>,
     /// Wakes the statements waiting with every connection out, to look at the pool and their deadlines again.
     recheck: Arc<Notify>,
-    /// Wakes the [`watch`] task when a statement starts waiting while it sleeps, or when the pool closes.
+    /// Wakes the [`watch`] task when a statement starts waiting with nobody else waiting, or when the pool closes.
     watchdog: Arc<Notify>,
     /// Dropped with the parking, which ends the [`watch`] task and its handle to the pool.
     _ends_watch: oneshot::Sender<()>,
@@ -175,8 +175,6 @@ struct Shared<DB: sqlx::Database> {
     /// only in the pool's queue could wait until one is closed; each waits here as well, and a finished connection
     /// goes to one of them instead of onto the stack.
     waiting: VecDeque<Waiting<DB>>,
-    /// Whether the [`watch`] task sleeps until a statement waits.
-    watchdog_asleep: bool,
 }
 
 /// A statement waiting for a connection, and the thread it waits on.
@@ -254,7 +252,6 @@ where
         let shared = Arc::new(Mutex::new(Shared {
             parked: Vec::new(),
             waiting: VecDeque::new(),
-            watchdog_asleep: false,
         }));
         let (recheck, watchdog) = (Arc::default(), Arc::default());
         let (ends_watch, parking_gone) = oneshot::channel();
@@ -339,15 +336,16 @@ where
         }
         shared.drop_served();
         let (sender, receiver) = oneshot::channel();
+        // The watch task sleeps only with nobody waiting; a wake-up it does not need costs it one look.
+        if shared.waiting.is_empty() {
+            self.watchdog.notify_one();
+        }
         shared.waiting.push_back(Waiting {
             home,
             since: Instant::now(),
             deadline,
             handoff: sender,
         });
-        if std::mem::take(&mut shared.watchdog_asleep) {
-            self.watchdog.notify_one();
-        }
         Next::Queued(receiver)
     }
 
@@ -614,18 +612,17 @@ async fn watch<DB: sqlx::Database>(
             recheck.notify_waiters();
             return;
         }
-        let Some(held) = shared.upgrade() else {
+        let Some(state) = shared.upgrade() else {
             return;
         };
         let now = tokio::time::Instant::now();
         let (waiting, due) = {
-            let mut shared = lock(&held);
+            let mut shared = lock(&state);
             shared.drop_served();
-            shared.watchdog_asleep = shared.waiting.is_empty();
             let due = shared.waiting.iter().any(|waiting| waiting.deadline <= now);
             (!shared.waiting.is_empty(), due)
         };
-        drop(held);
+        drop(state);
         if !waiting {
             tokio::select! {
                 () = watchdog.notified() => continue,
