@@ -79,6 +79,11 @@ macro_rules! on_backend {
 }
 
 impl Connections {
+    /// The most connections the pool opens at once.
+    pub(crate) fn max_connections(&self) -> u32 {
+        on_backend!(self, parking => parking.pool.options().get_max_connections())
+    }
+
     /// Closes every parked connection: after a connection was found dead, the others parked beside it may be too.
     pub(crate) fn discard_parked(&self) {
         on_backend!(self, parking => parking.take_parked().for_each(|held| discard(held.connection)));

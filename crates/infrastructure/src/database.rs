@@ -464,6 +464,12 @@ impl Database {
         }
     }
 
+    /// The most connections the pool opens at once.
+    #[must_use]
+    pub fn max_connections(&self) -> u32 {
+        self.connections.max_connections()
+    }
+
     /// How many times [`Database::run`] ran an operation again, by cause.
     #[must_use]
     pub fn retries(&self) -> Retries {

@@ -1,6 +1,7 @@
 //! Everything the tasks service needs from the outside world at run time: its database settings, its database pool
 //! (with a password, or through `rds-iam` with IAM tokens or a Secrets Manager secret), and the SeaORM implementation of the domain's [`domain::TaskRepository`].
 
+mod batches;
 mod connections;
 mod database;
 mod repository;

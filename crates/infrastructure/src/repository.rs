@@ -15,7 +15,9 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect,
     QueryTrait, Set, SqlErr, Statement, Value,
 };
+use tracing::Instrument;
 
+use crate::batches::Batches;
 use crate::{Database, Lease};
 
 /// Tasks kept in the `tasks` table of a PostgreSQL, MySQL/MariaDB or SQLite database. Every call goes through
@@ -28,6 +30,8 @@ use crate::{Database, Lease};
 pub struct SeaOrmTaskRepository {
     database: Database,
     reader: Option<Reader>,
+    /// New tasks, inserted together when they would otherwise wait for one another: see [`crate::batches`].
+    inserts: Batches<Task, Result<(), DomainError>>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,10 +44,26 @@ struct Reader {
 /// How long reads go to the writer after the reader could not be reached, before the reader is tried again.
 const READER_REST: Duration = Duration::from_secs(5);
 
+/// The most tasks one INSERT stores. Past a few rows a batch saves little more of the database's work a row, and
+/// every task in it waits for the slowest part of the whole statement.
+const MAX_INSERT_BATCH: usize = 16;
+
 impl SeaOrmTaskRepository {
     #[must_use]
     pub fn new(database: Database) -> Self {
-        Self { database, reader: None }
+        let writer = database.clone();
+        // One batch a connection: more could only wait for one.
+        let runners = usize::try_from(database.max_connections()).unwrap_or(usize::MAX);
+        let inserts = Batches::new(
+            runners,
+            MAX_INSERT_BATCH,
+            Arc::new(move |tasks| Box::pin(insert_batch(writer.clone(), tasks))),
+        );
+        Self {
+            database,
+            reader: None,
+            inserts,
+        }
     }
 
     /// Sends eventual reads to `reader`.
@@ -105,31 +125,10 @@ impl Reader {
 impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "insert task", skip_all, fields(task.id = %task.id))]
     async fn create(&self, task: &Task) -> Result<(), DomainError> {
-        self.database
-            .run(|lease| async move {
-                let templates = Templates::of(lease.get_database_backend());
-                let (id, name) = (*task.id.as_uuid(), task.name.as_str());
-                match lease.execute_raw(templates.insert(id, name)).await {
-                    // The first attempt's connection was lost, but its INSERT may have been committed before it
-                    // was: the id is this service's own, so finding it stored with this name means it was.
-                    Err(error) if lease.fresh() && is_unique_violation(&error) => {
-                        let stored = lease.query_one_raw(templates.select_by_id(id)).await?;
-                        match stored.as_ref().map(columns).transpose()? {
-                            Some((_, stored)) if stored == name => Ok(()),
-                            _ => Err(error),
-                        }
-                    }
-                    result => result.map(drop),
-                }
-            })
+        self.inserts
+            .submit(task.clone())
             .await
-            .map_err(|error| {
-                if is_unique_violation(&error) {
-                    DomainError::AlreadyExists(task.id)
-                } else {
-                    storage_error(error)
-                }
-            })
+            .unwrap_or_else(|| Err(DomainError::Unavailable("the service is shutting down".into())))
     }
 
     #[tracing::instrument(name = "select task", skip(self))]
@@ -214,6 +213,76 @@ impl TaskRepository for SeaOrmTaskRepository {
     }
 }
 
+/// Stores `tasks` and says, for each, whether it was stored: [`DomainError::AlreadyExists`] for one whose id was
+/// taken, and every task the error that stopped the batch, once `Database::run` gave up retrying it.
+async fn insert_batch(database: Database, tasks: Vec<Task>) -> Vec<Result<(), DomainError>> {
+    let span = tracing::debug_span!("insert tasks", tasks = tasks.len());
+    let outcome = database.run(|lease| insert_all(lease, &tasks)).instrument(span).await;
+    match outcome {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .zip(&tasks)
+            .map(|(outcome, task)| outcome.map_err(|_| DomainError::AlreadyExists(task.id)))
+            .collect(),
+        Err(error) => {
+            let unavailable = is_unavailable(&error);
+            // One error answers every task of the batch: each request's error holds it through its own `Arc`.
+            let error = Arc::new(error);
+            tasks
+                .iter()
+                .map(|_| {
+                    let cause = Box::new(Arc::clone(&error));
+                    Err(if unavailable {
+                        DomainError::Unavailable(cause)
+                    } else {
+                        DomainError::Storage(cause)
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// Inserts `tasks` in one statement, or one by one when that statement found an id taken, to tell which. Each task's
+/// outcome is `Err` only for an id taken by another task; any other failure stops them all, as the operation's
+/// error, for `Database::run` to retry where it can. Running it again is safe: ids are made by this service, so a
+/// retry after a lost connection that finds its tasks already stored, with the same names, has succeeded.
+async fn insert_all(lease: Lease<'_>, tasks: &[Task]) -> Result<Vec<Result<(), DbErr>>, DbErr> {
+    let templates = Templates::of(lease.get_database_backend());
+    if tasks.len() > 1 {
+        match lease.execute_raw(build_insert_many(templates.backend, tasks)).await {
+            Ok(_) => return Ok(tasks.iter().map(|_| Ok(())).collect()),
+            // The statement stored none of them: one by one tells which ids are taken, and stores the others.
+            Err(error) if is_unique_violation(&error) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outcomes.push(match insert_one(&lease, &templates, task).await {
+            Err(error) if !is_unique_violation(&error) => return Err(error),
+            outcome => outcome,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Inserts one task. When this attempt follows one whose connection was lost, that attempt's INSERT may have been
+/// committed before it was: the id is this service's own, so finding it stored with this name means it was.
+async fn insert_one(lease: &Lease<'_>, templates: &Templates, task: &Task) -> Result<(), DbErr> {
+    let (id, name) = (*task.id.as_uuid(), task.name.as_str());
+    match lease.execute_raw(templates.insert(id, name)).await {
+        Err(error) if lease.fresh() && is_unique_violation(&error) => {
+            let stored = lease.query_one_raw(templates.select_by_id(id)).await?;
+            match stored.as_ref().map(columns).transpose()? {
+                Some((_, stored)) if stored == name => Ok(()),
+                _ => Err(error),
+            }
+        }
+        result => result.map(drop),
+    }
+}
+
 /// The SQL of the statements run on every request, as SeaORM renders it for one backend, rendered once per backend.
 /// SeaORM builds a query's tree and renders it to SQL on every call, about a twentieth of the CPU a read by id costs,
 /// and only the values change from call to call. Each statement's values are given in the order SeaORM renders them,
@@ -281,6 +350,16 @@ fn build_insert(backend: DbBackend, id: Uuid, name: &str) -> Statement {
         name: Set(name.to_owned()),
     };
     tasks::Entity::insert(row).build(backend)
+}
+
+/// Several tasks in one statement. Its SQL depends on how many there are, so it is rendered for each batch, whose
+/// requests share the cost.
+fn build_insert_many(backend: DbBackend, tasks: &[Task]) -> Statement {
+    let rows = tasks.iter().map(|task| tasks::ActiveModel {
+        id: Set(*task.id.as_uuid()),
+        name: Set(task.name.as_str().to_owned()),
+    });
+    tasks::Entity::insert_many(rows).build(backend)
 }
 
 /// The task with this id, selected as [`columns`] reads it.
