@@ -3,21 +3,29 @@
 //! Under write load the database, not this service, bounds how many tasks a second can be created: each INSERT is a
 //! statement and a commit of its own. On the benchmark machine PostgreSQL commits about 7,700 one-row INSERTs a second
 //! from 16 clients, and 26,000 rows a second as INSERTs of four rows (`bench/results/`). So items are batched when, and
-//! only when, they would otherwise queue: up to `runners` batches run at once, one a connection; an item that comes
+//! only when, they would otherwise queue: on each thread, up to `runners` batches run at once; an item that comes
 //! while all of them run waits, and the next batch to start takes every waiting item, up to `max_batch`, in arrival
 //! order. An item that comes while fewer run starts a batch of its own at once: a lone request never waits for
 //! company, and a quiet service runs one INSERT a request, as before.
 //!
 //! Each batch runs on a task of its own, not on a request's: a request whose client went away is dropped wherever it
 //! waits, and a batch carrying other requests' items must still finish and answer them. An item whose request was
-//! dropped before its batch started is left out.
+//! dropped before its batch started is left out, and so is one that waited longer than `max_wait`, which gets no
+//! outcome. Items are batched with those of their own thread only, and their batches run on that thread's runtime:
+//! actix-web runs one runtime per worker, a worker with no connection left is stopped first at shutdown, and its
+//! runtime drops whatever tasks it holds; it also keeps every answer on the thread that waits for it.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
+
+use crate::connections::this_thread;
 
 /// What runs one batch: every item's outcome, in the items' order.
 pub(crate) type RunBatch<T, O> = Arc<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync>;
@@ -41,46 +49,61 @@ impl<T, O> std::fmt::Debug for Batches<T, O> {
             .debug_struct("Batches")
             .field("runners", &self.shared.runners)
             .field("max_batch", &self.shared.max_batch)
+            .field("max_wait", &self.shared.max_wait)
             .finish_non_exhaustive()
     }
 }
 
 struct Shared<T, O> {
-    queue: Mutex<Queue<T, O>>,
+    /// One queue a thread that submitted items; a handful, so looked up by a scan.
+    queues: Mutex<Vec<Queue<T, O>>>,
     run: RunBatch<T, O>,
     runners: usize,
     max_batch: usize,
+    max_wait: Duration,
 }
 
 struct Queue<T, O> {
-    waiting: VecDeque<(T, oneshot::Sender<O>)>,
-    /// Tasks running batches, at most `runners`.
+    thread: usize,
+    waiting: VecDeque<Waiting<T, O>>,
+    /// Tasks running this thread's batches, at most `runners`.
     running: usize,
 }
 
+struct Waiting<T, O> {
+    item: T,
+    since: Instant,
+    reply: oneshot::Sender<O>,
+}
+
 impl<T: Send + 'static, O: Send + 'static> Batches<T, O> {
-    /// At most `runners` batches at once, each of at most `max_batch` items (both at least 1), run by `run`.
-    pub(crate) fn new(runners: usize, max_batch: usize, run: RunBatch<T, O>) -> Self {
+    /// At most `runners` batches at once on each thread, each of at most `max_batch` items (both at least 1), run by
+    /// `run`; an item that waited `max_wait` for its batch is not run.
+    pub(crate) fn new(runners: usize, max_batch: usize, max_wait: Duration, run: RunBatch<T, O>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                queue: Mutex::new(Queue {
-                    waiting: VecDeque::new(),
-                    running: 0,
-                }),
+                queues: Mutex::new(Vec::new()),
                 run,
                 runners: runners.max(1),
                 max_batch: max_batch.max(1),
+                max_wait,
             }),
         }
     }
 
-    /// Runs `item` in the next batch that has room and returns its outcome; `None` only when the batch's task was
-    /// dropped before it finished, when the runtime it ran on shut down.
+    /// Runs `item` in the next batch of this thread that has room and returns its outcome; `None` when it was not
+    /// run, having waited `max_wait`, or its batch did not finish: the runtime it ran on shut down, or it panicked.
     pub(crate) async fn submit(&self, item: T) -> Option<O> {
         let (reply, outcome) = oneshot::channel();
+        let thread = this_thread();
         let start_runner = {
-            let mut queue = self.shared.lock();
-            queue.waiting.push_back((item, reply));
+            let mut queues = self.shared.lock();
+            let queue = Queue::of(&mut queues, thread);
+            queue.waiting.push_back(Waiting {
+                item,
+                since: Instant::now(),
+                reply,
+            });
             let start = queue.running < self.shared.runners;
             queue.running += usize::from(start);
             start
@@ -88,6 +111,7 @@ impl<T: Send + 'static, O: Send + 'static> Batches<T, O> {
         if start_runner {
             tokio::spawn(run_batches(Running {
                 shared: Arc::clone(&self.shared),
+                thread,
                 counted: true,
             }));
         }
@@ -96,15 +120,34 @@ impl<T: Send + 'static, O: Send + 'static> Batches<T, O> {
 }
 
 impl<T, O> Shared<T, O> {
-    fn lock(&self) -> MutexGuard<'_, Queue<T, O>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Vec<Queue<T, O>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// One of the `running` count, given back when its task ends however it ends, so that a task dropped mid-batch
-/// cannot leave items waiting for a runner that will never come.
+impl<T, O> Queue<T, O> {
+    /// Thread `thread`'s queue, made when it first submits.
+    fn of(queues: &mut Vec<Self>, thread: usize) -> &mut Self {
+        let index = match queues.iter().position(|queue| queue.thread == thread) {
+            Some(index) => index,
+            None => {
+                queues.push(Self {
+                    thread,
+                    waiting: VecDeque::new(),
+                    running: 0,
+                });
+                queues.len() - 1
+            }
+        };
+        &mut queues[index]
+    }
+}
+
+/// One of a thread's `running` count, given back when its task ends however it ends: a task dropped with its
+/// runtime leaves no place taken. (That runtime's requests, whose items wait in the same queue, are dropped with it.)
 struct Running<T, O> {
     shared: Arc<Shared<T, O>>,
+    thread: usize,
     /// Still counted in `running`.
     counted: bool,
 }
@@ -112,16 +155,17 @@ struct Running<T, O> {
 impl<T, O> Drop for Running<T, O> {
     fn drop(&mut self) {
         if self.counted {
-            self.shared.lock().running -= 1;
+            Queue::of(&mut self.shared.lock(), self.thread).running -= 1;
         }
     }
 }
 
-/// Runs batches of waiting items until none is left.
+/// Runs batches of the thread's waiting items until none is left.
 async fn run_batches<T, O>(mut running: Running<T, O>) {
     loop {
         let (items, replies): (Vec<T>, Vec<oneshot::Sender<O>>) = {
-            let mut queue = running.shared.lock();
+            let mut queues = running.shared.lock();
+            let queue = Queue::of(&mut queues, running.thread);
             if queue.waiting.is_empty() {
                 // Given back under the same lock as the look that found nothing: an item queued after it sees room
                 // and starts a runner of its own.
@@ -130,16 +174,21 @@ async fn run_batches<T, O>(mut running: Running<T, O>) {
                 return;
             }
             let take = queue.waiting.len().min(running.shared.max_batch);
+            let max_wait = running.shared.max_wait;
             queue
                 .waiting
                 .drain(..take)
-                .filter(|(_, reply)| !reply.is_closed())
+                .filter(|waiting| !waiting.reply.is_closed() && waiting.since.elapsed() < max_wait)
+                .map(|waiting| (waiting.item, waiting.reply))
                 .unzip()
         };
         if items.is_empty() {
             continue;
         }
-        let outcomes = (running.shared.run)(items).await;
+        // A batch that panicked answers none of its items (each gets `None`), and this task goes on with the next.
+        let Ok(outcomes) = AssertUnwindSafe((running.shared.run)(items)).catch_unwind().await else {
+            continue;
+        };
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A request dropped while its batch ran no longer wants the answer.
             let _ = reply.send(outcome);
@@ -154,7 +203,7 @@ mod tests {
     use super::*;
 
     /// Batches of numbers, each answered with ten times itself, that record their sizes and wait for a permit of
-    /// `gate` before they finish.
+    /// `gate` before they finish; a batch with a 0 panics. An item waits for its batch for at most [`MAX_WAIT`].
     struct Gated {
         batches: Batches<u32, u32>,
         gate: Arc<Semaphore>,
@@ -170,20 +219,28 @@ mod tests {
             Box::pin(async move {
                 sizes.lock().expect("not poisoned").push(items.len());
                 gate.acquire().await.expect("open").forget();
+                assert!(!items.contains(&0), "a batch with a 0");
                 items.into_iter().map(|item| item * 10).collect()
             })
         });
         Gated {
-            batches: Batches::new(runners, max_batch, run),
+            batches: Batches::new(runners, max_batch, MAX_WAIT, run),
             gate,
             sizes,
         }
     }
 
+    const MAX_WAIT: Duration = Duration::from_millis(200);
+
     /// Submits `item` from a task of its own, which runs when the test next waits.
     fn spawn_submit(batches: &Batches<u32, u32>, item: u32) -> tokio::task::JoinHandle<Option<u32>> {
         let batches = batches.clone();
         tokio::spawn(async move { batches.submit(item).await })
+    }
+
+    /// This thread's batches running.
+    fn running(batches: &Batches<u32, u32>) -> usize {
+        Queue::of(&mut batches.shared.lock(), this_thread()).running
     }
 
     /// Lets every task that can run, run until it waits.
@@ -209,11 +266,7 @@ mod tests {
         }
         assert_eq!(outcomes, [10, 20, 30, 40, 50].map(Some));
         assert_eq!(*sizes.lock().expect("not poisoned"), [1, 3, 1]);
-        assert_eq!(
-            batches.shared.lock().running,
-            0,
-            "the runner ended when nothing was left"
-        );
+        assert_eq!(running(&batches), 0, "the runner ended when nothing was left");
     }
 
     #[tokio::test]
@@ -265,14 +318,45 @@ mod tests {
             async move { batches.submit(1).await }
         });
         shut_down.block_on(settle());
-        assert_eq!(batches.shared.lock().running, 1);
+        assert_eq!(running(&batches), 1);
         drop(shut_down);
-        assert_eq!(batches.shared.lock().running, 0);
+        assert_eq!(running(&batches), 0);
 
         runtime().block_on(async {
             assert!(stranded.await.is_err(), "its task was dropped with the runtime");
             gate.add_permits(1);
             assert_eq!(batches.submit(2).await, Some(20));
         });
+    }
+
+    /// An item that waited longer than the most it may is answered with no outcome and not run.
+    #[tokio::test]
+    async fn an_item_that_waited_too_long_is_not_run() {
+        let Gated { batches, gate, sizes } = gated(1, 8);
+        let first = spawn_submit(&batches, 1);
+        settle().await;
+        let late = spawn_submit(&batches, 2);
+        settle().await;
+        tokio::time::sleep(MAX_WAIT * 2).await;
+        gate.add_permits(1);
+        assert_eq!(first.await.expect("not cancelled"), Some(10));
+        assert_eq!(late.await.expect("not cancelled"), None);
+        assert_eq!(*sizes.lock().expect("not poisoned"), [1]);
+        assert_eq!(running(&batches), 0);
+    }
+
+    /// A batch that panicked answers none of its items, and the items after it still run.
+    #[tokio::test]
+    async fn a_batch_that_panicked_leaves_the_next_ones_running() {
+        let Gated { batches, gate, sizes } = gated(1, 1);
+        let panicking = spawn_submit(&batches, 0);
+        settle().await;
+        let next = spawn_submit(&batches, 3);
+        settle().await;
+        gate.add_permits(2);
+        assert_eq!(panicking.await.expect("not cancelled"), None);
+        assert_eq!(next.await.expect("not cancelled"), Some(30));
+        assert_eq!(*sizes.lock().expect("not poisoned"), [1, 1]);
+        assert_eq!(running(&batches), 0);
     }
 }

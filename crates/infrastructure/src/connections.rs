@@ -239,7 +239,7 @@ thread_local! {
     static THREAD: usize = THREADS.fetch_add(1, Ordering::Relaxed);
 }
 
-fn this_thread() -> usize {
+pub(crate) fn this_thread() -> usize {
     THREAD.with(|thread| *thread)
 }
 

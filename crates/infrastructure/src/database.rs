@@ -374,7 +374,7 @@ impl Database {
     ///
     /// Running an operation again must be harmless, and every operation of this service is: a refused connection ran
     /// nothing, nor did a statement a read-only server refused; ids are made by the service, so a repeated INSERT
-    /// finds its own row (the repository treats that as success, see `SeaOrmTaskRepository::create`); renames and
+    /// finds its own row (the repository treats that as success, see its `insert_one`); renames and
     /// deletes by id are idempotent; reads change nothing. Any other failure is the database's real state, and the
     /// caller answers it (503 when it is unavailable).
     pub async fn run<'d, T, F, Fut>(&'d self, operation: F) -> Result<T, DbErr>
@@ -462,6 +462,12 @@ impl Database {
             opened: self.counters.opened.load(Ordering::Relaxed),
             operations: self.counters.operations.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long a statement waits for a connection, and an operation keeps retrying while the server is unavailable.
+    #[must_use]
+    pub fn acquire_timeout(&self) -> Duration {
+        self.patience
     }
 
     /// The most connections the pool opens at once.

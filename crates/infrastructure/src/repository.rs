@@ -1,5 +1,6 @@
 //! The SeaORM implementation of [`TaskRepository`]: one statement per call, so each call is atomic without an
-//! explicit transaction.
+//! explicit transaction. (A creation may share its INSERT with others, which is atomic too; when it goes row by row,
+//! each row is its own creation's.)
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -57,6 +58,7 @@ impl SeaOrmTaskRepository {
         let inserts = Batches::new(
             runners,
             MAX_INSERT_BATCH,
+            database.acquire_timeout(),
             Arc::new(move |tasks| Box::pin(insert_batch(writer.clone(), tasks))),
         );
         Self {
@@ -125,10 +127,13 @@ impl Reader {
 impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "insert task", skip_all, fields(task.id = %task.id))]
     async fn create(&self, task: &Task) -> Result<(), DomainError> {
-        self.inserts
-            .submit(task.clone())
-            .await
-            .unwrap_or_else(|| Err(DomainError::Unavailable("the service is shutting down".into())))
+        self.inserts.submit(task.clone()).await.unwrap_or_else(|| {
+            Err(DomainError::Unavailable(
+                "not inserted: the database stayed busy for the whole acquire time-out, or the service is \
+                     shutting down"
+                    .into(),
+            ))
+        })
     }
 
     #[tracing::instrument(name = "select task", skip(self))]
@@ -245,8 +250,8 @@ async fn insert_batch(database: Database, tasks: Vec<Task>) -> Vec<Result<(), Do
 
 /// Inserts `tasks` in one statement, or one by one when that statement found an id taken, to tell which. Each task's
 /// outcome is `Err` only for an id taken by another task; any other failure stops them all, as the operation's
-/// error, for `Database::run` to retry where it can. Running it again is safe: ids are made by this service, so a
-/// retry after a lost connection that finds its tasks already stored, with the same names, has succeeded.
+/// error, for `Database::run` to retry where it can. Running it again is safe: ids are made by this service, so an
+/// attempt that finds a task already stored under its id, with the same name, finds what an earlier attempt stored.
 async fn insert_all(lease: Lease<'_>, tasks: &[Task]) -> Result<Vec<Result<(), DbErr>>, DbErr> {
     let templates = Templates::of(lease.get_database_backend());
     if tasks.len() > 1 {
@@ -267,12 +272,13 @@ async fn insert_all(lease: Lease<'_>, tasks: &[Task]) -> Result<Vec<Result<(), D
     Ok(outcomes)
 }
 
-/// Inserts one task. When this attempt follows one whose connection was lost, that attempt's INSERT may have been
-/// committed before it was: the id is this service's own, so finding it stored with this name means it was.
+/// Inserts one task. An earlier attempt may have stored it already: one whose connection was lost after its commit,
+/// or one that stored the first rows of its batch before a later row failed. The id is this service's own, so finding
+/// it stored with this name means it was; on a first attempt the look costs nothing, as an id is never taken then.
 async fn insert_one(lease: &Lease<'_>, templates: &Templates, task: &Task) -> Result<(), DbErr> {
     let (id, name) = (*task.id.as_uuid(), task.name.as_str());
     match lease.execute_raw(templates.insert(id, name)).await {
-        Err(error) if lease.fresh() && is_unique_violation(&error) => {
+        Err(error) if is_unique_violation(&error) => {
             let stored = lease.query_one_raw(templates.select_by_id(id)).await?;
             match stored.as_ref().map(columns).transpose()? {
                 Some((_, stored)) if stored == name => Ok(()),
