@@ -86,9 +86,10 @@ async fn creations_that_wait_for_a_connection_are_inserted_together() {
     }
     assert_eq!(app.database.stored_tasks().await, answered);
     let operations = Scrape::of(&app).await.value(OPERATIONS) - before;
-    // Two batches held by the lock, and about three for the 38 that waited; not one an item.
+    // The first few batches, held by the lock (a connection's worth a worker, at most), and about three of up to 16
+    // for the others, which waited: not one an item.
     assert!(
-        operations <= 20.0,
+        operations <= 10.0,
         "40 creations in {operations} operations: those that waited went together"
     );
 }

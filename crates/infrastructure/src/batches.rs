@@ -3,15 +3,15 @@
 //! Under write load the database, not this service, bounds how many tasks a second can be created: each INSERT is a
 //! statement and a commit of its own. On the benchmark machine PostgreSQL commits about 7,700 one-row INSERTs a second
 //! from 16 clients, and 26,000 rows a second as INSERTs of four rows (`bench/results/`). So items are batched when, and
-//! only when, they would otherwise queue: on each thread, up to `runners` batches run at once; an item that comes
-//! while all of them run waits, and the next batch to start takes every waiting item, up to `max_batch`, in arrival
-//! order. An item that comes while fewer run starts a batch of its own at once: a lone request never waits for
+//! only when, they would otherwise queue: up to `runners` batches run at once, shared out evenly among the threads
+//! that submit items; an item that comes while all of its thread's run waits, and the next batch to start takes every
+//! waiting item, up to `max_batch`, in arrival order. An item that comes while fewer run starts a batch of its own at once: a lone request never waits for
 //! company, and a quiet service runs one INSERT a request, as before.
 //!
 //! Each batch runs on a task of its own, not on a request's: a request whose client went away is dropped wherever it
 //! waits, and a batch carrying other requests' items must still finish and answer them. An item whose request was
-//! dropped before its batch started is left out, and so is one that waited longer than `max_wait`, which gets no
-//! outcome. Items are batched with those of their own thread only, and their batches run on that thread's runtime:
+//! dropped before its batch started is left out, and so is one that a batch could take only after it had waited
+//! `max_wait` ([`NotRun::TimedOut`]). Items are batched with those of their own thread only, and their batches run on that thread's runtime:
 //! actix-web runs one runtime per worker, a worker with no connection left is stopped first at shutdown, and its
 //! runtime drops whatever tasks it holds; it also keeps every answer on the thread that waits for it.
 
@@ -29,6 +29,15 @@ use crate::connections::this_thread;
 
 /// What runs one batch: every item's outcome, in the items' order.
 pub(crate) type RunBatch<T, O> = Arc<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync>;
+
+/// Why an item got no outcome.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotRun {
+    #[error("it waited the whole acquire time-out before a batch could take it")]
+    TimedOut,
+    #[error("its batch ended without answering it")]
+    Unanswered,
+}
 
 /// Items of type `T` run in batches, each answered with an outcome `O`.
 pub(crate) struct Batches<T, O> {
@@ -66,19 +75,19 @@ struct Shared<T, O> {
 struct Queue<T, O> {
     thread: usize,
     waiting: VecDeque<Waiting<T, O>>,
-    /// Tasks running this thread's batches, at most `runners`.
+    /// Tasks running this thread's batches, at most its share of `runners`.
     running: usize,
 }
 
 struct Waiting<T, O> {
     item: T,
     since: Instant,
-    reply: oneshot::Sender<O>,
+    reply: oneshot::Sender<Result<O, NotRun>>,
 }
 
 impl<T: Send + 'static, O: Send + 'static> Batches<T, O> {
-    /// At most `runners` batches at once on each thread, each of at most `max_batch` items (both at least 1), run by
-    /// `run`; an item that waited `max_wait` for its batch is not run.
+    /// At most `runners` batches at once, each of at most `max_batch` items (both at least 1), run by `run`; an item
+    /// that a batch could take only after `max_wait` is not run.
     pub(crate) fn new(runners: usize, max_batch: usize, max_wait: Duration, run: RunBatch<T, O>) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -91,20 +100,21 @@ impl<T: Send + 'static, O: Send + 'static> Batches<T, O> {
         }
     }
 
-    /// Runs `item` in the next batch of this thread that has room and returns its outcome; `None` when it was not
-    /// run, having waited `max_wait`, or its batch did not finish: the runtime it ran on shut down, or it panicked.
-    pub(crate) async fn submit(&self, item: T) -> Option<O> {
+    /// Runs `item` in the next batch of this thread that has room and returns its outcome, or why it has none: it
+    /// waited too long, or its batch did not finish (it panicked, or the runtime it ran on shut down).
+    pub(crate) async fn submit(&self, item: T) -> Result<O, NotRun> {
         let (reply, outcome) = oneshot::channel();
         let thread = this_thread();
         let start_runner = {
             let mut queues = self.shared.lock();
-            let queue = Queue::of(&mut queues, thread);
-            queue.waiting.push_back(Waiting {
+            Queue::of(&mut queues, thread).waiting.push_back(Waiting {
                 item,
                 since: Instant::now(),
                 reply,
             });
-            let start = queue.running < self.shared.runners;
+            let share = self.shared.share(&queues);
+            let queue = Queue::of(&mut queues, thread);
+            let start = queue.running < share;
             queue.running += usize::from(start);
             start
         };
@@ -115,13 +125,20 @@ impl<T: Send + 'static, O: Send + 'static> Batches<T, O> {
                 counted: true,
             }));
         }
-        outcome.await.ok()
+        outcome.await.unwrap_or(Err(NotRun::Unanswered))
     }
 }
 
 impl<T, O> Shared<T, O> {
     fn lock(&self) -> MutexGuard<'_, Vec<Queue<T, O>>> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many batches each thread may run at once: `runners` shared out among the threads that ever submitted (the
+    /// workers, in the service), so that together they run about one a pool connection. A thread alone may run them
+    /// all; a second one's first item brings the first's share down as its batches end.
+    fn share(&self, queues: &[Queue<T, O>]) -> usize {
+        self.runners.div_ceil(queues.len().max(1))
     }
 }
 
@@ -163,7 +180,7 @@ impl<T, O> Drop for Running<T, O> {
 /// Runs batches of the thread's waiting items until none is left.
 async fn run_batches<T, O>(mut running: Running<T, O>) {
     loop {
-        let (items, replies): (Vec<T>, Vec<oneshot::Sender<O>>) = {
+        let (items, replies): (Vec<T>, Vec<oneshot::Sender<Result<O, NotRun>>>) = {
             let mut queues = running.shared.lock();
             let queue = Queue::of(&mut queues, running.thread);
             if queue.waiting.is_empty() {
@@ -178,20 +195,28 @@ async fn run_batches<T, O>(mut running: Running<T, O>) {
             queue
                 .waiting
                 .drain(..take)
-                .filter(|waiting| !waiting.reply.is_closed() && waiting.since.elapsed() < max_wait)
-                .map(|waiting| (waiting.item, waiting.reply))
+                .filter(|waiting| !waiting.reply.is_closed())
+                .filter_map(|waiting| {
+                    if waiting.since.elapsed() < max_wait {
+                        Some((waiting.item, waiting.reply))
+                    } else {
+                        let _ = waiting.reply.send(Err(NotRun::TimedOut));
+                        None
+                    }
+                })
                 .unzip()
         };
         if items.is_empty() {
             continue;
         }
-        // A batch that panicked answers none of its items (each gets `None`), and this task goes on with the next.
+        // A batch that panicked answers none of its items (each gets `NotRun::Unanswered`), and this task goes on
+        // with the next.
         let Ok(outcomes) = AssertUnwindSafe((running.shared.run)(items)).catch_unwind().await else {
             continue;
         };
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A request dropped while its batch ran no longer wants the answer.
-            let _ = reply.send(outcome);
+            let _ = reply.send(Ok(outcome));
         }
     }
 }
@@ -233,7 +258,7 @@ mod tests {
     const MAX_WAIT: Duration = Duration::from_millis(200);
 
     /// Submits `item` from a task of its own, which runs when the test next waits.
-    fn spawn_submit(batches: &Batches<u32, u32>, item: u32) -> tokio::task::JoinHandle<Option<u32>> {
+    fn spawn_submit(batches: &Batches<u32, u32>, item: u32) -> tokio::task::JoinHandle<Result<u32, NotRun>> {
         let batches = batches.clone();
         tokio::spawn(async move { batches.submit(item).await })
     }
@@ -262,7 +287,7 @@ mod tests {
         gate.add_permits(3);
         let mut outcomes = Vec::new();
         for submission in submitted {
-            outcomes.push(submission.await.expect("not cancelled"));
+            outcomes.push(submission.await.expect("not cancelled").ok());
         }
         assert_eq!(outcomes, [10, 20, 30, 40, 50].map(Some));
         assert_eq!(*sizes.lock().expect("not poisoned"), [1, 3, 1]);
@@ -282,8 +307,8 @@ mod tests {
             "each started a batch of its own"
         );
         gate.add_permits(2);
-        assert_eq!(first.await.expect("not cancelled"), Some(10));
-        assert_eq!(second.await.expect("not cancelled"), Some(20));
+        assert_eq!(first.await.expect("not cancelled").ok(), Some(10));
+        assert_eq!(second.await.expect("not cancelled").ok(), Some(20));
     }
 
     #[tokio::test]
@@ -297,8 +322,8 @@ mod tests {
         dropped.abort();
         settle().await;
         gate.add_permits(2);
-        assert_eq!(first.await.expect("not cancelled"), Some(10));
-        assert_eq!(kept.await.expect("not cancelled"), Some(30));
+        assert_eq!(first.await.expect("not cancelled").ok(), Some(10));
+        assert_eq!(kept.await.expect("not cancelled").ok(), Some(30));
         assert_eq!(*sizes.lock().expect("not poisoned"), [1, 1]);
     }
 
@@ -325,11 +350,11 @@ mod tests {
         runtime().block_on(async {
             assert!(stranded.await.is_err(), "its task was dropped with the runtime");
             gate.add_permits(1);
-            assert_eq!(batches.submit(2).await, Some(20));
+            assert_eq!(batches.submit(2).await.ok(), Some(20));
         });
     }
 
-    /// An item that waited longer than the most it may is answered with no outcome and not run.
+    /// An item that a batch could take only after it waited longer than the most it may is not run.
     #[tokio::test]
     async fn an_item_that_waited_too_long_is_not_run() {
         let Gated { batches, gate, sizes } = gated(1, 8);
@@ -339,8 +364,8 @@ mod tests {
         settle().await;
         tokio::time::sleep(MAX_WAIT * 2).await;
         gate.add_permits(1);
-        assert_eq!(first.await.expect("not cancelled"), Some(10));
-        assert_eq!(late.await.expect("not cancelled"), None);
+        assert_eq!(first.await.expect("not cancelled").ok(), Some(10));
+        assert!(matches!(late.await.expect("not cancelled"), Err(NotRun::TimedOut)));
         assert_eq!(*sizes.lock().expect("not poisoned"), [1]);
         assert_eq!(running(&batches), 0);
     }
@@ -354,8 +379,11 @@ mod tests {
         let next = spawn_submit(&batches, 3);
         settle().await;
         gate.add_permits(2);
-        assert_eq!(panicking.await.expect("not cancelled"), None);
-        assert_eq!(next.await.expect("not cancelled"), Some(30));
+        assert!(matches!(
+            panicking.await.expect("not cancelled"),
+            Err(NotRun::Unanswered)
+        ));
+        assert_eq!(next.await.expect("not cancelled").ok(), Some(30));
         assert_eq!(*sizes.lock().expect("not poisoned"), [1, 1]);
         assert_eq!(running(&batches), 0);
     }

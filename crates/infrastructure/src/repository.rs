@@ -18,7 +18,7 @@ use sea_orm::{
 };
 use tracing::Instrument;
 
-use crate::batches::Batches;
+use crate::batches::{Batches, NotRun};
 use crate::{Database, Lease};
 
 /// Tasks kept in the `tasks` table of a PostgreSQL, MySQL/MariaDB or SQLite database. Every call goes through
@@ -127,12 +127,11 @@ impl Reader {
 impl TaskRepository for SeaOrmTaskRepository {
     #[tracing::instrument(name = "insert task", skip_all, fields(task.id = %task.id))]
     async fn create(&self, task: &Task) -> Result<(), DomainError> {
-        self.inserts.submit(task.clone()).await.unwrap_or_else(|| {
-            Err(DomainError::Unavailable(
-                "not inserted: the database stayed busy for the whole acquire time-out, or the service is \
-                     shutting down"
-                    .into(),
-            ))
+        self.inserts.submit(task.clone()).await.unwrap_or_else(|not_run| {
+            // Waiting that long means the database is the bottleneck (503, as for a connection not had in time); a
+            // batch that ended without an answer panicked, a fault of this service's (500).
+            let unavailable = matches!(not_run, NotRun::TimedOut);
+            Err(domain_error(unavailable, Box::new(not_run)))
         })
     }
 
@@ -235,14 +234,7 @@ async fn insert_batch(database: Database, tasks: Vec<Task>) -> Vec<Result<(), Do
             let error = Arc::new(error);
             tasks
                 .iter()
-                .map(|_| {
-                    let cause = Box::new(Arc::clone(&error));
-                    Err(if unavailable {
-                        DomainError::Unavailable(cause)
-                    } else {
-                        DomainError::Storage(cause)
-                    })
-                })
+                .map(|_| Err(domain_error(unavailable, Box::new(Arc::clone(&error)))))
                 .collect()
         }
     }
@@ -411,10 +403,15 @@ fn is_unique_violation(error: &DbErr) -> bool {
 
 /// Separates "the database cannot be reached now" (503, worth retrying) from every other failure (500).
 fn storage_error(error: DbErr) -> DomainError {
-    if is_unavailable(&error) {
-        DomainError::Unavailable(Box::new(error))
+    domain_error(is_unavailable(&error), Box::new(error))
+}
+
+/// The domain's word for a failure whose cause is `cause`: unavailable (503) or not (500).
+fn domain_error(unavailable: bool, cause: Box<dyn std::error::Error + Send + Sync>) -> DomainError {
+    if unavailable {
+        DomainError::Unavailable(cause)
     } else {
-        DomainError::Storage(Box::new(error))
+        DomainError::Storage(cause)
     }
 }
 
