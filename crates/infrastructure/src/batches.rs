@@ -5,15 +5,15 @@
 //! from 16 clients, and 26,000 rows a second as INSERTs of four rows (`bench/results/`). So items are batched when, and
 //! only when, they would otherwise queue: up to `runners` batches run at once, shared out evenly among the threads
 //! that submit items; an item that comes while all of its thread's run waits, and the next batch to start takes every
-//! waiting item, up to `max_batch`, in arrival order. An item that comes while fewer run starts a batch of its own at once: a lone request never waits for
-//! company, and a quiet service runs one INSERT a request, as before.
+//! waiting item, up to `max_batch`, in arrival order. An item that comes while fewer run starts a batch of its own at
+//! once: a lone request never waits for company, and a quiet service runs one INSERT a request, as before.
 //!
 //! Each batch runs on a task of its own, not on a request's: a request whose client went away is dropped wherever it
 //! waits, and a batch carrying other requests' items must still finish and answer them. An item whose request was
 //! dropped before its batch started is left out, and so is one that a batch could take only after it had waited
-//! `max_wait` ([`NotRun::TimedOut`]). Items are batched with those of their own thread only, and their batches run on that thread's runtime:
-//! actix-web runs one runtime per worker, a worker with no connection left is stopped first at shutdown, and its
-//! runtime drops whatever tasks it holds; it also keeps every answer on the thread that waits for it.
+//! `max_wait` ([`NotRun::TimedOut`]). Items are batched with those of their own thread only, and their batches run on
+//! that thread's runtime: actix-web runs one runtime per worker, a worker with no connection left is stopped first at
+//! shutdown, and its runtime drops whatever tasks it holds; it also keeps every answer on the thread that waits for it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -33,7 +33,7 @@ pub(crate) type RunBatch<T, O> = Arc<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output
 /// Why an item got no outcome.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NotRun {
-    #[error("it waited the whole acquire time-out before a batch could take it")]
+    #[error("it waited longer than the most it may before a batch could take it")]
     TimedOut,
     #[error("its batch ended without answering it")]
     Unanswered,
