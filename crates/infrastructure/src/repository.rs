@@ -343,21 +343,22 @@ impl Templates {
 
 /// The statements as SeaORM builds them; [`Templates`] keeps their SQL.
 fn build_insert(backend: DbBackend, id: Uuid, name: &str) -> Statement {
-    let row = tasks::ActiveModel {
-        id: Set(id),
-        name: Set(name.to_owned()),
-    };
-    tasks::Entity::insert(row).build(backend)
+    tasks::Entity::insert(row(id, name)).build(backend)
 }
 
 /// Several tasks in one statement. Its SQL depends on how many there are, so it is rendered for each batch, whose
 /// requests share the cost.
 fn build_insert_many(backend: DbBackend, tasks: &[Task]) -> Statement {
-    let rows = tasks.iter().map(|task| tasks::ActiveModel {
-        id: Set(*task.id.as_uuid()),
-        name: Set(task.name.as_str().to_owned()),
-    });
+    let rows = tasks.iter().map(|task| row(*task.id.as_uuid(), task.name.as_str()));
     tasks::Entity::insert_many(rows).build(backend)
+}
+
+/// A task as the row SeaORM inserts.
+fn row(id: Uuid, name: &str) -> tasks::ActiveModel {
+    tasks::ActiveModel {
+        id: Set(id),
+        name: Set(name.to_owned()),
+    }
 }
 
 /// The task with this id, selected as [`columns`] reads it.
